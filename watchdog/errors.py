@@ -1,0 +1,76 @@
+"""The watchdog's exception tree; errors from libraries are translated at the boundary.
+
+    WatchdogError
+    ├── ConfigError        bad settings or rules file; carries every problem found
+    ├── StateError         the state directory or database cannot be used
+    ├── SourceError        one failed poll of one series (reason + whether the key was rejected)
+    └── NotifyError        one failed delivery; `recoverable` decides retry versus dead letter
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WatchdogError(Exception):
+    """Base of every error the watchdog raises on purpose."""
+
+
+class ConfigError(WatchdogError):
+    """The configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StateError(WatchdogError):
+    """The state directory or database is unusable; the message names the path."""
+
+
+class PollFailure(StrEnum):
+    """Why a poll gave no sample; the no-data alert quotes it."""
+
+    REJECTED_KEY = "rejected key"  # 401/403
+    UNKNOWN_AGENT = "unknown agent"  # 422 / 404 for an agent query
+    RATE_LIMITED = "rate limited"  # 429
+    SERVER_ERROR = "server error"  # 5xx
+    UNREACHABLE = "unreachable"  # connect errors, timeouts, resets
+    BAD_RESPONSE = "bad response"  # non-JSON, wrong shape, wrong content type, bad count
+
+    @property
+    def immediate(self) -> bool:
+        """Failures no retry can fix: no-data fires at once instead of after `stale_after`."""
+        return self in (PollFailure.REJECTED_KEY, PollFailure.UNKNOWN_AGENT)
+
+
+class SourceError(WatchdogError):
+    """One poll of one series failed; never turned into a sample."""
+
+    def __init__(
+        self,
+        series: str,
+        failure: PollFailure,
+        detail: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.series = series
+        self.failure = failure
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(f"{series}: {failure.value}: {detail}")
+
+
+class NotifyError(WatchdogError):
+    """One delivery attempt failed; `recoverable` errors are retried, the rest dead-lettered."""
+
+    def __init__(
+        self, reason: str, *, recoverable: bool, retry_after: float | None = None
+    ) -> None:
+        self.reason = reason
+        self.recoverable = recoverable
+        self.retry_after = retry_after
+        super().__init__(reason)

@@ -1,0 +1,166 @@
+"""Frozen values shared by every layer: samples, alert states, transitions, notifications.
+
+Nothing here imports anything else of ours, so the pure core (rules, engine) and the
+edges (source, notify, store, daemon) can all speak the same vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+WORKSPACE = "workspace"
+"""Name of the series that carries the workspace-wide count."""
+
+NO_DATA_RULE = "no-data"
+"""Name of the built-in rule that fires when a series has no good poll."""
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertState(StrEnum):
+    """Where one alert instance (rule x series) stands."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+class TransitionKind(StrEnum):
+    """What happened to an alert instance; only some kinds are notified."""
+
+    PENDING = "pending"  # condition started holding, waiting out `for`
+    FIRING = "firing"  # notified: a new message
+    REPEAT = "repeat"  # notified: still firing, the repeat interval elapsed
+    RESOLVED = "resolved"  # notified: firing -> inactive
+    CANCELLED = "cancelled"  # pending -> inactive without ever firing; audit only
+
+    @property
+    def notifies(self) -> bool:
+        return self in (TransitionKind.FIRING, TransitionKind.REPEAT, TransitionKind.RESOLVED)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One good poll: `count` live conversations on `series` at `at` (aware, UTC)."""
+
+    series: str
+    at: datetime
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of one alert instance, decided by the engine.
+
+    `alert_id` names one episode (from pending/firing to resolved) of one rule on one
+    series, so that the audit log and Slack message of that episode can be followed.
+    """
+
+    alert_id: str
+    kind: TransitionKind
+    rule: str
+    series: str
+    severity: Severity
+    at: datetime
+    since: datetime
+    count: int | None
+    condition: str
+    reason: str = ""
+    recent: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What one Slack delivery says: a notified transition plus the rule's presentation.
+
+    Stored in the outbox as JSON (see `to_json`/`from_json`), so it must stay plain data.
+    """
+
+    alert_id: str
+    kind: TransitionKind
+    rule: str
+    series: str
+    severity: Severity
+    at: datetime
+    since: datetime
+    count: int | None
+    condition: str
+    channel: str
+    reason: str = ""
+    recent: tuple[int, ...] = ()
+    runbook: str | None = None
+    mention: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "alert_id": self.alert_id,
+            "kind": self.kind.value,
+            "rule": self.rule,
+            "series": self.series,
+            "severity": self.severity.value,
+            "at": self.at.isoformat(),
+            "since": self.since.isoformat(),
+            "count": self.count,
+            "condition": self.condition,
+            "channel": self.channel,
+            "reason": self.reason,
+            "recent": list(self.recent),
+            "runbook": self.runbook,
+            "mention": self.mention,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Notification:
+        count = data["count"]
+        recent = data.get("recent") or []
+        runbook = data.get("runbook")
+        mention = data.get("mention")
+        assert isinstance(recent, list)
+        return cls(
+            alert_id=str(data["alert_id"]),
+            kind=TransitionKind(str(data["kind"])),
+            rule=str(data["rule"]),
+            series=str(data["series"]),
+            severity=Severity(str(data["severity"])),
+            at=datetime.fromisoformat(str(data["at"])),
+            since=datetime.fromisoformat(str(data["since"])),
+            count=None if count is None else int(str(count)),
+            condition=str(data["condition"]),
+            channel=str(data["channel"]),
+            reason=str(data.get("reason") or ""),
+            recent=tuple(int(x) for x in recent),
+            runbook=None if runbook is None else str(runbook),
+            mention=None if mention is None else str(mention),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """Where a firing message landed in Slack, so resolutions and repeats can find it."""
+
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """The persistable state of one alert instance (rule x series).
+
+    The engine produces these; the store keeps them so a restart resumes where it stopped
+    (a firing alert stays firing and is not announced again).
+    """
+
+    rule: str
+    series: str
+    alert_id: str
+    state: AlertState
+    since: datetime
+    last_count: int | None
+    last_notified: datetime | None
+    condition: str
