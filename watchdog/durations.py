@@ -15,7 +15,9 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"expected a duration string like '15s', got {type(text).__name__}")
     match = _PATTERN.match(text)
     if match is None:
-        raise ValueError(f"invalid duration {text!r}: use a number and ms, s, m, h or d, e.g. '15s'")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and ms, s, m, h or d, e.g. '15s'"
+        )
     value = float(match.group(1)) * _UNITS[match.group(2)]
     if value > 366 * 86400:
         raise ValueError(f"duration {text!r} is longer than a year")

@@ -1,10 +1,10 @@
 """The watchdog's exception tree; errors from libraries are translated at the boundary.
 
-    WatchdogError
-    ├── ConfigError        bad settings or rules file; carries every problem found
-    ├── StateError         the state directory or database cannot be used
-    ├── SourceError        one failed poll of one series (reason + whether the key was rejected)
-    └── NotifyError        one failed delivery; `recoverable` decides retry versus dead letter
+WatchdogError
+├── ConfigError        bad settings or rules file; carries every problem found
+├── StateError         the state directory or database cannot be used
+├── SourceError        one failed poll of one series (reason + whether the key was rejected)
+└── NotifyError        one failed delivery; `recoverable` decides retry versus dead letter
 """
 
 from __future__ import annotations
@@ -67,9 +67,7 @@ class SourceError(WatchdogError):
 class NotifyError(WatchdogError):
     """One delivery attempt failed; `recoverable` errors are retried, the rest dead-lettered."""
 
-    def __init__(
-        self, reason: str, *, recoverable: bool, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, reason: str, *, recoverable: bool, retry_after: float | None = None) -> None:
         self.reason = reason
         self.recoverable = recoverable
         self.retry_after = retry_after

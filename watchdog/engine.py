@@ -1,0 +1,431 @@
+"""The rule engine: samples, poll failures and clock ticks in; transitions out.
+
+Pure by design: no clock reads, no logging, no I/O. Time arrives as the `at` of a sample
+or the `now` of a tick, so the daemon, `watchdog replay` and the tests run the very same
+code, and a restored engine (from `AlertRecord`s and stored samples) continues where the
+previous process stopped without announcing anything twice.
+
+Semantics, per alert instance (rule x series):
+- threshold: INACTIVE -> PENDING when the condition holds at a sample; PENDING -> FIRING
+  at the first sample where it has held for `for` (at every sample since); PENDING ->
+  INACTIVE (cancelled) at a sample where it does not hold; FIRING -> INACTIVE (resolved)
+  at a sample where `recovered` (hysteresis) is true.
+- change: compares the sample with the latest sample at least `window` old on that series
+  (none yet = not evaluated); fires at once and resolves at the first sample where the
+  condition no longer holds.
+- active hours: outside its window a rule is off; a firing alert resolves, a pending one
+  is cancelled (at a sample or a tick).
+- no-data (built in, per series): fires when a series had no good poll for `stale_after`
+  (counted from the later of its last good poll and the engine's start), or at once on a
+  failure no retry can fix (rejected key, unknown agent); resolves at the next good
+  sample. While the workspace series itself has no data, agent series do not raise their
+  own no-data alert: one message for one outage instead of one per agent.
+- repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from watchdog.durations import format_duration
+from watchdog.model import (
+    NO_DATA_RULE,
+    WORKSPACE,
+    AlertRecord,
+    AlertState,
+    Sample,
+    Severity,
+    Transition,
+    TransitionKind,
+)
+from watchdog.rules import ChangeRule, Config, ThresholdRule
+
+SPARKLINE_LENGTH = 24
+"""How many recent counts per series travel with a transition (for the sparkline)."""
+
+_Rule = ThresholdRule | ChangeRule
+
+
+def alert_id(rule: str, series: str, since: datetime) -> str:
+    """A stable id for one episode, the same in the daemon, in replay and after restarts."""
+    key = f"{rule}\0{series}\0{since.isoformat()}".encode()
+    return hashlib.blake2b(key, digest_size=6).hexdigest()
+
+
+@dataclass(slots=True)
+class _Instance:
+    rule: str
+    series: str
+    state: AlertState
+    alert_id: str
+    since: datetime
+    last_count: int | None
+    last_notified: datetime | None
+    condition: str
+
+    def record(self) -> AlertRecord:
+        return AlertRecord(
+            rule=self.rule,
+            series=self.series,
+            alert_id=self.alert_id,
+            state=self.state,
+            since=self.since,
+            last_count=self.last_count,
+            last_notified=self.last_notified,
+            condition=self.condition,
+        )
+
+
+@dataclass(slots=True)
+class _Window:
+    """Samples of one series kept just long enough to answer one change window.
+
+    The front is the latest sample at least `span` older than the newest one; everything
+    before it is dropped, so the cost per sample is amortised O(1) whatever the window.
+    """
+
+    span: timedelta
+    samples: deque[tuple[datetime, int]] = field(default_factory=deque)
+
+    def push(self, at: datetime, count: int) -> int | None:
+        """Add a sample; return the count of the latest sample at least `span` old."""
+        samples = self.samples
+        cutoff = at - self.span
+        while len(samples) >= 2 and samples[1][0] <= cutoff:
+            samples.popleft()
+        base = samples[0][1] if samples and samples[0][0] <= cutoff else None
+        samples.append((at, count))
+        return base
+
+
+@dataclass(slots=True)
+class _Series:
+    name: str
+    last_good: datetime | None = None
+    failure: str = ""
+    immediate_failure: bool = False
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=SPARKLINE_LENGTH))
+    windows: dict[timedelta, _Window] = field(default_factory=dict)
+    rules: list[_Rule] = field(default_factory=list)
+
+
+class Engine:
+    """Evaluates one `Config` over time. Feed it in time order; it never reads a clock."""
+
+    def __init__(self, config: Config, *, started_at: datetime) -> None:
+        self._config = config
+        self._started_at = started_at
+        self._instances: dict[tuple[str, str], _Instance] = {}
+        self._series: dict[str, _Series] = {}
+        self._build_series()
+
+    # -- set-up ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def _build_series(self) -> None:
+        old = self._series
+        self._series = {}
+        for name, _agent in self._config.series:
+            series = old.get(name) or _Series(name)
+            series.rules = []
+            self._series[name] = series
+        for rule in self._config.rules:
+            for name in self._config.scopes.get(rule.name, ()):
+                self._series[name].rules.append(rule)
+        for series in self._series.values():
+            spans = {r.window for r in series.rules if isinstance(r, ChangeRule)}
+            series.windows = {
+                span: series.windows.get(span) or _Window(span) for span in sorted(spans)
+            }
+            if series.windows:
+                self._rebuild_windows(series)
+
+    def _rebuild_windows(self, series: _Series) -> None:
+        """Give new windows the history the older windows (or recent counts) still hold."""
+        longest = max(series.windows.values(), key=lambda w: len(w.samples))
+        history = list(longest.samples)
+        for window in series.windows.values():
+            if window is not longest and len(window.samples) < len(history):
+                window.samples.clear()
+                for at, count in history:
+                    window.push(at, count)
+
+    def restore(self, alerts: Iterable[AlertRecord], samples: Iterable[Sample]) -> None:
+        """Resume from persisted state: alert instances as they were, history warmed.
+
+        Samples only fill change windows, sparklines and last-good times; they are not
+        evaluated, so nothing is announced again.
+        """
+        for sample in samples:
+            series = self._series.get(sample.series)
+            if series is None:
+                continue
+            series.recent.append(sample.count)
+            if series.last_good is None or sample.at > series.last_good:
+                series.last_good = sample.at
+            for window in series.windows.values():
+                window.push(sample.at, sample.count)
+        for record in alerts:
+            if record.state is AlertState.INACTIVE:
+                continue
+            self._instances[(record.rule, record.series)] = _Instance(
+                rule=record.rule,
+                series=record.series,
+                state=record.state,
+                alert_id=record.alert_id,
+                since=record.since,
+                last_count=record.last_count,
+                last_notified=record.last_notified,
+                condition=record.condition,
+            )
+
+    def reconfigure(self, config: Config, now: datetime) -> list[Transition]:
+        """Swap in new rules; alerts of removed rules (or series out of scope) resolve.
+
+        Alerts of rules that keep their name keep their state; the next sample
+        re-evaluates them under the new definition.
+        """
+        out: list[Transition] = []
+        for key, inst in list(self._instances.items()):
+            rule_name, series = key
+            if rule_name == NO_DATA_RULE:
+                if series not in {name for name, _ in config.series}:
+                    out.append(self._end(inst, now, None, "series removed from config"))
+                continue
+            if config.rule(rule_name) is None:
+                out.append(self._end(inst, now, inst.last_count, "rule removed from config"))
+            elif series not in config.scopes.get(rule_name, ()):
+                out.append(self._end(inst, now, inst.last_count, "series no longer in scope"))
+        self._config = config
+        self._build_series()
+        return out
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def observe(self, sample: Sample) -> list[Transition]:
+        """Evaluate every rule of the sample's series at the sample's time."""
+        series = self._series.get(sample.series)
+        if series is None:
+            return []
+        at, count = sample.at, sample.count
+        series.recent.append(count)
+        series.last_good = at
+        series.failure = ""
+        series.immediate_failure = False
+        out: list[Transition] = []
+        no_data = self._instances.get((NO_DATA_RULE, series.name))
+        if no_data is not None:
+            out.append(self._end(no_data, at, count, "good poll received"))
+        bases = {span: w.push(at, count) for span, w in series.windows.items()}
+        instances = self._instances
+        for rule in series.rules:
+            key = (rule.name, series.name)
+            inst = instances.get(key)
+            if rule.active is not None and not rule.active.contains(at):
+                if inst is not None:
+                    out.append(self._end(inst, at, count, "outside active hours"))
+                continue
+            if isinstance(rule, ThresholdRule):
+                self._threshold(rule, series, inst, at, count, out)
+            else:
+                base = bases[rule.window]
+                if base is not None:
+                    self._change(rule, series, inst, at, base, count, out)
+                elif inst is not None:
+                    inst.last_count = count
+        return out
+
+    def poll_failed(
+        self, series_name: str, at: datetime, reason: str, *, immediate: bool
+    ) -> list[Transition]:
+        """Record a failed poll; failures no retry can fix raise no-data at once."""
+        series = self._series.get(series_name)
+        if series is None:
+            return []
+        series.failure = reason
+        series.immediate_failure = immediate
+        if immediate:
+            return self._check_no_data(series, at, force=True)
+        return []
+
+    def tick(self, now: datetime) -> list[Transition]:
+        """Time passing: no-data staleness, leaving active hours, repeats."""
+        out: list[Transition] = []
+        for series in self._series.values():
+            out.extend(self._check_no_data(series, now, force=series.immediate_failure))
+        for key, inst in list(self._instances.items()):
+            rule_name, _series = key
+            rule = self._config.rule(rule_name)
+            if rule is not None and rule.active is not None and not rule.active.contains(now):
+                out.append(self._end(inst, now, inst.last_count, "outside active hours"))
+                continue
+            if inst.state is AlertState.FIRING:
+                repeat = self._config.repeat_for(rule_name)
+                last = inst.last_notified or inst.since
+                if repeat > timedelta(0) and now - last >= repeat:
+                    inst.last_notified = now
+                    out.append(self._transition(inst, TransitionKind.REPEAT, now, inst.last_count))
+        return out
+
+    # -- queries --------------------------------------------------------------------
+
+    def record(self, rule: str, series: str) -> AlertRecord | None:
+        inst = self._instances.get((rule, series))
+        return inst.record() if inst is not None else None
+
+    def records(self) -> list[AlertRecord]:
+        return [inst.record() for inst in self._instances.values()]
+
+    def recent(self, series: str) -> tuple[int, ...]:
+        found = self._series.get(series)
+        return tuple(found.recent) if found is not None else ()
+
+    # -- evaluation -----------------------------------------------------------------
+
+    def _threshold(
+        self,
+        rule: ThresholdRule,
+        series: _Series,
+        inst: _Instance | None,
+        at: datetime,
+        count: int,
+        out: list[Transition],
+    ) -> None:
+        if inst is None:
+            if not rule.holds(count):
+                return
+            condition = rule.describe()
+            inst = self._start(rule.name, series.name, at, count, condition)
+            if not rule.for_:
+                self._fire(inst, at, out)
+            else:
+                out.append(self._transition(inst, TransitionKind.PENDING, at, count))
+            return
+        inst.last_count = count
+        if inst.state is AlertState.PENDING:
+            if not rule.holds(count):
+                out.append(self._end(inst, at, count, f"count {count} no longer matches"))
+            elif at - inst.since >= rule.for_:
+                self._fire(inst, at, out)
+        elif rule.recovered(count):
+            out.append(self._end(inst, at, count, f"count {count}: {_recovery(rule)}"))
+
+    def _change(
+        self,
+        rule: ChangeRule,
+        series: _Series,
+        inst: _Instance | None,
+        at: datetime,
+        base: int,
+        count: int,
+        out: list[Transition],
+    ) -> None:
+        holds = rule.holds(base, count)
+        if inst is None:
+            if holds:
+                condition = f"{rule.describe()}: {base} -> {count}"
+                inst = self._start(rule.name, series.name, at, count, condition)
+                self._fire(inst, at, out)
+            return
+        inst.last_count = count
+        if not holds:
+            out.append(self._end(inst, at, count, f"{base} -> {count} no longer matches"))
+
+    def _check_no_data(self, series: _Series, now: datetime, *, force: bool) -> list[Transition]:
+        key = (NO_DATA_RULE, series.name)
+        if key in self._instances:
+            return []
+        reference = max(series.last_good or self._started_at, self._started_at)
+        stale_after = self._config.watchdog.stale_after
+        if not force and now - reference < stale_after:
+            return []
+        if series.name != WORKSPACE:
+            workspace = self._series.get(WORKSPACE)
+            if workspace is not None and (NO_DATA_RULE, WORKSPACE) in self._instances:
+                return []  # the workspace's no-data alert already covers this outage
+        if force:
+            condition = f"no data: {series.failure}"
+        else:
+            condition = f"no good poll for {format_duration(now - reference)}"
+            if series.failure:
+                condition += f" (last error: {series.failure})"
+        since = series.last_good if series.last_good and not force else now
+        inst = self._start(NO_DATA_RULE, series.name, since, None, condition)
+        out: list[Transition] = []
+        self._fire(inst, now, out)
+        return out
+
+    # -- instance lifecycle ---------------------------------------------------------
+
+    def _start(
+        self, rule: str, series: str, at: datetime, count: int | None, condition: str
+    ) -> _Instance:
+        inst = _Instance(
+            rule=rule,
+            series=series,
+            state=AlertState.PENDING,
+            alert_id=alert_id(rule, series, at),
+            since=at,
+            last_count=count,
+            last_notified=None,
+            condition=condition,
+        )
+        self._instances[(rule, series)] = inst
+        return inst
+
+    def _fire(self, inst: _Instance, at: datetime, out: list[Transition]) -> None:
+        inst.state = AlertState.FIRING
+        inst.last_notified = at
+        out.append(self._transition(inst, TransitionKind.FIRING, at, inst.last_count))
+
+    def _end(self, inst: _Instance, at: datetime, count: int | None, reason: str) -> Transition:
+        del self._instances[(inst.rule, inst.series)]
+        kind = (
+            TransitionKind.RESOLVED if inst.state is AlertState.FIRING else TransitionKind.CANCELLED
+        )
+        inst.state = AlertState.INACTIVE
+        inst.last_count = count
+        return self._transition(inst, kind, at, count, reason)
+
+    def _transition(
+        self,
+        inst: _Instance,
+        kind: TransitionKind,
+        at: datetime,
+        count: int | None,
+        reason: str = "",
+    ) -> Transition:
+        return Transition(
+            alert_id=inst.alert_id,
+            kind=kind,
+            rule=inst.rule,
+            series=inst.series,
+            severity=self._severity(inst.rule),
+            at=at,
+            since=inst.since,
+            count=count,
+            condition=inst.condition,
+            reason=reason,
+            recent=self.recent(inst.series),
+        )
+
+    def _severity(self, rule_name: str) -> Severity:
+        rule = self._config.rule(rule_name)
+        return rule.severity if rule is not None else self._config.watchdog.no_data_severity
+
+
+def _recovery(rule: ThresholdRule) -> str:
+    if rule.above is not None:
+        if rule.recover_below is not None:
+            return f"below {rule.recover_below}"
+        return f"at or below {rule.above}"
+    if rule.recover_above is not None:
+        return f"above {rule.recover_above}"
+    return f"at or above {rule.below}"

@@ -1,0 +1,510 @@
+"""The rules file: TOML in, validated `Config` out, or every problem at once.
+
+Problems are reported as `FILE: rules[N] (name).key: what is wrong` so an operator can
+fix a whole file in one pass. This module knows what a rule means but never reads the
+environment or secrets: overrides from `WATCHDOG_*` variables are passed in by `settings`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from watchdog.durations import format_duration, parse_duration
+from watchdog.errors import ConfigError
+from watchdog.model import NO_DATA_RULE, WORKSPACE, Severity
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+def _duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration string like '15s', got {type(value).__name__}")
+    return parse_duration(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+
+
+def _parse_days(text: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        if "-" in part:
+            first, _, last = part.partition("-")
+            if first not in _DAYS or last not in _DAYS:
+                raise ValueError(f"invalid day range {part!r}: use e.g. 'mon-fri'")
+            start, end = _DAYS.index(first), _DAYS.index(last)
+            span = range(start, end + 1) if start <= end else [*range(start, 7), *range(end + 1)]
+            days.update(span)
+        elif part in _DAYS:
+            days.add(_DAYS.index(part))
+        else:
+            raise ValueError(f"invalid day {part!r}: use mon, tue, wed, thu, fri, sat, sun")
+    return frozenset(days)
+
+
+def _parse_hours(text: str) -> tuple[time, time | None]:
+    match = _HOURS.match(text.strip())
+    if match is None:
+        raise ValueError(f"invalid hours {text!r}: use 'HH:MM-HH:MM', e.g. '09:00-18:00'")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2 != 0):
+        raise ValueError(f"invalid hours {text!r}: times must be 00:00 to 24:00")
+    start = time(h1, m1)
+    end = None if h2 == 24 else time(h2, m2)
+    if end == start:
+        raise ValueError(f"invalid hours {text!r}: start and end are equal")
+    return start, end
+
+
+class ActiveWindow(BaseModel):
+    """When a rule is on: some days, some hours, in a time zone (DST-aware via zoneinfo)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: StrictStr = "mon-sun"
+    hours: StrictStr = "00:00-24:00"
+    tz: StrictStr = "UTC"
+
+    _zone: ZoneInfo = PrivateAttr()
+    _days: frozenset[int] = PrivateAttr()
+    _span: tuple[time, time | None] = PrivateAttr()
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _valid_days(cls, value: str) -> str:
+        _parse_days(value)
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, value: str) -> str:
+        _parse_hours(value)
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._zone = ZoneInfo(self.tz)
+        self._days = _parse_days(self.days)
+        self._span = _parse_hours(self.hours)
+
+    def contains(self, at: datetime) -> bool:
+        """Whether the aware instant `at` falls inside the window, in the window's zone."""
+        local = at.astimezone(self._zone)
+        start, end = self._span
+        now = local.time()
+        days = self._days
+        if end is None:  # until midnight
+            return local.weekday() in days and now >= start
+        if start < end:
+            return local.weekday() in days and start <= now < end
+        # Overnight window such as 22:00-06:00 belongs to the day it starts on.
+        if now >= start:
+            return local.weekday() in days
+        return (local.weekday() - 1) % 7 in days and now < end
+
+    def describe(self) -> str:
+        return f"{self.days} {self.hours} {self.tz}"
+
+
+class _RuleBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: StrictStr
+    scope: StrictStr | list[StrictStr] = WORKSPACE
+    severity: Severity = Severity.WARNING
+    channel: StrictStr | None = None
+    mention: StrictStr | None = None
+    runbook: StrictStr | None = None
+    repeat: Duration | None = None
+    active: ActiveWindow | None = None
+
+
+class ThresholdRule(_RuleBase):
+    """Fires while the count is above (or below) a bound, optionally for a while first."""
+
+    kind: Literal["threshold"]
+    above: Count | None = None
+    below: Count | None = None
+    recover_below: Count | None = None
+    recover_above: Count | None = None
+    for_: Duration = Field(default=timedelta(0), alias="for")
+
+    def holds(self, count: int) -> bool:
+        if self.above is not None:
+            return count > self.above
+        return self.below is not None and count < self.below
+
+    def recovered(self, count: int) -> bool:
+        """Whether a firing alert resolves at `count` (hysteresis applies here only)."""
+        if self.above is not None:
+            if self.recover_below is not None:
+                return count < self.recover_below
+            return count <= self.above
+        assert self.below is not None
+        if self.recover_above is not None:
+            return count > self.recover_above
+        return count >= self.below
+
+    def describe(self) -> str:
+        if self.above is not None:
+            text = f"count > {self.above}"
+            if self.recover_below is not None:
+                text += f" (resolves below {self.recover_below})"
+        else:
+            text = f"count < {self.below}"
+            if self.recover_above is not None:
+                text += f" (resolves above {self.recover_above})"
+        if self.for_:
+            text += f" for {format_duration(self.for_)}"
+        return text
+
+
+class ChangeRule(_RuleBase):
+    """Fires while the count moved too much against the latest sample at least `window` old."""
+
+    kind: Literal["change"]
+    window: Duration
+    drop: Count | None = None
+    rise: Count | None = None
+    drop_pct: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    rise_pct: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    min_base: Count = 1
+
+    def holds(self, old: int, new: int) -> bool:
+        if self.drop is not None:
+            return old - new >= self.drop
+        if self.rise is not None:
+            return new - old >= self.rise
+        if old < self.min_base or old == 0:
+            return False
+        if self.drop_pct is not None:
+            return (old - new) * 100.0 >= self.drop_pct * old
+        assert self.rise_pct is not None
+        return (new - old) * 100.0 >= self.rise_pct * old
+
+    def describe(self) -> str:
+        window = format_duration(self.window)
+        if self.drop is not None:
+            return f"dropped by >= {self.drop} within {window}"
+        if self.rise is not None:
+            return f"rose by >= {self.rise} within {window}"
+        if self.drop_pct is not None:
+            return f"dropped >= {self.drop_pct:g}% within {window} (base >= {self.min_base})"
+        return f"rose >= {self.rise_pct:g}% within {window} (base >= {self.min_base})"
+
+
+Rule = Annotated[ThresholdRule | ChangeRule, Field(discriminator="kind")]
+
+
+class Agent(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr
+    id: StrictStr
+
+
+class WatchdogSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll_interval: Duration = timedelta(seconds=15)
+    stale_after: Duration = timedelta(minutes=2)
+    repeat: Duration = timedelta(hours=1)
+    retention: Duration = timedelta(days=7)
+    timeout: Duration = timedelta(seconds=10)
+    concurrency: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+    no_data_severity: Severity = Severity.CRITICAL
+
+
+class SlackSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channel: StrictStr | None = None
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    watchdog: WatchdogSection = WatchdogSection()
+    slack: SlackSection = SlackSection()
+    agents: list[Agent] = []
+    rules: list[Rule] = []
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated rules file plus `[watchdog]` and `[slack]` settings."""
+
+    source: str
+    watchdog: WatchdogSection
+    slack: SlackSection
+    agents: tuple[Agent, ...]
+    rules: tuple[ThresholdRule | ChangeRule, ...]
+    scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def series(self) -> tuple[tuple[str, str | None], ...]:
+        """Every polled series as (name, agent_id): the workspace first, then each agent."""
+        return ((WORKSPACE, None), *((a.name, a.id) for a in self.agents))
+
+    @cached_property
+    def _by_name(self) -> dict[str, ThresholdRule | ChangeRule]:
+        return {rule.name: rule for rule in self.rules}
+
+    def rule(self, name: str) -> ThresholdRule | ChangeRule | None:
+        return self._by_name.get(name)
+
+    def channel_for(self, rule: str) -> str | None:
+        found = self.rule(rule)
+        return (found.channel if found else None) or self.slack.channel
+
+    def repeat_for(self, rule: str) -> timedelta:
+        found = self.rule(rule)
+        if found is not None and found.repeat is not None:
+            return found.repeat
+        return self.watchdog.repeat
+
+
+def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as `rules[N] (name).key`."""
+    out = ""
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        if part in ("threshold", "change") and out.startswith("rules[") and out.endswith("]"):
+            continue  # pydantic's discriminator tag adds no information
+        if out.startswith("rules[") and out.endswith("]") and out.count(".") == 0:
+            out = _with_rule_name(data, out)
+        out += ("." if out else "") + part.replace("for_", "for")
+    if out.startswith("rules[") and out.endswith("]"):
+        out = _with_rule_name(data, out)
+    return out or "(top level)"
+
+
+def _with_rule_name(data: Mapping[str, Any], where: str) -> str:
+    index = int(where[len("rules[") : -1])
+    rules = data.get("rules")
+    if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], dict):
+        name = rules[index].get("name")
+        if isinstance(name, str):
+            return f"{where} ({name})"
+    return where
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {error['input'].get('kind')!r}: use 'threshold' or 'change'"
+    if kind == "union_tag_not_found":
+        return "required key 'kind' is missing: use 'threshold' or 'change'"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind not in ("value_error",) and "input" in error:
+        shown = repr(error["input"])
+        if len(shown) <= 60:
+            message += f" (got {shown})"
+    return message
+
+
+def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
+    """Checks across fields and sections, as (location, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    agent_names: set[str] = set()
+    for i, agent in enumerate(parsed.agents):
+        where = f"agents[{i}] ({agent.name})"
+        if agent.name in agent_names:
+            problems.append((f"{where}.name", "duplicate agent name"))
+        if agent.name in (WORKSPACE, "*"):
+            problems.append((f"{where}.name", f"{agent.name!r} is reserved"))
+        elif not _NAME.match(agent.name):
+            problems.append((f"{where}.name", "use letters, digits, '_', '-', '.' or ':'"))
+        if not agent.id.strip():
+            problems.append((f"{where}.id", "must not be empty"))
+        agent_names.add(agent.name)
+    w = parsed.watchdog
+    if w.poll_interval < timedelta(seconds=1):
+        problems.append(("watchdog.poll_interval", "must be at least 1s"))
+    if w.stale_after < w.poll_interval:
+        problems.append(("watchdog.stale_after", "must be at least poll_interval"))
+    if w.timeout <= timedelta(0):
+        problems.append(("watchdog.timeout", "must be more than 0s"))
+    seen: set[str] = set()
+    for i, rule in enumerate(parsed.rules):
+        where = f"rules[{i}] ({rule.name})"
+        if rule.name in seen:
+            problems.append((f"{where}.name", "duplicate rule name"))
+        if rule.name == NO_DATA_RULE:
+            problems.append((f"{where}.name", f"{NO_DATA_RULE!r} is the built-in rule's name"))
+        elif not _NAME.match(rule.name):
+            problems.append((f"{where}.name", "use letters, digits, '_', '-', '.' or ':'"))
+        seen.add(rule.name)
+        scope = [rule.scope] if isinstance(rule.scope, str) else rule.scope
+        if not scope:
+            problems.append((f"{where}.scope", "must name at least one series"))
+        for name in scope:
+            if name not in (WORKSPACE, "*") and name not in agent_names:
+                problems.append((f"{where}.scope", f"unknown series {name!r}: not an agent name"))
+        if isinstance(rule, ThresholdRule):
+            problems.extend(_threshold_problems(where, rule))
+        else:
+            problems.extend(_change_problems(where, rule))
+    return problems
+
+
+def _threshold_problems(where: str, rule: ThresholdRule) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    if (rule.above is None) == (rule.below is None):
+        problems.append((f"{where}.above", "set exactly one of 'above' or 'below'"))
+        return problems
+    if rule.above is not None:
+        if rule.recover_above is not None:
+            problems.append((f"{where}.recover_above", "an 'above' rule uses 'recover_below'"))
+        if rule.recover_below is not None and rule.recover_below > rule.above + 1:
+            problems.append(
+                (
+                    f"{where}.recover_below",
+                    f"must be <= above ({rule.above}): it resolves when count < recover_below",
+                )
+            )
+    if rule.below is not None:
+        if rule.recover_below is not None:
+            problems.append((f"{where}.recover_below", "a 'below' rule uses 'recover_above'"))
+        if rule.recover_above is not None and rule.recover_above < rule.below - 1:
+            problems.append(
+                (
+                    f"{where}.recover_above",
+                    f"must be >= below ({rule.below}): it resolves when count > recover_above",
+                )
+            )
+        if rule.below == 0:
+            problems.append((f"{where}.below", "count < 0 can never hold: use below = 1"))
+    return problems
+
+
+def _change_problems(where: str, rule: ChangeRule) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    given = [k for k in ("drop", "rise", "drop_pct", "rise_pct") if getattr(rule, k) is not None]
+    if len(given) != 1:
+        problems.append(
+            (f"{where}.drop", "set exactly one of 'drop', 'rise', 'drop_pct' or 'rise_pct'")
+        )
+    if rule.window <= timedelta(0):
+        problems.append((f"{where}.window", "must be more than 0s"))
+    if (rule.drop is not None and rule.drop == 0) or (rule.rise is not None and rule.rise == 0):
+        problems.append((f"{where}.{given[0]}", "must be more than 0"))
+    if rule.drop_pct is not None and rule.drop_pct > 100:
+        problems.append((f"{where}.drop_pct", "a count cannot drop by more than 100%"))
+    return problems
+
+
+def _expand_scopes(parsed: _ConfigFile) -> dict[str, tuple[str, ...]]:
+    agents = [a.name for a in parsed.agents]
+    scopes: dict[str, tuple[str, ...]] = {}
+    for rule in parsed.rules:
+        names = [rule.scope] if isinstance(rule.scope, str) else rule.scope
+        series: list[str] = []
+        for name in names:
+            for one in agents if name == "*" else [name]:
+                if one not in series:
+                    series.append(one)
+        scopes[rule.name] = tuple(series)
+    return scopes
+
+
+def parse_config(
+    text: str, *, source: str = "<rules>", overrides: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a rules document; raise ConfigError listing every problem found."""
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from exc
+    problems: list[str] = []
+    if overrides:
+        section = data.setdefault("watchdog", {})
+        if not isinstance(section, dict):
+            raise ConfigError([f"{source}: watchdog: must be a table"])
+        for key, value in overrides.items():
+            section[key] = int(value) if key == "concurrency" and value.isdigit() else value
+    try:
+        parsed = _ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            location = _loc(data, tuple(error["loc"]))
+            problems.append(f"{source}: {location}: {_message(error)}")
+        raise ConfigError(problems) from None
+    for location, message in _semantic_problems(parsed):
+        problems.append(f"{source}: {location}: {message}")
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        source=source,
+        watchdog=parsed.watchdog,
+        slack=parsed.slack,
+        agents=tuple(parsed.agents),
+        rules=tuple(parsed.rules),
+        scopes=_expand_scopes(parsed),
+    )
+
+
+def load_config(path: Path, *, overrides: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a rules file; unreadable files are a ConfigError too."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    return parse_config(text, source=str(path), overrides=overrides)
+
+
+def summarize(config: Config, rule: ThresholdRule | ChangeRule) -> str:
+    """One line per rule for `watchdog check`."""
+    scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
+    parts = [f"{rule.name}: {rule.kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
+    if rule.active is not None:
+        parts.append(f"active {rule.active.describe()}")
+    channel = rule.channel or config.slack.channel
+    if channel:
+        parts.append(f"-> {channel}")
+    return " ".join(parts)
