@@ -27,8 +27,7 @@ def parse_duration(text: str) -> timedelta:
 def format_duration(delta: timedelta) -> str:
     """Render a duration for humans, coarsest units first: '1h 5m', '45s', '250ms'."""
     total_ms = round(delta.total_seconds() * 1000)
-    if total_ms < 0:
-        total_ms = 0
+    total_ms = max(total_ms, 0)
     if total_ms < 1000:
         return f"{total_ms}ms" if total_ms else "0s"
     seconds = total_ms // 1000

@@ -18,7 +18,7 @@ Semantics, per alert instance (rule x series):
 - no-data (built in, per series): fires when a series had no good poll for `stale_after`
   (counted from the later of its last good poll and the engine's start), or at once on a
   failure no retry can fix (rejected key, unknown agent); resolves at the next good
-  sample. While the workspace series itself has no data, agent series do not raise their
+  sample. While the workspace series itself is failing, agent series do not raise their
   own no-data alert: one message for one outage instead of one per agent.
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
 """
@@ -347,9 +347,9 @@ class Engine:
         if not force and now - reference < stale_after:
             return []
         if series.name != WORKSPACE:
-            workspace = self._series.get(WORKSPACE)
-            if workspace is not None and (NO_DATA_RULE, WORKSPACE) in self._instances:
-                return []  # the workspace's no-data alert already covers this outage
+            workspace = self._series[WORKSPACE]
+            if workspace.failure or (NO_DATA_RULE, WORKSPACE) in self._instances:
+                return []  # a workspace-wide outage: its own no-data alert covers it
         if force:
             condition = f"no data: {series.failure}"
         else:

@@ -72,3 +72,7 @@ class NotifyError(WatchdogError):
         self.recoverable = recoverable
         self.retry_after = retry_after
         super().__init__(reason)
+
+
+class InputError(WatchdogError):
+    """A file given on the command line (such as a replay CSV) is unusable."""

@@ -13,7 +13,9 @@ real client at a loopback fake server, and so one connection pool serves every s
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -83,7 +85,14 @@ def build_http_client(*, timeout: float = 10.0, max_connections: int = 16) -> ht
         ),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         follow_redirects=False,
+        verify=_tls_context(),
     )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs ~70 ms; every client (e.g. one per reload) shares one."""
+    return httpx.create_ssl_context()
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -178,13 +187,13 @@ class LiveCountSource:
 
     def _count(self, series: str, response: httpx.Response) -> int:
         status = response.status_code
-        media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        media_type = _media_type(response)
         if media_type != "application/json":
-            shown = media_type or "none"
+            shown = self._redact(media_type or "none")[:60]
             raise SourceError(
                 series,
                 PollFailure.BAD_RESPONSE,
-                f"expected application/json, got content type {shown[:60]}",
+                f"expected application/json, got content type {shown}",
                 status=status,
             )
         if not response.content.strip():
@@ -286,7 +295,7 @@ def _excerpt(response: httpx.Response) -> str:
 
     HTML error pages from proxies are skipped: their first 200 characters say nothing.
     """
-    media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+    media_type = _media_type(response)
     text = ""
     if media_type == "application/json":
         try:
@@ -299,6 +308,12 @@ def _excerpt(response: httpx.Response) -> str:
     if len(text) > _DETAIL_EXCERPT_CHARS:
         text = text[: _DETAIL_EXCERPT_CHARS - 1] + "…"
     return text
+
+
+def _media_type(response: httpx.Response) -> str:
+    """'application/json' from 'Application/JSON; charset=utf-8'; '' when absent."""
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.partition(";")[0].strip().lower()
 
 
 def _detail_message(body: object) -> str:

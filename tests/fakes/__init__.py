@@ -1,0 +1,1 @@
+"""Loopback fakes of the remote APIs, shared by tests, benchmarks and process-level scenarios."""

@@ -1,0 +1,597 @@
+"""A loopback Slack: a real HTTP server speaking just enough Web API and webhook.
+
+Tests, benchmarks and daemon processes talk to it over real sockets, so the SDK, urllib,
+timeouts and connection resets are exercised for real. State lives in the process that
+started the server; a daemon started as a separate process is observed through what it
+sent here.
+
+    with FakeSlack() as slack:
+        notifier = SlackBotNotifier(SecretStr(slack.token), api_url=slack.api_url)
+        slack.fail_next([Fail.status(429, retry_after=1)])
+        ...
+        slack.wait_for(1)  # blocks on a condition variable, no sleep polling
+
+Run standalone with `python -m tests.fakes.slack --port 0`: it prints the API URL, then
+the webhook URL, and serves until killed. `GET /_fake/messages` returns what it accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import itertools
+import json
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs
+
+__all__ = ["Attempt", "Fail", "FakeSlack", "SlackCall", "channel_id"]
+
+_T = TypeVar("_T")
+
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
+_FIRST_TS_MICROS = 1_700_000_000_000_100
+_WEBHOOK_ERROR_STATUS = {
+    "invalid_payload": 400,
+    "no_text": 400,
+    "invalid_token": 403,
+    "action_prohibited": 403,
+    "posting_to_general_channel_denied": 403,
+    "channel_not_found": 404,
+    "no_service": 404,
+    "channel_is_archived": 410,
+    "rollup_error": 500,
+}
+_DEFAULT_STATUS_ERROR = {429: "ratelimited", 500: "fatal_error", 503: "service_unavailable"}
+
+
+def channel_id(channel: str) -> str:
+    """The stable fake id for a channel name (`#voice-oncall` or `voice-oncall`); ids pass."""
+    if _CHANNEL_ID.match(channel):
+        return channel
+    name = channel.strip().lstrip("#").lower()
+    return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
+
+
+@dataclass(frozen=True, slots=True)
+class SlackCall:
+    """One accepted call. `method` is "chat.postMessage", "chat.update" or "webhook"."""
+
+    method: str
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    blocks: tuple[dict[str, Any], ...]
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Any call that reached the server, accepted or not; `outcome` is "ok" or why not."""
+
+    method: str
+    channel: str | None
+    outcome: str
+    received_at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """A scripted answer for one upcoming call, consumed in order by `FakeSlack.fail_next`."""
+
+    action: Literal["status", "error", "hang", "reset", "delay"]
+    code: int = 200
+    slack_error: str | None = None
+    retry_after: float | None = None
+    seconds: float = 0.0
+    body: str | None = None
+
+    @classmethod
+    def status(
+        cls, code: int, *, retry_after: float | None = None, body: str | None = None
+    ) -> Fail:
+        """Answer with HTTP `code`; the body is Slack-style JSON unless `body` is given."""
+        return cls("status", code=code, retry_after=retry_after, body=body)
+
+    @classmethod
+    def error(cls, slack_error: str) -> Fail:
+        """Answer 200 `{"ok": false, "error": ...}` (webhooks get Slack's status and text)."""
+        return cls("error", slack_error=slack_error)
+
+    @classmethod
+    def hang(cls, seconds: float) -> Fail:
+        """Read the request, say nothing for `seconds`, then close without an answer."""
+        return cls("hang", seconds=seconds)
+
+    @classmethod
+    def reset(cls) -> Fail:
+        """Read the request, then abort the TCP connection (RST) without an answer."""
+        return cls("reset")
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fail:
+        """Wait `seconds`, then handle the call normally (a slow but working Slack)."""
+        return cls("delay", seconds=seconds)
+
+
+class FakeSlack:
+    """The fake server and everything it saw; all methods are thread-safe."""
+
+    def __init__(
+        self,
+        token: str = "xoxb-test-token",
+        *,
+        webhook_channel: str = "#voice-oncall",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        self.webhook_channel = channel_id(webhook_channel)
+        self._webhook_path = f"/services/T000/B000/{secrets.token_hex(12)}"
+        self._address = (host, port)
+        self._cond = threading.Condition()
+        self._closing = threading.Event()
+        self._messages: list[SlackCall] = []
+        self._attempts: list[Attempt] = []
+        self._by_ts: dict[tuple[str, str], SlackCall] = {}
+        self._post_times: dict[str, list[float]] = {}
+        self._script: deque[Fail] = deque()
+        self._missing: set[str] = set()
+        self._outage = False
+        self._next_ts = _FIRST_TS_MICROS
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+
+    def start(self) -> FakeSlack:
+        server = _Server(self._address, _Handler)
+        server.fake = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop serving; hanging handlers are released so shutdown is immediate."""
+        self._closing.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # addresses
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        """What to pass as `WebClient(base_url=...)`."""
+        return f"{self.base_url}/api/"
+
+    @property
+    def webhook_url(self) -> str:
+        """An incoming-webhook URL posting to `webhook_channel`; its last segment is secret."""
+        return f"{self.base_url}{self._webhook_path}"
+
+    # scripting
+
+    def fail_next(self, failures: Iterable[Fail]) -> None:
+        """Answer the next calls (any endpoint) with these failures, in order."""
+        with self._cond:
+            self._script.extend(failures)
+
+    def outage(self, on: bool = True) -> None:
+        """While on, every call answers 503 (after any scripted failures are used up)."""
+        with self._cond:
+            self._outage = on
+
+    def missing_channel(self, channel: str, missing: bool = True) -> None:
+        """Make posts to `channel` (name or id) fail with `channel_not_found`."""
+        with self._cond:
+            if missing:
+                self._missing.add(channel_id(channel))
+            else:
+                self._missing.discard(channel_id(channel))
+
+    # observing
+
+    @property
+    def messages(self) -> list[SlackCall]:
+        """Every accepted call, in order of arrival."""
+        with self._cond:
+            return list(self._messages)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every call that reached the server, including failed ones."""
+        with self._cond:
+            return list(self._attempts)
+
+    def top_level(self, channel: str | None = None) -> list[SlackCall]:
+        """New messages outside threads (posts and webhooks), optionally in one channel."""
+        wanted = None if channel is None else channel_id(channel)
+        return [
+            m
+            for m in self.messages
+            if m.method != "chat.update"
+            and m.thread_ts is None
+            and (wanted is None or m.channel == wanted)
+        ]
+
+    def replies(self, ts: str) -> list[SlackCall]:
+        """Posts in the thread of message `ts`."""
+        return [m for m in self.messages if m.method != "chat.update" and m.thread_ts == ts]
+
+    def updates(self, ts: str) -> list[SlackCall]:
+        """Edits of message `ts`."""
+        return [m for m in self.messages if m.method == "chat.update" and m.ts == ts]
+
+    def post_times(self, channel: str) -> list[float]:
+        """Monotonic arrival times of new messages in `channel`, to check Slack's ~1/s pace."""
+        with self._cond:
+            return list(self._post_times.get(channel_id(channel), []))
+
+    def min_spacing(self, channel: str) -> float | None:
+        """Shortest gap between two new messages in `channel`; None with fewer than two."""
+        times = self.post_times(channel)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        return min(gaps) if gaps else None
+
+    def wait_for(
+        self, until: int | Callable[[list[SlackCall]], bool], timeout: float = 5.0
+    ) -> list[SlackCall]:
+        """Block until `until` messages were accepted (or the predicate holds); return them."""
+        return self._wait(lambda: self._messages, until, timeout, "messages")
+
+    def wait_for_attempts(
+        self, until: int | Callable[[list[Attempt]], bool], timeout: float = 5.0
+    ) -> list[Attempt]:
+        """Like `wait_for`, over all attempts including failed ones."""
+        return self._wait(lambda: self._attempts, until, timeout, "attempts")
+
+    def _wait(
+        self,
+        items: Callable[[], list[_T]],
+        until: int | Callable[[list[_T]], bool],
+        timeout: float,
+        what: str,
+    ) -> list[_T]:
+        def done() -> bool:
+            current = list(items())
+            return len(current) >= until if isinstance(until, int) else until(current)
+
+        with self._cond:
+            if not self._cond.wait_for(done, timeout=timeout):
+                seen = "\n  ".join(repr(i) for i in items()) or "(none)"
+                raise TimeoutError(f"FakeSlack: {what} not as expected after {timeout}s:\n  {seen}")
+            return list(items())
+
+    # request handling (called from handler threads)
+
+    def _handle(self, handler: _Handler) -> None:
+        path = handler.path.split("?", 1)[0]
+        if handler.command == "GET" and path == "/_fake/messages":
+            handler.reply(200, json.dumps([asdict(m) for m in self.messages]), "application/json")
+            return
+        if handler.command != "POST":
+            handler.reply(405, "method_not_allowed")
+            return
+        body = handler.read_body()
+        if path.startswith("/api/"):
+            self._handle_api(handler, path.removeprefix("/api/"), body)
+        elif path.startswith("/services/"):
+            self._handle_webhook(handler, path, body)
+        else:
+            handler.reply(404, "not_found")
+
+    def _handle_api(self, handler: _Handler, method: str, body: bytes) -> None:
+        params = _parse_params(handler.headers.get("Content-Type", ""), body)
+        channel = str(params.get("channel") or "") or None
+        if self._scripted(handler, method, channel, webhook=False):
+            return
+        if method not in ("chat.postMessage", "chat.update"):
+            self._answer_api(handler, method, channel, {"ok": False, "error": "unknown_method"})
+            return
+        token = _bearer(handler.headers.get("Authorization", "")) or str(params.get("token") or "")
+        if not token:
+            self._answer_api(handler, method, channel, {"ok": False, "error": "not_authed"})
+            return
+        if token != self.token:
+            self._answer_api(handler, method, channel, {"ok": False, "error": "invalid_auth"})
+            return
+        if channel is None or channel_id(channel) in self._missing_snapshot():
+            self._answer_api(handler, method, channel, {"ok": False, "error": "channel_not_found"})
+            return
+        text = str(params.get("text") or "")
+        blocks = _blocks(params.get("blocks"))
+        if not text and not blocks:
+            self._answer_api(handler, method, channel, {"ok": False, "error": "no_text"})
+            return
+        cid = channel_id(channel)
+        if method == "chat.update":
+            ts = str(params.get("ts") or "")
+            with self._cond:
+                target = self._by_ts.get((cid, ts))
+                if target is None:
+                    answer: dict[str, Any] = {"ok": False, "error": "message_not_found"}
+                else:
+                    call = SlackCall(
+                        "chat.update", cid, ts, target.thread_ts, text, blocks, time.monotonic()
+                    )
+                    self._by_ts[(cid, ts)] = call
+                    self._accept(method, channel, call)
+                    answer = {"ok": True, "channel": cid, "ts": ts, "text": text}
+                    answer["message"] = _message_json(call)
+            if not answer["ok"]:
+                self._answer_api(handler, method, channel, answer)
+            else:
+                handler.reply(200, json.dumps(answer), "application/json")
+            return
+        thread_ts = str(params.get("thread_ts") or "") or None
+        with self._cond:
+            call = SlackCall(
+                "chat.postMessage", cid, self._new_ts(), thread_ts, text, blocks, time.monotonic()
+            )
+            self._by_ts[(cid, call.ts)] = call
+            self._accept(method, channel, call)
+        answer = {"ok": True, "channel": cid, "ts": call.ts, "message": _message_json(call)}
+        handler.reply(200, json.dumps(answer), "application/json")
+
+    def _handle_webhook(self, handler: _Handler, path: str, body: bytes) -> None:
+        if self._scripted(handler, "webhook", self.webhook_channel, webhook=True):
+            return
+        if path != self._webhook_path:
+            self._answer_webhook(handler, "invalid_token")
+            return
+        if self.webhook_channel in self._missing_snapshot():
+            self._answer_webhook(handler, "channel_not_found")
+            return
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            self._answer_webhook(handler, "invalid_payload")
+            return
+        text = str(payload.get("text") or "")
+        blocks = _blocks(payload.get("blocks"))
+        if not text and not blocks:
+            self._answer_webhook(handler, "no_text")
+            return
+        with self._cond:
+            call = SlackCall(
+                "webhook",
+                self.webhook_channel,
+                self._new_ts(),
+                None,
+                text,
+                blocks,
+                time.monotonic(),
+            )
+            self._by_ts[(call.channel, call.ts)] = call
+            self._accept("webhook", self.webhook_channel, call)
+        handler.reply(200, "ok")
+
+    def _scripted(
+        self, handler: _Handler, method: str, channel: str | None, *, webhook: bool
+    ) -> bool:
+        """Apply the next scripted failure or the outage; True when the call was answered."""
+        with self._cond:
+            fail = self._script.popleft() if self._script else None
+            if fail is None and self._outage:
+                fail = Fail.status(503)
+        if fail is None:
+            return False
+        if fail.action == "delay":
+            self._closing.wait(fail.seconds)
+            return False
+        if fail.action == "error":
+            error = fail.slack_error or "fatal_error"
+            if webhook:
+                self._answer_webhook(handler, error)
+            else:
+                self._answer_api(handler, method, channel, {"ok": False, "error": error})
+            return True
+        if fail.action == "status":
+            error = _DEFAULT_STATUS_ERROR.get(fail.code, f"http_{fail.code}")
+            self._record(method, channel, f"status {fail.code}")
+            headers = {} if fail.retry_after is None else {"Retry-After": f"{fail.retry_after:g}"}
+            if fail.body is not None:
+                handler.reply(fail.code, fail.body, "text/html", headers)
+            elif webhook:
+                handler.reply(fail.code, error, "text/plain", headers)
+            else:
+                body = json.dumps({"ok": False, "error": error})
+                handler.reply(fail.code, body, "application/json", headers)
+            return True
+        if fail.action == "hang":
+            self._record(method, channel, "hang")
+            self._closing.wait(fail.seconds)
+            handler.close_connection = True
+            return True
+        self._record(method, channel, "reset")
+        handler.abort()
+        return True
+
+    def _answer_api(
+        self, handler: _Handler, method: str, channel: str | None, answer: Mapping[str, Any]
+    ) -> None:
+        self._record(method, channel, f"error {answer['error']}")
+        handler.reply(200, json.dumps(answer), "application/json")
+
+    def _answer_webhook(self, handler: _Handler, error: str) -> None:
+        self._record("webhook", self.webhook_channel, f"error {error}")
+        handler.reply(_WEBHOOK_ERROR_STATUS.get(error, 400), error)
+
+    def _accept(self, method: str, channel: str | None, call: SlackCall) -> None:
+        """Record an accepted call; the caller holds the condition."""
+        self._messages.append(call)
+        self._attempts.append(Attempt(method, channel, "ok", call.received_at))
+        if call.method != "chat.update":
+            self._post_times.setdefault(call.channel, []).append(call.received_at)
+        self._cond.notify_all()
+
+    def _record(self, method: str, channel: str | None, outcome: str) -> None:
+        with self._cond:
+            self._attempts.append(Attempt(method, channel, outcome, time.monotonic()))
+            self._cond.notify_all()
+
+    def _missing_snapshot(self) -> set[str]:
+        with self._cond:
+            return set(self._missing)
+
+    def _new_ts(self) -> str:
+        micros = self._next_ts
+        self._next_ts += 100
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # close() must not wait for a client that never sends its body
+    fake: FakeSlack
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_POST(self) -> None:
+        self.server.fake._handle(self)
+
+    def do_GET(self) -> None:
+        self.server.fake._handle(self)
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def reply(
+        self,
+        status: int,
+        body: str,
+        content_type: str = "text/plain",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        data = body.encode()
+        self.send_response(status, _phrase(status))
+        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def abort(self) -> None:
+        """Close with RST instead of FIN, as a crashed proxy or load balancer would."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read `attempts`, not stderr."""
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _bearer(header: str) -> str:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _parse_params(content_type: str, body: bytes) -> dict[str, Any]:
+    """Slack accepts JSON and form bodies; the SDK sends chat.* as JSON."""
+    if content_type.startswith("application/json"):
+        try:
+            parsed = json.loads(body or b"{}")
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+def _blocks(raw: object) -> tuple[dict[str, Any], ...]:
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return ()
+    if isinstance(raw, Sequence) and not isinstance(raw, str):
+        return tuple(b for b in raw if isinstance(b, dict))
+    return ()
+
+
+def _message_json(call: SlackCall) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": "message",
+        "text": call.text,
+        "ts": call.ts,
+        "blocks": list(call.blocks),
+    }
+    if call.thread_ts is not None:
+        message["thread_ts"] = call.thread_ts
+    return message
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve a FakeSlack until killed, printing the API URL and webhook URL first."""
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.slack", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="xoxb-test-token")
+    parser.add_argument("--webhook-channel", default="#voice-oncall")
+    args = parser.parse_args(argv)
+    fake = FakeSlack(
+        args.token, webhook_channel=args.webhook_channel, host=args.host, port=args.port
+    )
+    with fake:
+        print(fake.api_url, flush=True)
+        print(fake.webhook_url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

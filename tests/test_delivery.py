@@ -1,0 +1,375 @@
+"""The outbox worker: retries, dead letters, per-channel order and pace, restarts.
+
+Time is a fake clock whose sleep advances it, so nothing here really waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from watchdog.delivery import Backoff, OutboxWorker
+from watchdog.errors import NotifyError
+from watchdog.model import MessageRef, Notification, Severity, TransitionKind
+from watchdog.store import Store
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """`now` and `sleep` for the worker; sleeping moves the clock instead of waiting."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class Call:
+    note: Notification
+    original: MessageRef | None
+    at: datetime
+    ok: bool
+
+
+@dataclass
+class ScriptedNotifier:
+    """Raises the scripted errors for an alert id in turn, then succeeds."""
+
+    clock: FakeClock
+    script: dict[str, list[Exception]] = field(default_factory=dict)
+    name: str = "scripted"
+    calls: list[Call] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+        with self._lock:
+            failures = self.script.get(note.alert_id)
+            error = failures.pop(0) if failures else None
+            self.calls.append(Call(note, original, self.clock(), ok=error is None))
+            if error is not None:
+                raise error
+            return MessageRef(channel=f"C{note.channel}", ts=f"{len(self.calls)}.0001")
+
+    def delivered(self, channel: str | None = None) -> list[str]:
+        return [
+            c.note.alert_id
+            for c in self.calls
+            if c.ok and (channel is None or c.note.channel == channel)
+        ]
+
+
+def note(
+    alert_id: str,
+    *,
+    channel: str = "#alerts",
+    kind: TransitionKind = TransitionKind.FIRING,
+) -> Notification:
+    return Notification(
+        alert_id=alert_id,
+        kind=kind,
+        rule="too-many",
+        series="workspace",
+        severity=Severity.WARNING,
+        at=T0,
+        since=T0,
+        count=12,
+        condition="count > 10",
+        channel=channel,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "watchdog.db") as opened:
+        yield opened
+
+
+def worker(store: Store, notifier: ScriptedNotifier, **kwargs: Any) -> OutboxWorker:
+    kwargs.setdefault("random", lambda: 0.5)  # no jitter unless a test asks for it
+    return OutboxWorker(store, notifier, now=notifier.clock, sleep=notifier.clock.sleep, **kwargs)
+
+
+async def drain(subject: OutboxWorker, clock: FakeClock, rounds: int = 100) -> None:
+    """Run rounds, sleeping on the fake clock in between, until the outbox is empty."""
+    for _ in range(rounds):
+        wait = await subject.run_once()
+        if wait is None:
+            return
+        await clock.sleep(wait)
+    raise AssertionError("outbox not drained")
+
+
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def test_success_removes_the_entry_and_stores_the_ref(store: Store) -> None:
+    """A delivered notification leaves the outbox, its ref is kept, notify.sent is logged."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1")])
+    with capture_logs() as logs:
+        assert asyncio.run(worker(store, notifier).run_once()) is None
+    assert [(c.note, c.original) for c in notifier.calls] == [(note("a1"), None)]
+    assert store.outbox_depth() == 0
+    assert store.message_ref("a1") == MessageRef("C#alerts", "1.0001")
+    (sent,) = events(logs, "notify.sent")
+    assert {**sent, "outbox_id": 0} == {
+        "event": "notify.sent",
+        "log_level": "info",
+        "alert_id": "a1",
+        "rule": "too-many",
+        "series": "workspace",
+        "kind": "firing",
+        "channel": "#alerts",
+        "outbox_id": 0,
+        "attempt": 1,
+        "notifier": "scripted",
+    }
+
+
+def test_recoverable_errors_are_retried_until_one_success(store: Store) -> None:
+    """429 (Retry-After honoured), 500 and 503 are retried; exactly one delivery succeeds."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(
+        clock,
+        {
+            "a1": [
+                NotifyError("ratelimited", recoverable=True, retry_after=30),
+                NotifyError("http 500", recoverable=True),
+                NotifyError("http 503", recoverable=True),
+            ]
+        },
+    )
+    store.apply(notifications=[note("a1")])
+    with capture_logs() as logs:
+        asyncio.run(drain(worker(store, notifier), clock))
+    assert [c.ok for c in notifier.calls] == [False, False, False, True]
+    assert notifier.delivered() == ["a1"]
+    assert notifier.calls[1].at - notifier.calls[0].at >= timedelta(seconds=30)
+    # Backoff with no jitter: 2 s after attempt 2, 4 s after attempt 3.
+    assert notifier.calls[2].at - notifier.calls[1].at == timedelta(seconds=2)
+    assert notifier.calls[3].at - notifier.calls[2].at == timedelta(seconds=4)
+    retries = events(logs, "notify.retry")
+    assert [(r["attempt"], r["error"], r["retry_in"]) for r in retries] == [
+        (1, "ratelimited", 30.0),
+        (2, "http 500", 2.0),
+        (3, "http 503", 4.0),
+    ]
+    assert {r["alert_id"] for r in retries} == {"a1"}
+    assert [s["attempt"] for s in events(logs, "notify.sent")] == [4]
+    assert store.outbox_depth() == 0
+
+
+def test_permanent_error_dead_letters_and_logs_failure(store: Store) -> None:
+    """A permanent error is not retried: the entry becomes a dead letter and notify.failed."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(
+        clock, {"a1": [NotifyError("channel_not_found", recoverable=False)]}
+    )
+    store.apply(notifications=[note("a1"), note("a2")])
+    with capture_logs() as logs:
+        asyncio.run(drain(worker(store, notifier), clock))
+    (letter,) = store.dead_letters()
+    assert (letter.notification.alert_id, letter.reason, letter.attempts) == (
+        "a1",
+        "channel_not_found",
+        1,
+    )
+    (failed,) = events(logs, "notify.failed")
+    assert (failed["alert_id"], failed["attempt"], failed["error"]) == (
+        "a1",
+        1,
+        "channel_not_found",
+    )
+    assert failed["log_level"] == "error"
+    assert notifier.delivered() == ["a2"]  # the channel moves on
+    assert store.outbox_depth() == 0
+
+
+def test_channel_order_is_kept_while_another_channel_proceeds(store: Store) -> None:
+    """A retrying message holds back its channel's later messages but not other channels."""
+    clock = FakeClock()
+    down = NotifyError("http 503", recoverable=True)
+    notifier = ScriptedNotifier(clock, {"a1": [down, down, down]})
+    store.apply(
+        notifications=[
+            note("a1", channel="#a"),
+            note("b1", channel="#b"),
+            note("a2", channel="#a"),
+            note("b2", channel="#b"),
+        ]
+    )
+    asyncio.run(drain(worker(store, notifier), clock))
+    assert notifier.delivered("#a") == ["a1", "a2"]
+    assert notifier.delivered("#b") == ["b1", "b2"]
+    attempted = [c.note.alert_id for c in notifier.calls]
+    a1_success = next(i for i, c in enumerate(notifier.calls) if c.ok and c.note.alert_id == "a1")
+    assert attempted.index("b2") < a1_success < attempted.index("a2")
+
+
+def test_same_channel_sends_respect_the_pace(store: Store) -> None:
+    """Two messages to one channel go out at least `pace` seconds apart, by the clock."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1"), note("a2"), note("a3"), note("b1", channel="#b")])
+    subject = worker(store, notifier, pace=1.5)
+
+    async def scenario() -> None:
+        assert await subject.run_once() == 1.5
+        assert sorted(notifier.delivered()) == ["a1", "b1"]
+        clock.now += timedelta(seconds=1)
+        assert await subject.run_once() == pytest.approx(0.5)
+        assert len(notifier.calls) == 2  # too soon for a2
+        await drain(subject, clock)
+
+    asyncio.run(scenario())
+    sends = [c.at for c in notifier.calls if c.note.channel == "#alerts"]
+    assert len(sends) == 3
+    assert all(b - a >= timedelta(seconds=1.5) for a, b in itertools.pairwise(sends))
+
+
+def test_repeat_and_resolution_get_the_original_message(store: Store) -> None:
+    """Repeats and resolutions are handed the firing message's ref; resolution drops it."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(
+        notifications=[
+            note("a1"),
+            note("a1", kind=TransitionKind.REPEAT),
+            note("a1", kind=TransitionKind.RESOLVED),
+        ]
+    )
+    asyncio.run(drain(worker(store, notifier), clock))
+    firing = MessageRef("C#alerts", "1.0001")
+    assert [(c.note.kind, c.original) for c in notifier.calls] == [
+        (TransitionKind.FIRING, None),
+        (TransitionKind.REPEAT, firing),
+        (TransitionKind.RESOLVED, firing),
+    ]
+    assert store.message_ref("a1") is None
+
+
+def test_delivery_survives_a_restart(tmp_path: Path) -> None:
+    """A message that failed before a restart is delivered exactly once by the next worker."""
+    path = tmp_path / "watchdog.db"
+    clock = FakeClock()
+    first = ScriptedNotifier(clock, {"a1": [NotifyError("connection reset", recoverable=True)]})
+    with Store.open(path) as store:
+        store.apply(notifications=[note("a1")])
+        wait = asyncio.run(worker(store, first).run_once())
+    assert wait == 1.0
+    assert first.delivered() == []
+
+    second = ScriptedNotifier(clock)
+    with Store.open(path) as store, capture_logs() as logs:
+        restarted = worker(store, second)
+        assert asyncio.run(restarted.run_once()) == 1.0  # not due yet: the schedule persisted
+        assert second.calls == []
+        clock.now += timedelta(seconds=1)
+        asyncio.run(drain(restarted, clock))
+        assert store.outbox_depth() == 0
+    assert second.delivered() == ["a1"]
+    assert [s["attempt"] for s in events(logs, "notify.sent")] == [2]
+
+
+def test_an_unexpected_notifier_exception_is_retried(store: Store) -> None:
+    """A notifier bug is treated as recoverable and logged by message, not traceback."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock, {"a1": [RuntimeError("boom")]})
+    store.apply(notifications=[note("a1")])
+    with capture_logs() as logs:
+        asyncio.run(drain(worker(store, notifier), clock))
+    (retry,) = events(logs, "notify.retry")
+    assert retry["error"] == "unexpected RuntimeError: boom"
+    assert "exc_info" not in retry
+    assert notifier.delivered() == ["a1"]
+
+
+def test_run_wakes_for_new_entries_and_stops_promptly(store: Store) -> None:
+    """run() sleeps until woken, delivers, and returns as soon as stop is set."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock, {"a2": [NotifyError("http 503", recoverable=True)]})
+
+    async def forever(_seconds: float) -> None:
+        await asyncio.Event().wait()
+
+    subject = OutboxWorker(store, notifier, now=clock, sleep=forever, random=lambda: 0.5)
+
+    async def scenario() -> None:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(subject.run(stop, wake))
+        await asyncio.sleep(0.01)
+        assert notifier.calls == []
+        store.apply(notifications=[note("a1")])
+        wake.set()
+        for _ in range(500):
+            if notifier.delivered():
+                break
+            await asyncio.sleep(0.01)
+        assert notifier.delivered() == ["a1"]
+        # A retrying entry with a long wait ahead must not delay stopping. (Another
+        # channel: this clock never moves, so #alerts stays paced after a1.)
+        store.apply(notifications=[note("a2", channel="#other")])
+        wake.set()
+        for _ in range(500):
+            if notifier.calls[-1].note.alert_id == "a2":
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, timeout=2)
+
+    asyncio.run(scenario())
+    assert store.outbox_depth() == 1
+
+
+def test_run_once_on_an_empty_outbox_returns_none(store: Store) -> None:
+    """Nothing queued: no call to the notifier and nothing to wait for."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    assert asyncio.run(worker(store, notifier).run_once()) is None
+    assert notifier.calls == []
+
+
+def test_backoff_grows_exponentially_up_to_the_cap() -> None:
+    """Without jitter the delays are base * factor**(n-1), capped."""
+    policy = Backoff(base=1.0, factor=2.0, cap=300.0, jitter=0.2)
+    assert [policy.delay(n, 0.5) for n in (1, 2, 3, 9, 10, 50)] == [1, 2, 4, 256, 300, 300]
+    assert policy.delay(1, 0.0) == pytest.approx(0.8)
+    assert policy.delay(3, 0.999999) == pytest.approx(4.8, rel=1e-5)
+
+
+@given(attempt=st.integers(min_value=1, max_value=10**7), r=st.floats(0, 1, exclude_max=True))
+def test_backoff_stays_within_jitter_and_cap(attempt: int, r: float) -> None:
+    """Any attempt number (retries go on forever) gives a delay in [0.8 x raw, cap]."""
+    policy = Backoff()
+    raw = min(policy.cap, policy.base * 2.0 ** min(attempt - 1, 20))
+    assert raw * 0.8 - 1e-9 <= policy.delay(attempt, r) <= min(raw * 1.2, policy.cap) + 1e-9
+
+
+def test_backoff_rejects_nonsense() -> None:
+    """A policy that could retry in a tight loop or never is refused at construction."""
+    with pytest.raises(ValueError, match="base"):
+        Backoff(base=0)
+    with pytest.raises(ValueError, match="jitter"):
+        Backoff(jitter=1.0)

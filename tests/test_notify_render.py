@@ -1,0 +1,352 @@
+"""Rendering notifications (Block Kit, text fallback, console): pure, so tables and properties."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from watchdog.model import Notification, Severity, TransitionKind
+from watchdog.notify import ConsoleNotifier
+from watchdog.notify.render import (
+    SPARK_GLYPHS,
+    escape,
+    format_count,
+    render,
+    render_resolved_original,
+    render_top_level,
+    sparkline,
+)
+
+AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+NOTIFIED = [TransitionKind.FIRING, TransitionKind.REPEAT, TransitionKind.RESOLVED]
+
+
+def note(**changes: Any) -> Notification:
+    base = Notification(
+        alert_id="al-1",
+        kind=TransitionKind.FIRING,
+        rule="high-load",
+        series="workspace",
+        severity=Severity.CRITICAL,
+        at=AT,
+        since=AT - timedelta(minutes=65),
+        count=31,
+        condition="count > 25",
+        channel="#voice-oncall",
+        recent=(3, 5, 9, 20, 31),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def block_text(blocks: list[dict[str, Any]]) -> str:
+    """All text in the blocks, as Slack would have to display it."""
+    return json.dumps(blocks, ensure_ascii=False)
+
+
+def mrkdwn_texts(blocks: list[dict[str, Any]]) -> list[str]:
+    texts: list[str] = []
+    for block in blocks:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        texts.extend(f["text"] for f in block.get("fields", []))
+        texts.extend(e["text"] for e in block.get("elements", []))
+    return texts
+
+
+@pytest.mark.parametrize("severity", list(Severity))
+@pytest.mark.parametrize("kind", NOTIFIED)
+def test_text_fallback_is_useful_alone(kind: TransitionKind, severity: Severity) -> None:
+    """Every notified kind's text names severity, rule, series, count and condition."""
+    notification = note(kind=kind, severity=severity)
+    for message in (render(notification), render_top_level(notification)):
+        text = message.text
+        assert severity.value.upper() in text
+        assert "high-load" in text
+        assert "workspace" in text
+        assert "31" in text
+        assert "count &gt; 25" in text
+        assert message.blocks
+
+
+@pytest.mark.parametrize(
+    ("severity", "emoji"),
+    [(Severity.CRITICAL, "🔴"), (Severity.WARNING, "🟠"), (Severity.INFO, "🔵")],
+)
+def test_firing_card_header_has_emoji_verb_and_rule(severity: Severity, emoji: str) -> None:
+    """The firing header reads '<emoji> FIRING: <rule>' so the preview says what broke."""
+    message = render(note(severity=severity))
+    header = message.blocks[0]
+    assert header["type"] == "header"
+    assert header["text"]["text"] == f"{emoji} FIRING: high-load"
+    assert message.text.startswith(f"{emoji} FIRING [{severity.value.upper()}]")
+
+
+def test_firing_card_fields() -> None:
+    """The firing card shows series, count, condition, how long it held and severity."""
+    fields = mrkdwn_texts([render(note()).blocks[1]])
+    assert fields == [
+        "*Series*\nworkspace",
+        "*Count now*\n31",
+        "*Condition*\ncount &gt; 25",
+        "*Holding for*\n1h 5m",
+        "*Severity*\ncritical",
+    ]
+
+
+def test_firing_card_shows_sparkline_with_min_and_max() -> None:
+    """The recent counts appear as a sparkline with their absolute min and max."""
+    assert "`▁▂▃▅█`  min 3 · max 31" in block_text(render(note()).blocks)
+
+
+def test_no_recent_counts_means_no_trend() -> None:
+    """Without recent counts there is no empty sparkline section."""
+    assert "Recent" not in block_text(render(note(recent=())).blocks)
+
+
+def test_repeat_reply_says_still_firing_with_duration_and_count() -> None:
+    """A repeat is a short thread reply: how long it has been firing and the count now."""
+    message = render(note(kind=TransitionKind.REPEAT))
+    assert message.blocks[0]["text"]["text"] == "🔁 Still firing for *1h 5m*, count now *31*"
+    assert "▁▂▃▅█" in block_text(message.blocks)
+    assert "still firing for 1h 5m, count now 31" in message.text
+
+
+def test_resolved_reply_and_original_carry_reason_and_duration() -> None:
+    """Resolution: the reply and the edited original both say why and after how long."""
+    resolved = note(kind=TransitionKind.RESOLVED, count=18, reason="count 18 < 20")
+    reply = render(resolved)
+    original = render_resolved_original(resolved)
+    assert "✅ Resolved after *1h 5m*, count now *18*" in reply.blocks[0]["text"]["text"]
+    assert "count 18 &lt; 20" in reply.text
+    assert original.blocks[0]["text"]["text"] == "✅ RESOLVED: high-load"
+    fields = mrkdwn_texts([original.blocks[1]])
+    assert "*Fired for*\n1h 5m" in fields
+    assert "*Count now*\n18" in fields
+    assert "*Resolved because*\ncount 18 &lt; 20" in fields
+    assert "RESOLVED [CRITICAL] high-load on workspace after 1h 5m" in original.text
+
+
+@pytest.mark.parametrize("reason", ["outside active hours", "rule removed from config"])
+def test_resolved_reason_is_quoted(reason: str) -> None:
+    """Reasons other than recovery (active hours, removed rule) are shown verbatim."""
+    resolved = note(kind=TransitionKind.RESOLVED, reason=reason)
+    assert reason in render(resolved).text
+    assert reason in block_text(render_resolved_original(resolved).blocks)
+
+
+def test_resolved_original_does_not_page() -> None:
+    """Editing the original to resolved drops the mention: a resolution pages nobody."""
+    resolved = note(kind=TransitionKind.RESOLVED, mention="<!subteam^S0123>")
+    message = render_resolved_original(resolved)
+    assert "subteam" not in message.text
+    assert "subteam" not in block_text(message.blocks)
+
+
+def test_top_level_repeat_is_a_full_card() -> None:
+    """Without a thread, a repeat is a self-contained 'STILL FIRING' card."""
+    message = render_top_level(note(kind=TransitionKind.REPEAT))
+    assert message.blocks[0]["text"]["text"] == "🔴 STILL FIRING: high-load"
+
+
+def test_no_data_renders_as_no_data_with_reason() -> None:
+    """A missing count reads 'no data', and the poll failure reason is shown."""
+    missing = note(
+        rule="no-data", count=None, condition="no good poll for 2m", reason="API key rejected"
+    )
+    message = render(missing)
+    assert "no data" in message.text
+    assert "API key rejected" in message.text
+    assert "*Count now*\nno data" in mrkdwn_texts(message.blocks)
+    assert "*Reason*\nAPI key rejected" in mrkdwn_texts(message.blocks)
+    assert "None" not in message.text + block_text(message.blocks)
+    repeat = render(dataclasses.replace(missing, kind=TransitionKind.REPEAT))
+    assert "count now *no data*" not in block_text(repeat.blocks)
+    assert "*no data*" in block_text(repeat.blocks)
+
+
+@pytest.mark.parametrize(
+    ("count", "shown"), [(None, "no data"), (0, "0"), (31, "31"), (12345, "12,345")]
+)
+def test_format_count(count: int | None, shown: str) -> None:
+    """Counts get thousands separators; None is 'no data'."""
+    assert format_count(count) == shown
+
+
+def test_mention_appears_unescaped_in_text_and_a_section() -> None:
+    """The mention is a Slack control sequence: passed through so it actually pages."""
+    message = render(note(mention="<!subteam^S0123>"))
+    assert "<!subteam^S0123>" in message.text
+    assert "Paging <!subteam^S0123>" in mrkdwn_texts(message.blocks)
+
+
+def test_no_mention_no_paging_section() -> None:
+    """Without a mention nothing pages."""
+    message = render(note())
+    assert "Paging" not in block_text(message.blocks)
+    assert "<!" not in message.text
+
+
+def test_runbook_is_a_link() -> None:
+    """The runbook is a clickable link with its ampersands escaped the Slack way."""
+    message = render(note(runbook="https://wiki.example/runbook?a=1&b=2"))
+    assert "*Runbook*: <https://wiki.example/runbook?a=1&amp;b=2|open the runbook>" in mrkdwn_texts(
+        message.blocks
+    )
+
+
+def test_user_strings_are_escaped() -> None:
+    """Rule, series, condition and reason cannot inject links or mentions."""
+    hostile = note(
+        rule="a<b>&c",
+        series="<!channel>",
+        condition="count > 25 & rising",
+        reason="<https://evil|click>",
+        alert_id="<@U1>",
+    )
+    for message in (render(hostile), render_resolved_original(hostile)):
+        everything = message.text + block_text(message.blocks)
+        assert "a&lt;b&gt;&amp;c" in everything
+        assert "&lt;!channel&gt;" in everything
+        assert "count &gt; 25 &amp; rising" in everything
+        assert "<!channel>" not in everything
+        assert "<https://evil" not in everything
+        assert "<@U1>" not in everything
+
+
+def test_header_is_plain_text_and_not_escaped() -> None:
+    """Headers are plain_text, which Slack does not parse, so they show the raw name."""
+    assert render(note(rule="a<b")).blocks[0]["text"]["text"] == "🔴 FIRING: a<b"
+
+
+def test_escape_handles_ampersand_first() -> None:
+    """Escaping never double-escapes the entities it produces."""
+    assert escape("<&>") == "&lt;&amp;&gt;"
+
+
+def test_long_strings_respect_slack_limits() -> None:
+    """Huge names and reasons are clipped so Slack does not reject the message."""
+    huge = note(rule="r" * 5000, series="s" * 5000, condition="c" * 5000, reason="x" * 10000)
+    for kind in NOTIFIED:
+        for message in (render(dataclasses.replace(huge, kind=kind)), render_top_level(huge)):
+            assert len(message.text) <= 3000
+            for block in message.blocks:
+                if block["type"] == "header":
+                    assert len(block["text"]["text"]) <= 150
+                for field in block.get("fields", []):
+                    assert len(field["text"]) <= 2000
+                assert len(block.get("fields", [])) <= 10
+            assert all(len(t) <= 3000 for t in mrkdwn_texts(message.blocks))
+
+
+def test_times_are_truthful_utc() -> None:
+    """The firing card's time is `since` in UTC, also as the fallback of a <!date>."""
+    context = render(note()).blocks[-1]["elements"][0]["text"]
+    assert f"<!date^{int((AT - timedelta(minutes=65)).timestamp())}^" in context
+    assert "|2024-05-01 10:55:00 UTC>" in context
+
+
+@pytest.mark.parametrize("kind", [TransitionKind.PENDING, TransitionKind.CANCELLED])
+def test_unnotified_kinds_are_refused(kind: TransitionKind) -> None:
+    """Pending and cancelled transitions are audit-only and cannot be rendered."""
+    with pytest.raises(ValueError, match="never notified"):
+        render(note(kind=kind))
+
+
+counts_lists = st.lists(st.integers(min_value=0, max_value=1_000_000), max_size=60)
+
+
+@given(counts_lists)
+def test_sparkline_one_known_glyph_per_count(counts: list[int]) -> None:
+    """The sparkline has one bar per count and uses only the eight bar glyphs."""
+    line = sparkline(counts)
+    assert len(line) == len(counts)
+    assert set(line) <= set(SPARK_GLYPHS)
+
+
+@given(counts_lists.filter(lambda c: len(set(c)) > 1))
+def test_sparkline_spans_the_full_scale(counts: list[int]) -> None:
+    """The max count is drawn █ and the min ▁ whenever the series varies."""
+    line = sparkline(counts)
+    assert line[counts.index(max(counts))] == "█"
+    assert line[counts.index(min(counts))] == "▁"
+
+
+@given(counts_lists)
+def test_sparkline_is_monotone(counts: list[int]) -> None:
+    """A larger count never gets a lower bar than a smaller one."""
+    line = sparkline(counts)
+    for i, a in enumerate(counts):
+        for j, b in enumerate(counts):
+            if a > b:
+                assert SPARK_GLYPHS.index(line[i]) >= SPARK_GLYPHS.index(line[j])
+
+
+@given(st.integers(min_value=0, max_value=1000), st.integers(min_value=1, max_value=50))
+def test_sparkline_flat_series_is_mid_height(value: int, length: int) -> None:
+    """A series without variation is drawn consistently as mid-height bars."""
+    assert sparkline([value] * length) == "▄" * length
+
+
+def test_sparkline_empty() -> None:
+    """No counts, no sparkline."""
+    assert sparkline([]) == ""
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_console_block_is_compact_and_readable() -> None:
+    """The console shows verb, rule, series, count, condition, sparkline and reason."""
+    stream = io.StringIO()
+    missing = note(count=None, reason="API key rejected", runbook="https://wiki/rb")
+    assert ConsoleNotifier(stream).deliver(missing, None) is None
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "🔴 FIRING  high-load · workspace  (critical)"
+    assert lines[1] == "   count no data   count > 25   holding 1h 5m"
+    assert "   recent ▁▂▃▅█  min 3 · max 31" in lines
+    assert "   reason API key rejected" in lines
+    assert "   runbook https://wiki/rb" in lines
+    assert lines[-1] == ""
+
+
+def test_console_resolved_and_repeat() -> None:
+    """Repeats and resolutions are labelled as such on the console."""
+    stream = io.StringIO()
+    console = ConsoleNotifier(stream)
+    console.deliver(note(kind=TransitionKind.REPEAT), None)
+    console.deliver(note(kind=TransitionKind.RESOLVED, count=18, reason="count 18 < 20"), None)
+    text = stream.getvalue()
+    assert "🔴 STILL FIRING  high-load · workspace" in text
+    assert "✅ RESOLVED  high-load · workspace  (critical)" in text
+    assert "count now 18 after 1h 5m" in text
+
+
+def test_console_colour_only_on_a_tty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANSI escapes go to terminals only, and never when NO_COLOR is set."""
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    plain, terminal = io.StringIO(), _Terminal()
+    ConsoleNotifier(plain).deliver(note(), None)
+    ConsoleNotifier(terminal).deliver(note(), None)
+    assert "\033[" not in plain.getvalue()
+    assert "\033[1;31m" in terminal.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    quiet = _Terminal()
+    ConsoleNotifier(quiet).deliver(note(), None)
+    assert "\033[" not in quiet.getvalue()
+
+
+def test_console_survives_a_non_utf8_stream() -> None:
+    """A stream that cannot encode emoji still gets the block, with replacements."""
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    ConsoleNotifier(stream).deliver(note(), None)
+    assert b"? FIRING  high-load" in raw.getvalue()

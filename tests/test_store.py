@@ -1,0 +1,600 @@
+"""The SQLite store: schema, atomic ticks, outbox bookkeeping, and clear errors on bad files."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from watchdog.errors import StateError
+from watchdog.model import (
+    AlertRecord,
+    AlertState,
+    MessageRef,
+    Notification,
+    Sample,
+    Severity,
+    TransitionKind,
+)
+from watchdog.store import SCHEMA_VERSION, Store
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def note(
+    alert_id: str = "a1",
+    *,
+    channel: str = "#alerts",
+    kind: TransitionKind = TransitionKind.FIRING,
+    at: datetime = T0,
+) -> Notification:
+    return Notification(
+        alert_id=alert_id,
+        kind=kind,
+        rule="too-many",
+        series="workspace",
+        severity=Severity.CRITICAL,
+        at=at,
+        since=at - timedelta(minutes=2),
+        count=42,
+        condition="count > 40",
+        channel=channel,
+        recent=(1, 5, 42),
+    )
+
+
+def alert(
+    rule: str = "too-many",
+    series: str = "workspace",
+    *,
+    alert_id: str = "a1",
+    state: AlertState = AlertState.FIRING,
+) -> AlertRecord:
+    return AlertRecord(
+        rule=rule,
+        series=series,
+        alert_id=alert_id,
+        state=state,
+        since=T0,
+        last_count=42,
+        last_notified=T0 + timedelta(seconds=1),
+        condition="count > 40",
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "watchdog.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    with Store.open(db_path) as opened:
+        yield opened
+
+
+def table_counts(path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("samples", "series", "alerts", "outbox", "messages", "dead_letters")
+        }
+    finally:
+        conn.close()
+
+
+# --- opening and schema -------------------------------------------------------------
+
+
+def test_open_creates_directory_and_migrates_from_empty(db_path: Path) -> None:
+    """A fresh state directory gets a WAL database at the current schema version."""
+    with Store.open(db_path) as store:
+        assert store.path == db_path
+    assert db_path.is_file()
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert {"alerts", "series", "samples", "outbox", "dead_letters", "messages", "meta"} <= tables
+
+
+def test_default_path_is_inside_the_state_directory(tmp_path: Path) -> None:
+    """The database file is watchdog.db in the state directory."""
+    assert Store.default_path(tmp_path) == tmp_path / "watchdog.db"
+
+
+def test_reopening_keeps_everything(db_path: Path) -> None:
+    """Alerts, samples, outbox, message refs and meta survive close and reopen."""
+    with Store.open(db_path) as store:
+        ids = store.apply(
+            samples=[Sample("workspace", T0, 3), Sample("agent_1", T0, 1)],
+            alerts=[alert()],
+            notifications=[note("a1"), note("a2")],
+        )
+        store.mark_delivered(ids[0], alert_id="a1", ref=MessageRef("C1", "111.1"))
+        store.set_meta("config", "abc123")
+    with Store.open(db_path) as store:
+        assert store.load_alerts() == [alert()]
+        assert store.last_samples() == {
+            "workspace": Sample("workspace", T0, 3),
+            "agent_1": Sample("agent_1", T0, 1),
+        }
+        assert store.message_ref("a1") == MessageRef("C1", "111.1")
+        assert [e.notification for e in store.outbox_heads(T0)] == [note("a2")]
+        assert store.get_meta("config") == "abc123"
+        # The series cache is rebuilt from disk: a known series is not duplicated.
+        store.apply(samples=[Sample("workspace", T0 + timedelta(seconds=15), 4)])
+    assert table_counts(db_path)["series"] == 2
+
+
+def test_times_are_stored_as_utc_milliseconds(store: Store) -> None:
+    """Any aware time comes back as UTC, floored to the millisecond; naive times are refused."""
+    plus_two = timezone(timedelta(hours=2))
+    store.apply(samples=[Sample("workspace", datetime(2025, 3, 1, 14, 0, 0, 123_987, plus_two), 1)])
+    (sample,) = store.load_samples(since=T0 - timedelta(days=1))
+    assert sample.at == datetime(2025, 3, 1, 12, 0, 0, 123_000, tzinfo=UTC)
+    assert sample.at.tzinfo is UTC
+    with pytest.raises(ValueError, match="naive"):
+        store.apply(samples=[Sample("workspace", datetime(2025, 3, 1), 1)])
+
+
+# --- the atomic step ----------------------------------------------------------------
+
+
+def test_inactive_alert_record_deletes_the_instance(store: Store) -> None:
+    """Only pending and firing instances are kept; INACTIVE removes the row."""
+    store.apply(alerts=[alert(), alert(series="agent_1", alert_id="a2", state=AlertState.PENDING)])
+    store.apply(alerts=[alert(state=AlertState.INACTIVE)])
+    assert [a.alert_id for a in store.load_alerts()] == ["a2"]
+
+
+def test_upsert_replaces_the_instance_of_the_same_rule_and_series(store: Store) -> None:
+    """A new episode of the same (rule, series) replaces the old record."""
+    store.apply(alerts=[alert(alert_id="a1", state=AlertState.PENDING)])
+    store.apply(alerts=[alert(alert_id="a1")])
+    store.apply(alerts=[alert(alert_id="a9")])
+    assert [(a.alert_id, a.state) for a in store.load_alerts()] == [("a9", AlertState.FIRING)]
+
+
+def test_apply_returns_outbox_ids_in_order(store: Store) -> None:
+    """The ids of the queued notifications come back in the order given."""
+    ids = store.apply(notifications=[note("a1"), note("a2", channel="#other")])
+    assert len(ids) == 2
+    assert ids[0] < ids[1]
+    assert store.apply() == []
+
+
+def test_apply_is_all_or_nothing_when_a_notification_cannot_be_serialised(
+    store: Store, db_path: Path
+) -> None:
+    """A failure in the last step of apply leaves no sample, series or alert behind."""
+    store.apply(samples=[Sample("workspace", T0, 1)])
+    bad = Notification(**{**_fields(note("bad")), "recent": (object(),)})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.apply(
+            samples=[Sample("workspace", T0 + timedelta(seconds=15), 2), Sample("new", T0, 7)],
+            alerts=[alert()],
+            notifications=[note("good"), bad],
+        )
+    assert table_counts(db_path) == {
+        "samples": 1,
+        "series": 1,
+        "alerts": 0,
+        "outbox": 0,
+        "messages": 0,
+        "dead_letters": 0,
+    }
+    # The rolled-back series id is forgotten: the same new series can be stored afterwards.
+    store.apply(samples=[Sample("new", T0, 7)])
+    assert store.last_samples()["new"] == Sample("new", T0, 7)
+
+
+def test_apply_is_all_or_nothing_on_a_constraint_violation(store: Store, db_path: Path) -> None:
+    """A sample the schema refuses (negative count) aborts the whole tick with StateError."""
+    with pytest.raises(StateError, match=str(db_path)):
+        store.apply(
+            samples=[Sample("workspace", T0, 1), Sample("workspace", T0 + timedelta(1), -1)],
+            alerts=[alert()],
+            notifications=[note()],
+        )
+    assert set(table_counts(db_path).values()) == {0}
+    assert store.apply(notifications=[note()])  # the store is still usable
+
+
+def test_apply_can_run_from_another_thread(store: Store) -> None:
+    """The daemon may move a write off the event loop; calls are serialised by the store."""
+    errors: list[BaseException] = []
+
+    def write(offset: int) -> None:
+        try:
+            for i in range(20):
+                store.apply(samples=[Sample("workspace", T0 + timedelta(seconds=offset + i), i)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n * 100,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(store.load_samples(since=T0)) == 60
+
+
+def _fields(value: Notification) -> dict[str, object]:
+    return {name: getattr(value, name) for name in Notification.__dataclass_fields__}
+
+
+# --- samples ------------------------------------------------------------------------
+
+
+def test_samples_load_by_series_and_time_and_prune(store: Store) -> None:
+    """Samples come back ordered by (series, at), filtered by `since`, and prune by age."""
+    store.apply(
+        samples=[
+            Sample(series, T0 + timedelta(seconds=15 * i), i)
+            for i in range(4)
+            for series in ("workspace", "agent_b", "agent_a")
+        ]
+    )
+    later = T0 + timedelta(seconds=30)
+    got = store.load_samples(since=later)
+    assert [(s.series, s.count) for s in got] == [
+        ("agent_a", 2),
+        ("agent_a", 3),
+        ("agent_b", 2),
+        ("agent_b", 3),
+        ("workspace", 2),
+        ("workspace", 3),
+    ]
+    assert store.load_samples(since=later, series="agent_b") == [
+        Sample("agent_b", later, 2),
+        Sample("agent_b", later + timedelta(seconds=15), 3),
+    ]
+    assert store.load_samples(since=T0, series="unknown") == []
+    assert store.last_samples()["agent_a"] == Sample("agent_a", T0 + timedelta(seconds=45), 3)
+    assert store.prune_samples(later) == 6
+    assert len(store.load_samples(since=T0)) == 6
+    assert store.prune_samples(later) == 0
+
+
+def test_a_repeated_sample_time_replaces_the_count(store: Store) -> None:
+    """Storing the same (series, at) twice keeps the later count instead of failing."""
+    store.apply(samples=[Sample("workspace", T0, 1)])
+    store.apply(samples=[Sample("workspace", T0, 2)])
+    assert store.load_samples(since=T0) == [Sample("workspace", T0, 2)]
+
+
+# --- outbox ---------------------------------------------------------------------------
+
+
+def test_outbox_offers_only_each_channels_oldest_entry_once_due(store: Store) -> None:
+    """Heads are per channel, in queue order, and held back until next_attempt_at."""
+    a1, b1, a2 = store.apply(
+        notifications=[note("a1", channel="#a"), note("b1", channel="#b"), note("a2", channel="#a")]
+    )
+    assert [e.id for e in store.outbox_heads(T0)] == [a1, b1]
+    assert store.outbox_heads(T0 - timedelta(milliseconds=1)) == []
+
+    store.mark_retry(a1, attempts=1, next_attempt_at=T0 + timedelta(seconds=10), error="503")
+    assert [e.id for e in store.outbox_heads(T0)] == [b1]  # a2 waits behind a1
+    assert store.next_due() == T0
+    (retrying, _) = store.outbox_heads()
+    assert (retrying.id, retrying.attempts, retrying.last_error) == (a1, 1, "503")
+    assert retrying.next_attempt_at == T0 + timedelta(seconds=10)
+
+    store.mark_delivered(b1, alert_id="b1", ref=None)
+    assert store.next_due() == T0 + timedelta(seconds=10)
+    assert [e.id for e in store.outbox_heads(T0 + timedelta(seconds=10))] == [a1]
+    store.mark_delivered(a1, alert_id="a1", ref=None)
+    assert [e.id for e in store.outbox_heads(T0)] == [a2]
+    store.mark_delivered(a2, alert_id="a2", ref=None)
+    assert store.next_due() is None
+
+
+def test_outbox_depth_and_oldest_pending(store: Store) -> None:
+    """Depth counts every queued entry; the oldest is the earliest created."""
+    assert store.outbox_depth() == 0
+    assert store.oldest_pending() is None
+    store.apply(notifications=[note("late", at=T0 + timedelta(seconds=5), channel="#a")])
+    store.apply(notifications=[note("early", at=T0, channel="#b")])
+    assert store.outbox_depth() == 2
+    oldest = store.oldest_pending()
+    assert oldest is not None
+    assert (oldest.notification.alert_id, oldest.created_at, oldest.attempts) == ("early", T0, 0)
+
+
+def test_mark_delivered_keeps_the_original_ref_until_resolved(store: Store) -> None:
+    """The firing message's ref is stored, not replaced by repeats, and dropped on resolution."""
+    firing, repeat, resolved = store.apply(
+        notifications=[
+            note("a1"),
+            note("a1", kind=TransitionKind.REPEAT),
+            note("a1", kind=TransitionKind.RESOLVED),
+        ]
+    )
+    store.mark_delivered(firing, alert_id="a1", ref=MessageRef("C1", "100.1"))
+    assert store.message_ref("a1") == MessageRef("C1", "100.1")
+    store.mark_delivered(repeat, alert_id="a1", ref=MessageRef("C1", "200.2"))
+    assert store.message_ref("a1") == MessageRef("C1", "100.1")
+    store.mark_delivered(resolved, alert_id="a1", ref=MessageRef("C1", "100.1"))
+    assert store.message_ref("a1") is None
+    assert store.outbox_depth() == 0
+    store.mark_delivered(resolved, alert_id="a1", ref=None)  # unknown id: no-op
+
+
+def test_dead_letter_moves_the_entry_with_its_reason(store: Store, db_path: Path) -> None:
+    """A dead letter leaves the outbox, keeps the notification, and unblocks the channel."""
+    first, second = store.apply(notifications=[note("a1"), note("a2")])
+    store.mark_retry(first, attempts=2, next_attempt_at=T0, error="503")
+    store.dead_letter(first, reason="channel_not_found", attempts=3, at=T0 + timedelta(seconds=9))
+    (letter,) = store.dead_letters()
+    assert (letter.id, letter.channel, letter.attempts, letter.reason) == (
+        first,
+        "#alerts",
+        3,
+        "channel_not_found",
+    )
+    assert letter.notification == note("a1")
+    assert letter.failed_at == T0 + timedelta(seconds=9)
+    assert [e.id for e in store.outbox_heads(T0)] == [second]
+    assert table_counts(db_path)["outbox"] == 1
+
+
+def test_dead_lettered_resolution_drops_the_message_ref(store: Store) -> None:
+    """When the resolution can never be delivered, the episode's ref is not kept forever."""
+    firing, resolved = store.apply(
+        notifications=[note("a1"), note("a1", kind=TransitionKind.RESOLVED)]
+    )
+    store.mark_delivered(firing, alert_id="a1", ref=MessageRef("C1", "1.1"))
+    store.dead_letter(resolved, reason="message_not_found", attempts=1, at=T0)
+    assert store.message_ref("a1") is None
+
+
+def test_meta_values_are_replaced(store: Store) -> None:
+    """Meta is a small key-value map; setting a key again replaces its value."""
+    assert store.get_meta("config") is None
+    store.set_meta("config", "one")
+    store.set_meta("config", "two")
+    assert store.get_meta("config") == "two"
+
+
+_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+_times = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    value=st.builds(
+        Notification,
+        alert_id=_text,
+        kind=st.sampled_from(TransitionKind),
+        rule=_text,
+        series=_text,
+        severity=st.sampled_from(Severity),
+        at=_times,
+        since=_times,
+        count=st.none() | st.integers(min_value=0, max_value=10**9),
+        condition=_text,
+        channel=_text,
+        reason=_text,
+        recent=st.lists(st.integers(min_value=0, max_value=10**6), max_size=20).map(tuple),
+        runbook=st.none() | _text,
+        mention=st.none() | _text,
+    )
+)
+def test_notifications_round_trip_through_the_outbox(tmp_path: Path, value: Notification) -> None:
+    """Whatever is queued comes back out of the outbox and the dead letters unchanged."""
+    with Store.open(tmp_path / f"{uuid.uuid4().hex}.db") as store:
+        (entry_id,) = store.apply(notifications=[value])
+        (entry,) = store.outbox_heads(value.at)
+        assert (entry.id, entry.channel, entry.notification) == (entry_id, value.channel, value)
+        assert entry.created_at == entry.next_attempt_at <= value.at
+        store.dead_letter(entry_id, reason="x", attempts=1, at=value.at)
+        assert store.dead_letters()[0].notification == value
+
+
+# --- unusable files -----------------------------------------------------------------
+
+
+def _open_fails(path: Path) -> str:
+    """Open must fail with a StateError (and nothing else) whose message names the path."""
+    with pytest.raises(StateError) as info:
+        Store.open(path)
+    message = str(info.value)
+    assert str(path) in message or str(path.parent) in message
+    assert "Traceback" not in message
+    return message
+
+
+def test_garbage_file_is_refused_naming_the_path(db_path: Path) -> None:
+    """A file that is not a SQLite database gives a clear StateError."""
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(os.urandom(8192))
+    assert "not a SQLite database" in _open_fails(db_path)
+
+
+def test_corrupt_pages_are_detected_at_open(db_path: Path) -> None:
+    """A database with a valid header but damaged pages fails the integrity check at open."""
+    with Store.open(db_path) as store:
+        store.apply(
+            samples=[Sample(f"s{i % 50}", T0 + timedelta(seconds=i), i) for i in range(20_000)]
+        )
+    data = bytearray(db_path.read_bytes())
+    page = 4096
+    assert len(data) > 20 * page
+    for offset in range(5 * page, len(data) - page, 3 * page):
+        data[offset : offset + 512] = os.urandom(512)
+    db_path.write_bytes(bytes(data))
+    _open_fails(db_path)
+
+
+def test_a_directory_where_the_file_should_be_is_refused(db_path: Path) -> None:
+    """An unreadable database path (here: a directory) gives a clear StateError."""
+    db_path.mkdir(parents=True)
+    assert "not a regular file" in _open_fails(db_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_refused(db_path: Path) -> None:  # pragma: no cover - not as root
+    """A database file without read permission gives a clear StateError."""
+    Store.open(db_path).close()
+    db_path.chmod(0)
+    try:
+        _open_fails(db_path)
+    finally:
+        db_path.chmod(0o600)
+
+
+def test_state_directory_under_a_file_is_refused(tmp_path: Path) -> None:
+    """A state directory that cannot be created gives a clear StateError naming it."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    assert "cannot create the state directory" in _open_fails(blocker / "state" / "watchdog.db")
+    assert "not a directory" in _open_fails(blocker / "watchdog.db")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
+def test_read_only_state_directory_is_refused(db_path: Path) -> None:  # pragma: no cover
+    """A state directory without write permission gives a clear StateError."""
+    db_path.parent.mkdir(parents=True)
+    db_path.parent.chmod(0o500)
+    try:
+        assert "not writable" in _open_fails(db_path)
+    finally:
+        db_path.parent.chmod(0o700)
+
+
+def test_database_from_a_newer_watchdog_is_refused(db_path: Path) -> None:
+    """A schema version above ours is not touched and is reported."""
+    Store.open(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    assert "newer watchdog" in _open_fails(db_path)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    conn.close()
+
+
+def test_a_closed_store_raises_state_error(db_path: Path) -> None:
+    """Using the store after close is a StateError, not a sqlite3 exception."""
+    store = Store.open(db_path)
+    store.close()
+    store.close()
+    with pytest.raises(StateError, match="closed"):
+        store.load_alerts()
+
+
+# --- crash safety -------------------------------------------------------------------
+
+_SAMPLES_PER_TICK = 5
+
+_WRITER = f"""
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from watchdog.model import AlertRecord, AlertState, Notification, Sample, Severity, TransitionKind
+from watchdog.store import Store
+
+store = Store.open(Path(sys.argv[1]))
+seq = max((int(a.rule[1:]) for a in store.load_alerts()), default=0) + 1
+print("ready", flush=True)
+base = datetime(2025, 1, 1, tzinfo=UTC)
+while True:
+    at = base + timedelta(seconds=seq)
+    tag = f"a{{seq}}"
+    store.apply(
+        samples=[Sample(f"s{{i}}", at, seq) for i in range({_SAMPLES_PER_TICK})],
+        alerts=[AlertRecord(f"r{{seq}}", "kill", tag, AlertState.FIRING, at, seq, None, "c")],
+        notifications=[Notification(tag, TransitionKind.FIRING, f"r{{seq}}", "kill",
+                                    Severity.INFO, at, at, seq, "c", "#kill")],
+    )
+    seq += 1
+"""
+
+
+@pytest.mark.slow
+def test_killed_writer_leaves_whole_transactions_only(db_path: Path) -> None:
+    """SIGKILL at random moments: the database opens cleanly and each tick is all or nothing."""
+    rng = random.Random()
+    for _ in range(20):
+        child = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(db_path)],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            assert line == b"ready\n", child.stderr.read() if child.stderr else line
+            threading.Event().wait(rng.uniform(0.0, 0.12))
+            child.send_signal(signal.SIGKILL)
+        finally:
+            child.wait(timeout=10)
+            for stream in (child.stdout, child.stderr):
+                if stream is not None:
+                    stream.close()
+        assert child.returncode == -signal.SIGKILL
+
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        samples: dict[int, int] = dict(
+            conn.execute("SELECT count, COUNT(*) FROM samples GROUP BY count").fetchall()
+        )
+        alerts = {int(rule[1:]) for (rule,) in conn.execute("SELECT rule FROM alerts")}
+        outbox = {int(a[1:]) for (a,) in conn.execute("SELECT alert_id FROM outbox")}
+    finally:
+        conn.close()
+    assert len(alerts) > 20  # the writer got well into its loop
+    assert set(samples) == alerts == outbox
+    assert set(samples.values()) == {_SAMPLES_PER_TICK}
+    assert alerts == set(range(1, max(alerts) + 1))
+    with Store.open(db_path) as store:
+        assert len(store.load_alerts()) == len(alerts)
+
+
+# --- size ---------------------------------------------------------------------------
+
+
+def test_sample_rows_stay_compact(tmp_path: Path) -> None:
+    """Polls of 1,000 series, stored as in production, cost under 20 bytes per row on disk."""
+    path = tmp_path / "size.db"
+    rng = random.Random(7)
+    ticks, series = 60, 1000
+    with Store.open(path) as store:
+        for tick in range(ticks):
+            at = T0 + timedelta(seconds=15 * tick)
+            store.apply(
+                samples=[
+                    Sample(f"agent_{i:04d}", at + timedelta(milliseconds=rng.randrange(2000)), c)
+                    for i in range(series)
+                    for c in [rng.choice((0, 0, 0, 1, 2, 3, 5, 12))]
+                ]
+            )
+    per_row = path.stat().st_size / (ticks * series)
+    print(f"bytes per sample row: {per_row:.1f}")
+    assert per_row < 20

@@ -1,0 +1,451 @@
+"""The `watchdog` command: argument parsing and wiring the real objects together.
+
+Every failure an operator can cause (bad settings, bad rules, an unusable state
+directory, an unreadable CSV) ends as a message and a non-zero exit, never a traceback.
+Exit codes: 0 ok, 1 a problem was found (invalid config, failed poll, ...), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from watchdog import __version__
+from watchdog.audit import Event, configure_logging, get_logger
+from watchdog.clock import SystemClock
+from watchdog.durations import format_duration, parse_duration
+from watchdog.errors import ConfigError, InputError, SourceError, StateError, WatchdogError
+from watchdog.model import WORKSPACE, AlertState
+from watchdog.rules import Config, load_config, summarize
+from watchdog.settings import Settings, load_settings
+from watchdog.store import Store
+
+if TYPE_CHECKING:
+    from watchdog.notify import Notifier
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, StateError, InputError) as exc:
+        _problems(str(exc))
+        return EXIT_PROBLEM
+    except WatchdogError as exc:
+        _problems(f"error: {exc}")
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        return 130
+
+
+def _problems(text: str) -> None:
+    for line in text.splitlines():
+        print(line, file=sys.stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="watchdog",
+        description="Watch live ElevenLabs Conversational AI conversations; alert Slack.",
+    )
+    parser.add_argument("--version", action="version", version=f"watchdog {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--config", type=Path, metavar="FILE", help="rules file (TOML)")
+        return sub
+
+    command("run", _cmd_run, "run the daemon (SIGHUP reloads rules, SIGTERM stops)")
+    command("check", _cmd_check, "validate settings, rules and the state directory")
+    sub = command("poll", _cmd_poll, "poll every series once and print the counts")
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub = command("replay", _cmd_replay, "run the rules over recorded counts, offline")
+    sub.add_argument("csv", nargs="?", type=Path, help="CSV of timestamp,count[,scope]")
+    sub.add_argument("--history", action="store_true", help="use the state database's history")
+    sub.add_argument("--since", default="24h", help="with --history: how far back (24h)")
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub = command("status", _cmd_status, "show series, alerts and the outbox from the state")
+    sub.add_argument("--json", action="store_true", help="one JSON document")
+    sub = command("demo", _cmd_demo, "a simulated day against the example rules (no account)")
+    sub.add_argument("--speed", type=float, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+# -- shared wiring ------------------------------------------------------------------
+
+
+def _config_path(args: argparse.Namespace, settings: Settings) -> Path:
+    path: Path | None = args.config or settings.watchdog_config
+    if path is None:
+        raise ConfigError(
+            ["no rules file: pass --config FILE or set WATCHDOG_CONFIG (see rules.example.toml)"]
+        )
+    return path
+
+
+def _load(args: argparse.Namespace) -> tuple[Settings, Config]:
+    settings = load_settings()
+    config = load_config(_config_path(args, settings), overrides=settings.overrides())
+    _check_slack(settings, config)
+    return settings, config
+
+
+def _check_slack(settings: Settings, config: Config) -> None:
+    if settings.slack_mode != "bot" or config.slack.channel:
+        return
+    missing = [rule.name for rule in config.rules if not rule.channel]
+    raise ConfigError(
+        [
+            f"{config.source}: slack.channel: required with SLACK_BOT_TOKEN (the no-data alert"
+            + (f" and rules {', '.join(missing)}" if missing else "")
+            + " have no channel of their own)"
+        ]
+    )
+
+
+def _require_key(settings: Settings) -> None:
+    if settings.elevenlabs_api_key is None:
+        raise ConfigError(
+            [
+                "environment: ELEVENLABS_API_KEY is not set "
+                "(or put it in $CREDENTIALS_DIRECTORY/elevenlabs_api_key)"
+            ]
+        )
+
+
+def _open_store(settings: Settings) -> Store:
+    return Store.open(Store.default_path(settings.state_dir))
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    settings, config = _load(args)
+    store = _open_store(settings)
+    store.close()
+    print(
+        f"{config.source}: ok: {len(config.rules)} rules, {len(config.series)} series "
+        f"(workspace + {len(config.agents)} agents), poll every "
+        f"{format_duration(config.watchdog.poll_interval)}"
+    )
+    for rule in config.rules:
+        print(f"  {summarize(config, rule)}")
+    print(f"  no-data: built in, after {format_duration(config.watchdog.stale_after)} per series")
+    where = {
+        "bot": "Slack (bot token)",
+        "webhook": "Slack (incoming webhook)",
+        "console": "the console (no Slack configured)",
+    }[settings.slack_mode]
+    key = "set" if settings.elevenlabs_api_key is not None else "NOT SET (needed by run and poll)"
+    print(f"  alerts go to {where}; API key {key}; state in {settings.state_dir}")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    settings, config = _load(args)
+    _require_key(settings)
+    configure_logging(level=settings.watchdog_log_level, secrets=settings.secrets())
+    log = get_logger()
+    store = _open_store(settings)
+    log.info(
+        Event.CONFIG_LOADED,
+        source=config.source,
+        rules=len(config.rules),
+        agents=len(config.agents),
+        state=str(store.path),
+    )
+    try:
+        asyncio.run(_run(settings, config, store, args))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+async def _run(settings: Settings, config: Config, store: Store, args: argparse.Namespace) -> None:
+    from watchdog.daemon import Daemon
+    from watchdog.metrics import Metrics, parse_listen_addr, serve
+    from watchdog.source import LiveCountSource, build_http_client
+    from watchdog.systemd import SdNotifier
+
+    assert settings.elevenlabs_api_key is not None
+    log = get_logger()
+    clock = SystemClock()
+    notifier, fixed_channel = _notifier(settings)
+    if settings.slack_mode == "console":
+        log.warning("notify.console", reason="no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL set")
+    sd = SdNotifier.from_env()
+    metrics = Metrics() if settings.watchdog_metrics_addr else None
+    path = _config_path(args, settings)
+
+    def reload() -> Config:
+        new = load_config(path, overrides=settings.overrides())
+        _check_slack(settings, new)
+        return new
+
+    async with build_http_client(
+        timeout=config.watchdog.timeout.total_seconds(),
+        max_connections=config.watchdog.concurrency,
+    ) as client:
+        source = LiveCountSource(
+            client,
+            settings.elevenlabs_api_key,
+            settings.elevenlabs_base_url,
+            now=clock.now,
+            max_concurrency=config.watchdog.concurrency,
+        )
+        daemon = Daemon(
+            config=config,
+            source=source,
+            store=store,
+            notifier=notifier,
+            clock=clock,
+            load_config=reload,
+            fixed_channel=fixed_channel,
+            sd=sd,
+            metrics=metrics,
+        )
+        server = None
+        if metrics is not None and settings.watchdog_metrics_addr:
+            try:
+                host, port = parse_listen_addr(settings.watchdog_metrics_addr)
+            except ValueError as exc:
+                raise ConfigError([f"environment: WATCHDOG_METRICS_ADDR: {exc}"]) from None
+            server = serve(
+                (host, port),
+                lambda: daemon.pinger.healthy(clock.monotonic()),
+                registry=metrics.registry,
+            )
+            log.info("metrics.listening", host=server.host, port=server.port)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+        loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+        try:
+            await daemon.run()
+        finally:
+            if server is not None:
+                server.close()
+
+
+def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:
+    from watchdog.notify import ConsoleNotifier, SlackBotNotifier, SlackWebhookNotifier
+
+    if settings.slack_bot_token is not None:
+        return SlackBotNotifier(settings.slack_bot_token, api_url=settings.slack_api_url), None
+    if settings.slack_webhook_url is not None:
+        return SlackWebhookNotifier(settings.slack_webhook_url), "webhook"
+    return ConsoleNotifier(stream or sys.stdout), "console"
+
+
+def _cmd_poll(args: argparse.Namespace) -> int:
+    settings, config = _load(args)
+    _require_key(settings)
+    configure_logging(level="error", stream=sys.stderr, secrets=settings.secrets())
+    results = asyncio.run(_poll_all(settings, config))
+    failed = 0
+    for name, result in results:
+        if isinstance(result, SourceError):
+            failed += 1
+            if args.json:
+                print(
+                    json.dumps(
+                        {"series": name, "error": result.failure.value, "detail": result.detail}
+                    )
+                )
+            else:
+                print(f"{name:<24} error: {result.failure.value}: {result.detail}")
+        elif args.json:
+            print(json.dumps({"series": name, "count": result, "at": _now_iso()}))
+        else:
+            print(f"{name:<24} {result}")
+    return EXIT_PROBLEM if failed else EXIT_OK
+
+
+async def _poll_all(settings: Settings, config: Config) -> list[tuple[str, int | SourceError]]:
+    from watchdog.source import LiveCountSource, build_http_client
+
+    assert settings.elevenlabs_api_key is not None
+    clock = SystemClock()
+    async with build_http_client(
+        timeout=config.watchdog.timeout.total_seconds(),
+        max_connections=config.watchdog.concurrency,
+    ) as client:
+        source = LiveCountSource(
+            client,
+            settings.elevenlabs_api_key,
+            settings.elevenlabs_base_url,
+            now=clock.now,
+            max_concurrency=config.watchdog.concurrency,
+        )
+
+        async def one(name: str, agent_id: str | None) -> tuple[str, int | SourceError]:
+            try:
+                return name, (await source.poll(name, agent_id)).count
+            except SourceError as exc:
+                return name, exc
+
+        return list(await asyncio.gather(*(one(n, a) for n, a in config.series)))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from watchdog.replay import as_json, read_csv, replay
+
+    settings, config = _load(args)
+    if args.history == (args.csv is not None):
+        print("watchdog replay: give either a CSV file or --history", file=sys.stderr)
+        return EXIT_USAGE
+    if args.history:
+        try:
+            since = parse_duration(args.since)
+        except ValueError as exc:
+            print(f"watchdog replay: --since: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        store = _open_store(settings)
+        try:
+            samples = store.load_samples(since=datetime.now(UTC) - since)
+        finally:
+            store.close()
+        if not samples:
+            raise InputError(f"{store.path}: no sample history in the last {args.since}")
+    else:
+        samples = read_csv(args.csv, config)
+    shown = 0
+    for t in replay(config, samples):
+        shown += 1
+        if args.json:
+            print(json.dumps(as_json(t)))
+        else:
+            state = "FIRING  " if t.kind.value == "firing" else "RESOLVED"
+            extra = t.condition if t.kind.value == "firing" else t.reason
+            print(f"{t.at.isoformat()}  {state} {t.rule} [{t.series}] count={t.count}  {extra}")
+    if not args.json:
+        first, last = samples[0].at, samples[-1].at
+        print(
+            f"{len(samples)} samples from {first.isoformat()} to {last.isoformat()}: "
+            f"{shown} transitions",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    path = Store.default_path(settings.state_dir)
+    if not path.exists():
+        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
+    store = Store.open(path)
+    try:
+        report = _status_report(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return EXIT_OK
+    now = datetime.now(UTC)
+    print(f"state: {path}")
+    print("series:")
+    for item in report["series"]:
+        age = format_duration(now - datetime.fromisoformat(item["at"]))
+        print(f"  {item['series']:<24} {item['count']:>6}   {age} ago")
+    print("alerts:")
+    if not report["alerts"]:
+        print("  none pending or firing")
+    for alert in report["alerts"]:
+        age = format_duration(now - datetime.fromisoformat(alert["since"]))
+        print(
+            f"  {alert['state'].upper():<8} {alert['rule']} [{alert['series']}] for {age}"
+            f"  count={alert['last_count']}  id={alert['alert_id']}"
+        )
+    outbox = report["outbox"]
+    line = f"outbox: {outbox['depth']} undelivered"
+    if outbox["oldest"]:
+        oldest = outbox["oldest"]
+        line += (
+            f"; oldest {oldest['kind']} {oldest['rule']} since {oldest['created_at']}"
+            f" ({oldest['attempts']} attempts, last error: {oldest['last_error']})"
+        )
+    print(line)
+    print(f"dead letters: {len(report['dead_letters'])}")
+    for dead in report["dead_letters"]:
+        print(f"  {dead['failed_at']} {dead['kind']} {dead['rule']} -> {dead['reason']}")
+    return EXIT_OK
+
+
+def _status_report(store: Store) -> dict[str, Any]:
+    last = store.last_samples()
+    series = [
+        {"series": s.series, "count": s.count, "at": s.at.isoformat()}
+        for s in sorted(last.values(), key=lambda s: (s.series != WORKSPACE, s.series))
+    ]
+    alerts = [
+        {
+            "alert_id": a.alert_id,
+            "rule": a.rule,
+            "series": a.series,
+            "state": a.state.value,
+            "since": a.since.isoformat(),
+            "last_count": a.last_count,
+            "condition": a.condition,
+        }
+        for a in store.load_alerts()
+        if a.state in (AlertState.PENDING, AlertState.FIRING)
+    ]
+    oldest = store.oldest_pending()
+    dead = store.dead_letters()
+    return {
+        "series": series,
+        "alerts": alerts,
+        "outbox": {
+            "depth": store.outbox_depth(),
+            "oldest": None
+            if oldest is None
+            else {
+                "id": oldest.id,
+                "channel": oldest.channel,
+                "kind": oldest.notification.kind.value,
+                "rule": oldest.notification.rule,
+                "alert_id": oldest.notification.alert_id,
+                "created_at": oldest.created_at.isoformat(),
+                "attempts": oldest.attempts,
+                "last_error": oldest.last_error,
+            },
+        },
+        "dead_letters": [
+            {
+                "alert_id": d.notification.alert_id,
+                "kind": d.notification.kind.value,
+                "rule": d.notification.rule,
+                "channel": d.channel,
+                "failed_at": d.failed_at.isoformat(),
+                "attempts": d.attempts,
+                "reason": d.reason,
+            }
+            for d in dead
+        ],
+    }
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from watchdog.demo import run_demo
+
+    return run_demo(sys.stdout, config_path=args.config, speed=args.speed)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()

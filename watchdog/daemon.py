@@ -1,0 +1,461 @@
+"""The loop: tick -> poll -> evaluate -> persist + enqueue (one transaction) -> deliver -> ping.
+
+Everything it touches is handed in (config loader, source, store, notifier, clock,
+systemd notifier, metrics), so `watchdog run`, `watchdog demo`, the tests and the
+benchmarks drive this same loop. Time is read here, once per event, and passed down to
+the pure engine.
+
+Guarantees:
+- a transition and the notification it causes are written in one transaction before
+  anything is sent (the outbox worker sends), so a crash can neither lose nor double an
+  alert; if the database refuses a write (disk full), the unsaved effects are kept in
+  memory and written with the next successful commit.
+- a failed poll is logged and fed to the engine as a failure, never as a sample.
+- polls of many series are spread over the interval, the source caps concurrency, and a
+  series answered with 429 is not polled again before its `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from watchdog.audit import Event, get_logger
+from watchdog.clock import Clock
+from watchdog.delivery import OutboxWorker
+from watchdog.engine import SPARKLINE_LENGTH, Engine
+from watchdog.errors import ConfigError, PollFailure, SourceError, StateError
+from watchdog.metrics import Metrics
+from watchdog.model import (
+    NO_DATA_RULE,
+    AlertRecord,
+    AlertState,
+    Notification,
+    Sample,
+    Transition,
+    TransitionKind,
+)
+from watchdog.notify import Notifier
+from watchdog.rules import ChangeRule, Config
+from watchdog.source import Source
+from watchdog.store import Store
+from watchdog.systemd import LivenessPinger, SdNotifier
+
+TICK_SECONDS = 1.0
+PRUNE_EVERY_SECONDS = 3600.0
+
+_TRANSITION_EVENTS = {
+    TransitionKind.PENDING: Event.ALERT_PENDING,
+    TransitionKind.FIRING: Event.ALERT_FIRING,
+    TransitionKind.REPEAT: Event.ALERT_REPEAT,
+    TransitionKind.RESOLVED: Event.ALERT_RESOLVED,
+    TransitionKind.CANCELLED: Event.ALERT_CANCELLED,
+}
+
+
+@dataclass
+class _Unsaved:
+    """Effects not yet in the database: written with the next successful commit."""
+
+    samples: list[Sample] = field(default_factory=list)
+    alerts: dict[tuple[str, str], AlertRecord] = field(default_factory=dict)
+    notifications: list[Notification] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.samples or self.alerts or self.notifications)
+
+
+class Daemon:
+    """One watchdog process's loop over one store, one source and one notifier."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        source: Source,
+        store: Store,
+        notifier: Notifier,
+        clock: Clock,
+        load_config: Callable[[], Config] | None = None,
+        fixed_channel: str | None = None,
+        sd: SdNotifier | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self._source = source
+        self._store = store
+        self._notifier = notifier
+        self._clock = clock
+        self._load_config = load_config
+        self._fixed_channel = fixed_channel
+        self._sd = sd or SdNotifier.from_env({})
+        self._metrics = metrics
+        self._log = get_logger()
+        self._engine = Engine(config, started_at=clock.now())
+        self._unsaved = _Unsaved()
+        self._blocked_until: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._cycles = 0
+        self._last_prune = clock.monotonic()
+        self._overruns = 0
+        self._last_overrun_log = float("-inf")
+        self.pinger = LivenessPinger(
+            self._sd,
+            max_silence=3 * config.watchdog.poll_interval.total_seconds() + 30,
+            monotonic=clock.monotonic,
+            sleep=clock.sleep,
+        )
+
+    # -- public ---------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def cycles(self) -> int:
+        """Completed poll cycles (tests and benchmarks await progress on this)."""
+        return self._cycles
+
+    def request_reload(self) -> None:
+        """Ask for a config reload (SIGHUP); bursts of requests coalesce into one."""
+        self._reload.set()
+
+    def request_stop(self) -> None:
+        self._sd.stopping()
+        self._stop.set()
+
+    async def run(self, *, max_cycles: int | None = None) -> None:
+        """Run until `request_stop()` (or `max_cycles` cycles): the daemon's whole life."""
+        self._restore()
+        worker = OutboxWorker(
+            self._store,
+            self._notifier,
+            now=self._clock.now,
+            sleep=self._clock.sleep,
+        )
+        self._log.info(
+            Event.DAEMON_STARTED,
+            series=len(self.config.series),
+            rules=len(self.config.rules),
+            notifier=self._notifier.name,
+            source=self.config.source,
+        )
+        tasks = [
+            asyncio.create_task(worker.run(self._stop, self._wake), name="outbox"),
+            asyncio.create_task(self._ticker(), name="ticker"),
+            asyncio.create_task(self._reloader(), name="reloader"),
+        ]
+        loop = asyncio.create_task(self._poll_loop(max_cycles), name="poll-loop")
+        pinger = asyncio.create_task(self.pinger.run(self._stop), name="pinger")
+        try:
+            await asyncio.wait(
+                [loop, asyncio.create_task(self._stop.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if loop.done() and not loop.cancelled() and loop.exception() is not None:
+                raise loop.exception()  # type: ignore[misc]
+        finally:
+            self._stop.set()
+            loop.cancel()
+            for task in tasks:
+                task.cancel()
+            pinger.cancel()
+            await asyncio.gather(loop, *tasks, pinger, return_exceptions=True)
+            # One last chance for what was decided but not yet written.
+            with contextlib.suppress(StateError):
+                self._flush()
+            self._log.info(Event.DAEMON_STOPPING, cycles=self._cycles)
+
+    # -- start-up -------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        now = self._clock.now()
+        windows = [r.window for r in self.config.rules if isinstance(r, ChangeRule)]
+        keep = max(
+            [*windows, self.config.watchdog.poll_interval * (SPARKLINE_LENGTH + 1)],
+            default=timedelta(0),
+        )
+        alerts = self._store.load_alerts()
+        samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
+        self._engine.restore(alerts, samples)
+        # Rules removed while the watchdog was down resolve now.
+        self._commit(self._engine.reconfigure(self.config, now))
+        if alerts:
+            self._log.info(
+                "state.restored",
+                alerts=len(alerts),
+                firing=sum(a.state is AlertState.FIRING for a in alerts),
+                samples=len(samples),
+            )
+
+    # -- the poll loop --------------------------------------------------------------
+
+    async def _poll_loop(self, max_cycles: int | None) -> None:
+        first = True
+        while not self._stop.is_set():
+            started = self._clock.monotonic()
+            interval = self.config.watchdog.poll_interval.total_seconds()
+            await self._cycle(spread=not first, started=started, interval=interval)
+            self._flush()
+            self._commit(self._engine.tick(self._clock.now()))
+            self._cycles += 1
+            self.pinger.progress()
+            took = self._clock.monotonic() - started
+            if took > interval:
+                self._overruns += 1
+                if self._clock.monotonic() - self._last_overrun_log >= 60.0:
+                    self._last_overrun_log = self._clock.monotonic()
+                    self._log.warning(
+                        "poll.cycle_overrun",
+                        took=round(took, 3),
+                        interval=interval,
+                        overruns=self._overruns,
+                    )
+                    self._overruns = 0
+            if self._metrics is not None:
+                self._metrics.cycle_completed(self._clock.now().timestamp())
+                self._metrics.set_outbox_depth(self._store.outbox_depth())
+            if first:
+                first = False
+                self._sd.ready()
+            self._sd.status(self._status_line())
+            self._prune()
+            if max_cycles is not None and self._cycles >= max_cycles:
+                return
+            await self._sleep_or_stop(started + interval - self._clock.monotonic())
+
+    async def _cycle(self, *, spread: bool, started: float, interval: float) -> None:
+        series = self.config.series
+        step = interval / len(series) if spread else 0.0
+        async with asyncio.TaskGroup() as group:
+            for index, (name, agent_id) in enumerate(series):
+                group.create_task(self._poll_one(name, agent_id, started + index * step))
+
+    async def _poll_one(self, name: str, agent_id: str | None, due: float) -> None:
+        wait = due - self._clock.monotonic()
+        if wait > 0:
+            await self._sleep_or_stop(wait)
+        if self._stop.is_set():
+            return
+        if self._blocked_until.get(name, 0.0) > self._clock.monotonic():
+            self._log.debug("poll.skipped", series=name, reason="rate limited (Retry-After)")
+            return
+        began = self._clock.monotonic()
+        try:
+            sample = await self._source.poll(name, agent_id)
+        except SourceError as exc:
+            self._poll_failed(name, exc, self._clock.monotonic() - began)
+            return
+        except Exception as exc:
+            wrapped = SourceError(name, PollFailure.BAD_RESPONSE, f"internal error: {exc!r}")
+            self._poll_failed(name, wrapped, self._clock.monotonic() - began)
+            return
+        took = self._clock.monotonic() - began
+        self._log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
+        if self._metrics is not None:
+            self._metrics.poll_ok(sample, took)
+        self._unsaved.samples.append(sample)
+        transitions = self._engine.observe(sample)
+        if transitions:
+            self._commit(transitions)
+
+    def _poll_failed(self, name: str, exc: SourceError, took: float) -> None:
+        self._log.warning(
+            Event.POLL_FAILED,
+            series=name,
+            reason=exc.failure.value,
+            detail=exc.detail,
+            status=exc.status,
+            retry_after=exc.retry_after,
+        )
+        if self._metrics is not None:
+            self._metrics.poll_failed(exc, took)
+        if exc.failure is PollFailure.RATE_LIMITED:
+            pause = exc.retry_after or self.config.watchdog.poll_interval.total_seconds()
+            self._blocked_until[name] = self._clock.monotonic() + pause
+        reason = exc.failure.value if not exc.detail else f"{exc.failure.value}: {exc.detail}"
+        transitions = self._engine.poll_failed(
+            name, self._clock.now(), reason, immediate=exc.failure.immediate
+        )
+        if transitions:
+            self._commit(transitions)
+
+    async def _ticker(self) -> None:
+        while not self._stop.is_set():
+            await self._clock.sleep(TICK_SECONDS)
+            transitions = self._engine.tick(self._clock.now())
+            if transitions:
+                self._commit(transitions)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        if seconds <= 0 or self._stop.is_set():
+            return
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
+        sleeper.cancel()
+        stopper.cancel()
+
+    # -- reload ---------------------------------------------------------------------
+
+    async def _reloader(self) -> None:
+        while not self._stop.is_set():
+            await self._reload.wait()
+            self._reload.clear()
+            self.reload()
+
+    def reload(self) -> bool:
+        """Apply a new config now; an invalid one is rejected and the old rules keep running."""
+        if self._load_config is None:
+            return False
+        self._sd.reloading()
+        try:
+            new = self._load_config()
+        except ConfigError as exc:
+            self._log.error(Event.CONFIG_REJECTED, problems=exc.problems, kept=self.config.source)
+            self._sd.ready()
+            return False
+        old = self.config
+        transitions = self._engine.reconfigure(new, self._clock.now())
+        self._commit(transitions, config=old)
+        self.config = new
+        self._log.info(
+            Event.CONFIG_LOADED,
+            source=new.source,
+            rules=len(new.rules),
+            agents=len(new.agents),
+            resolved=len(transitions),
+            reload=True,
+        )
+        self._sd.ready()
+        self._sd.status(self._status_line())
+        return True
+
+    # -- persistence ----------------------------------------------------------------
+
+    def _commit(self, transitions: Sequence[Transition], *, config: Config | None = None) -> None:
+        """Write transitions, their notifications and pending samples in one transaction."""
+        config = config or self.config
+        unsaved = self._unsaved
+        for t in transitions:
+            record = self._engine.record(t.rule, t.series)
+            if record is None or record.alert_id != t.alert_id:
+                record = AlertRecord(
+                    rule=t.rule,
+                    series=t.series,
+                    alert_id=t.alert_id,
+                    state=AlertState.INACTIVE,
+                    since=t.since,
+                    last_count=t.count,
+                    last_notified=None,
+                    condition=t.condition,
+                )
+            unsaved.alerts[(t.rule, t.series)] = record
+            if t.kind.notifies:
+                unsaved.notifications.append(self._notification(t, config))
+        self._flush()
+        for t in transitions:
+            self._log_transition(t)
+        if any(t.kind.notifies for t in transitions):
+            self._wake.set()
+
+    def _flush(self) -> None:
+        unsaved = self._unsaved
+        if not unsaved:
+            return
+        try:
+            self._store.apply(
+                samples=unsaved.samples,
+                alerts=list(unsaved.alerts.values()),
+                notifications=unsaved.notifications,
+            )
+        except StateError as exc:
+            self._log.error(
+                Event.STATE_ERROR,
+                error=str(exc),
+                unsaved_notifications=len(unsaved.notifications),
+                unsaved_samples=len(unsaved.samples),
+            )
+            if len(unsaved.samples) > 100_000:  # bound memory during a long disk-full spell
+                del unsaved.samples[: len(unsaved.samples) - 100_000]
+            return
+        self._unsaved = _Unsaved()
+
+    def _prune(self) -> None:
+        if self._clock.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = self._clock.monotonic()
+        cutoff = self._clock.now() - self.config.watchdog.retention
+        with contextlib.suppress(StateError):
+            removed = self._store.prune_samples(cutoff)
+            self._log.debug("state.pruned", samples=removed)
+
+    def _notification(self, t: Transition, config: Config) -> Notification:
+        rule = config.rule(t.rule)
+        channel = self._fixed_channel or config.channel_for(t.rule) or "console"
+        return Notification(
+            alert_id=t.alert_id,
+            kind=t.kind,
+            rule=t.rule,
+            series=t.series,
+            severity=t.severity,
+            at=t.at,
+            since=t.since,
+            count=t.count,
+            condition=t.condition,
+            channel=channel,
+            reason=t.reason,
+            recent=t.recent,
+            runbook=rule.runbook if rule is not None else None,
+            mention=rule.mention if rule is not None and t.kind is TransitionKind.FIRING else None,
+        )
+
+    # -- reporting ------------------------------------------------------------------
+
+    def _log_transition(self, t: Transition) -> None:
+        fields: dict[str, Any] = {
+            "alert_id": t.alert_id,
+            "rule": t.rule,
+            "series": t.series,
+            "severity": t.severity.value,
+            "count": t.count,
+            "condition": t.condition,
+            "since": t.since.isoformat(),
+        }
+        if t.reason:
+            fields["reason"] = t.reason
+        level = "warning" if t.kind is TransitionKind.FIRING else "info"
+        getattr(self._log, level)(_TRANSITION_EVENTS[t.kind], **fields)
+        if self._metrics is not None:
+            by_rule: dict[str, int] = {}
+            for record in self._engine.records():
+                if record.state is AlertState.FIRING:
+                    by_rule[record.rule] = by_rule.get(record.rule, 0) + 1
+            self._metrics.set_alerts_firing(by_rule)
+
+    def _status_line(self) -> str:
+        counts = self._last_counts(self.config.series[:4])
+        firing = [r for r in self._engine.records() if r.state is AlertState.FIRING]
+        no_data = sum(r.rule == NO_DATA_RULE for r in firing)
+        more = len(self.config.series) - 4
+        parts = [
+            f"{len(self.config.series)} series",
+            counts + (f" +{more} more" if more > 0 else ""),
+        ]
+        parts.append(f"{len(firing)} firing" + (f" ({no_data} no-data)" if no_data else ""))
+        parts.append(f"outbox {self._store.outbox_depth()}")
+        return "; ".join(parts)
+
+    def _last_counts(self, series: Iterable[tuple[str, str | None]]) -> str:
+        shown = []
+        for name, _ in series:
+            recent = self._engine.recent(name)
+            shown.append(f"{name}={recent[-1] if recent else '?'}")
+        return " ".join(shown)

@@ -1,0 +1,239 @@
+"""The outbox worker: delivers queued notifications to Slack, in order, at Slack's pace.
+
+What is guaranteed:
+
+* Per channel, messages go out in the order they were queued: only a channel's oldest
+  entry is ever attempted, so a retrying message holds back the ones behind it while other
+  channels proceed.
+* No two attempts to the same channel start less than `pace` seconds apart (Slack allows
+  about one message per second per channel). The pace is remembered in memory only, so
+  the first send after a restart may come sooner.
+* Recoverable failures (429, 5xx, connection errors, and any unexpected exception from
+  the notifier) are retried for as long as it takes, with capped exponential backoff and
+  jitter, never sooner than Slack's Retry-After. Permanent failures are dead-lettered.
+  The schedule lives in the store, so retries continue across restarts.
+* An entry is removed only after the notifier returned, so delivery is at-least-once: a
+  crash between Slack accepting a message and the store recording it repeats that message.
+* Every attempt is audited: `notify.sent`, `notify.retry` or `notify.failed`, each with
+  the alert's id and the attempt number.
+
+The worker reads the clock and sleeps only through the injected `now` and `sleep`, so
+tests drive it with a fake clock instead of patching time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random as random_module
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from watchdog.errors import NotifyError
+from watchdog.model import MessageRef, Notification, TransitionKind
+from watchdog.store import OutboxEntry, Store
+
+__all__ = ["Backoff", "Notifier", "OutboxWorker"]
+
+
+class Notifier(Protocol):
+    """What the worker needs from a sender (Slack bot, webhook, console).
+
+    `deliver` is synchronous (slack-sdk is) and runs in a thread. It raises `NotifyError`
+    on failure; `original` is the alert's firing message for repeats and resolutions.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The delivery retry policy: capped exponential backoff with ±`jitter` (a fraction).
+
+    Attempt 1 waits about `base` seconds, each further attempt `factor` times longer, up
+    to `cap`. Jitter spreads retries so a recovered Slack is not hit by every channel at
+    the same instant; the result never exceeds `cap`.
+    """
+
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 300.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not (self.base > 0 and self.factor >= 1 and self.cap >= self.base):
+            raise ValueError("backoff needs base > 0, factor >= 1 and cap >= base")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("backoff jitter must be in [0, 1)")
+
+    def delay(self, attempt: int, random: float) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based); `random` in [0, 1)."""
+        exponent = max(attempt - 1, 0)
+        try:
+            raw = self.base * self.factor**exponent
+        except OverflowError:
+            raw = math.inf
+        raw = min(raw, self.cap)
+        jittered = raw * (1 + self.jitter * (2 * random - 1))
+        return max(0.0, min(jittered, self.cap))
+
+
+class OutboxWorker:
+    """Drains the store's outbox through one notifier; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        *,
+        now: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]],
+        pace: float = 1.0,
+        backoff: Backoff | None = None,
+        random: Callable[[], float] = random_module.random,
+        logger: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._now = now
+        self._sleep = sleep
+        self._pace = timedelta(seconds=pace)
+        self._backoff = Backoff() if backoff is None else backoff
+        self._random = random
+        self._log: structlog.typing.FilteringBoundLogger = (
+            structlog.get_logger("watchdog") if logger is None else logger
+        )
+        self._last_send: dict[str, datetime] = {}
+
+    async def run_once(self) -> float | None:
+        """Attempt every channel head that is due and paced; return seconds until the next.
+
+        Channels are attempted concurrently, one entry each. Returns None when the outbox
+        is empty, else the wait until the earliest head is both due and clear of its
+        channel's pace (0.0 if one already is).
+        """
+        now = self._now()
+        ready = [h for h in self._store.outbox_heads(now) if self._ready_at(h) <= now]
+        for entry in ready:
+            self._last_send[entry.channel] = now
+        originals = [self._original(entry) for entry in ready]
+        outcomes = await asyncio.gather(
+            *(
+                self._attempt(entry, original)
+                for entry, original in zip(ready, originals, strict=True)
+            )
+        )
+        for entry, outcome in zip(ready, outcomes, strict=True):
+            self._record(entry, outcome, now)
+        # Read the clock again: the attempts above may have taken a while.
+        return self._wait_from(self._now())
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """Deliver until `stop` is set; `wake` says new entries were queued.
+
+        Between rounds it waits for the earliest of: the next due entry, `wake`, `stop`.
+        An attempt already in flight is finished (and recorded) before stopping, so a
+        message Slack accepted is not sent again after the restart.
+        """
+        while not stop.is_set():
+            # Cleared before looking at the outbox: entries queued from here on set it again.
+            wake.clear()
+            delay = await self.run_once()
+            if stop.is_set():
+                return
+            await self._wait(delay, stop, wake)
+
+    # --- one attempt ---
+
+    def _original(self, entry: OutboxEntry) -> MessageRef | None:
+        note = entry.notification
+        if note.kind in (TransitionKind.REPEAT, TransitionKind.RESOLVED):
+            return self._store.message_ref(note.alert_id)
+        return None
+
+    async def _attempt(
+        self, entry: OutboxEntry, original: MessageRef | None
+    ) -> MessageRef | NotifyError | None:
+        """Call the notifier in a thread; any failure comes back as a NotifyError value."""
+        try:
+            return await asyncio.to_thread(self._notifier.deliver, entry.notification, original)
+        except NotifyError as exc:
+            return exc
+        except Exception as exc:
+            # A notifier bug must not stop delivery: retried like an outage, logged
+            # by message only (a traceback's locals could hold the token).
+            return NotifyError(f"unexpected {type(exc).__name__}: {exc}", recoverable=True)
+
+    def _record(
+        self, entry: OutboxEntry, outcome: MessageRef | NotifyError | None, now: datetime
+    ) -> None:
+        note = entry.notification
+        attempt = entry.attempts + 1
+        fields = {
+            "alert_id": note.alert_id,
+            "rule": note.rule,
+            "series": note.series,
+            "kind": note.kind.value,
+            "channel": entry.channel,
+            "outbox_id": entry.id,
+            "attempt": attempt,
+            "notifier": self._notifier.name,
+        }
+        if not isinstance(outcome, NotifyError):
+            self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
+            self._log.info("notify.sent", **fields)
+            return
+        if outcome.recoverable:
+            retry_in = max(outcome.retry_after or 0.0, self._backoff.delay(attempt, self._random()))
+            self._store.mark_retry(
+                entry.id,
+                attempts=attempt,
+                next_attempt_at=now + timedelta(seconds=retry_in),
+                error=outcome.reason,
+            )
+            self._log.warning(
+                "notify.retry", error=outcome.reason, retry_in=round(retry_in, 3), **fields
+            )
+            return
+        self._store.dead_letter(entry.id, reason=outcome.reason, attempts=attempt, at=now)
+        self._log.error("notify.failed", error=outcome.reason, **fields)
+
+    # --- waiting ---
+
+    def _ready_at(self, entry: OutboxEntry) -> datetime:
+        last = self._last_send.get(entry.channel)
+        if last is None:
+            return entry.next_attempt_at
+        return max(entry.next_attempt_at, last + self._pace)
+
+    def _wait_from(self, now: datetime) -> float | None:
+        heads = self._store.outbox_heads()
+        if not heads:
+            return None
+        earliest = min(self._ready_at(entry) for entry in heads)
+        return max(0.0, (earliest - now).total_seconds())
+
+    async def _wait(self, delay: float | None, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(_set(stop)), asyncio.ensure_future(_set(wake))]
+        if delay is not None:
+            waiters.append(asyncio.ensure_future(self._sleep(delay)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            for waiter in waiters:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+
+
+async def _set(event: asyncio.Event) -> None:
+    await event.wait()

@@ -1,0 +1,114 @@
+"""Run rules over recorded counts, offline: the same engine as the daemon, no network.
+
+Operators tune rules on real traffic (a CSV export or the state database's history)
+before deploying them; what replay prints is what the daemon would have sent.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from watchdog.engine import Engine
+from watchdog.errors import InputError
+from watchdog.model import NO_DATA_RULE, WORKSPACE, Sample, Transition, TransitionKind
+from watchdog.rules import Config
+
+_SHOWN = (TransitionKind.FIRING, TransitionKind.RESOLVED)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """ISO 8601 (naive means UTC) or epoch seconds, as an aware UTC datetime."""
+    text = text.strip()
+    try:
+        return datetime.fromtimestamp(float(text), UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"invalid timestamp {text!r}: use ISO 8601 or epoch seconds") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def read_csv(path: Path, config: Config) -> list[Sample]:
+    """Samples from `timestamp,count[,scope]` rows (a header row is optional), time-sorted."""
+    known = {name for name, _ in config.series}
+    samples: list[Sample] = []
+    problems: list[str] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.reader(handle), start=1):
+                if not row or all(not cell.strip() for cell in row) or row[0].startswith("#"):
+                    continue
+                if line == 1 and row[0].strip().lower() in ("timestamp", "time", "at"):
+                    continue
+                try:
+                    samples.append(_row(row, known))
+                except ValueError as exc:
+                    problems.append(f"{path}:{line}: {exc}")
+                    if len(problems) >= 20:
+                        problems.append(f"{path}: (stopped after 20 problems)")
+                        break
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a CSV file: {exc}") from None
+    if problems:
+        raise InputError("\n".join(problems))
+    if not samples:
+        raise InputError(f"{path}: no samples (expected rows of timestamp,count[,scope])")
+    samples.sort(key=lambda s: s.at)
+    return samples
+
+
+def _row(row: list[str], known: set[str]) -> Sample:
+    if len(row) not in (2, 3):
+        raise ValueError(f"expected timestamp,count[,scope], got {len(row)} columns")
+    at = parse_timestamp(row[0])
+    try:
+        count = int(row[1].strip())
+    except ValueError:
+        raise ValueError(f"invalid count {row[1].strip()!r}: expected a whole number") from None
+    if count < 0:
+        raise ValueError(f"invalid count {count}: must be >= 0")
+    series = row[2].strip() if len(row) == 3 and row[2].strip() else WORKSPACE
+    if series not in known:
+        raise ValueError(f"unknown series {series!r}: not 'workspace' or an agent of the config")
+    return Sample(series=series, at=at, count=count)
+
+
+def replay(config: Config, samples: Iterable[Sample]) -> Iterator[Transition]:
+    """Yield the FIRING and RESOLVED transitions the daemon would have decided.
+
+    Time advances with the samples (a tick at each sample's time). Series without any
+    sample in the input are left out, so a CSV of one series does not raise no-data
+    for every other series of the config.
+    """
+    ordered = sorted(samples, key=lambda s: s.at)
+    if not ordered:
+        return
+    present = {s.series for s in ordered}
+    engine = Engine(config, started_at=ordered[0].at)
+    for sample in ordered:
+        for transition in (*engine.tick(sample.at), *engine.observe(sample)):
+            if transition.kind not in _SHOWN:
+                continue
+            if transition.rule == NO_DATA_RULE and transition.series not in present:
+                continue
+            yield transition
+
+
+def as_json(t: Transition) -> dict[str, object]:
+    """The `--json` line of one transition."""
+    return {
+        "at": t.at.isoformat(),
+        "rule": t.rule,
+        "scope": t.series,
+        "state": "firing" if t.kind is TransitionKind.FIRING else "resolved",
+        "count": t.count,
+    }

@@ -1,0 +1,135 @@
+"""Settings from the environment and systemd credentials; secrets only as `SecretStr`.
+
+Secrets come from environment variables or from files in `$CREDENTIALS_DIRECTORY`
+(systemd's `LoadCredential=`), never from the rules file, so the rules file can be
+committed and shared. `WATCHDOG_<KEY>` variables override the rules file's `[watchdog]`
+section (the environment wins), which `overrides()` hands to `rules.load_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from watchdog.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+_OVERRIDABLE = (
+    "poll_interval",
+    "stale_after",
+    "repeat",
+    "retention",
+    "timeout",
+    "concurrency",
+    "no_data_severity",
+)
+
+SlackMode = Literal["bot", "webhook", "console"]
+
+
+class Settings(BaseSettings):
+    """Everything that is not a rule: where things are, and the secrets to reach them."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    elevenlabs_api_key: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+    elevenlabs_base_url: str = DEFAULT_BASE_URL
+    slack_api_url: str | None = None
+    watchdog_config: Path | None = None
+    watchdog_state_dir: Path | None = None
+    watchdog_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    watchdog_metrics_addr: str | None = None
+
+    watchdog_poll_interval: str | None = None
+    watchdog_stale_after: str | None = None
+    watchdog_repeat: str | None = None
+    watchdog_retention: str | None = None
+    watchdog_timeout: str | None = None
+    watchdog_concurrency: str | None = None
+    watchdog_no_data_severity: str | None = None
+
+    state_directory: str | None = Field(default=None, exclude=True)
+
+    @field_validator("watchdog_log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("elevenlabs_base_url", "slack_api_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a local test server)")
+        return value.rstrip("/")
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("must be an https:// incoming-webhook URL")
+        return value
+
+    @property
+    def slack_mode(self) -> SlackMode:
+        if self.slack_bot_token is not None:
+            return "bot"
+        if self.slack_webhook_url is not None:
+            return "webhook"
+        return "console"
+
+    @property
+    def state_dir(self) -> Path:
+        """`WATCHDOG_STATE_DIR`, else systemd's `$STATE_DIRECTORY`, else the XDG state dir."""
+        if self.watchdog_state_dir is not None:
+            return self.watchdog_state_dir
+        if self.state_directory:
+            return Path(self.state_directory.split(":")[0])
+        xdg = os.environ.get("XDG_STATE_HOME")
+        base = Path(xdg) if xdg else Path.home() / ".local" / "state"
+        return base / "watchdog"
+
+    def overrides(self) -> dict[str, str]:
+        """`WATCHDOG_*` values for the rules file's `[watchdog]` section."""
+        out: dict[str, str] = {}
+        for key in _OVERRIDABLE:
+            value = getattr(self, f"watchdog_{key}")
+            if value is not None:
+                out[key] = value
+        return out
+
+    def secrets(self) -> list[str]:
+        """The secret values, for the log redaction processor."""
+        values = (self.elevenlabs_api_key, self.slack_bot_token, self.slack_webhook_url)
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def load_settings() -> Settings:
+    """Read settings; every problem becomes one `ConfigError` line, never a traceback."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    secrets_dir = Path(credentials) if credentials and Path(credentials).is_dir() else None
+    try:
+        settings = Settings(_secrets_dir=secrets_dir)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"environment: {name}: {message}")
+        raise ConfigError(problems) from None
+    if settings.slack_bot_token is not None and settings.slack_webhook_url is not None:
+        raise ConfigError(
+            ["environment: SLACK_BOT_TOKEN and SLACK_WEBHOOK_URL are both set: keep one"]
+        )
+    for name in ("elevenlabs_api_key", "slack_bot_token"):
+        value: SecretStr | None = getattr(settings, name)
+        if value is not None and (not value.get_secret_value() or "\n" in value.get_secret_value()):
+            raise ConfigError([f"environment: {name.upper()}: must be one non-empty line"])
+    return settings

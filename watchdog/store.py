@@ -1,0 +1,669 @@
+"""The SQLite file in the state directory: alert instances, sample history, outbox, migrations.
+
+What is guaranteed:
+
+* Every write method is one transaction. `apply` writes samples, alert records and the
+  notifications they caused together, so after a crash (or power loss) either all of a
+  tick's effects are on disk or none are. WAL mode with `synchronous=FULL` makes a
+  committed transaction durable before the call returns.
+* Opening never leaves a traceback for an operator: an unwritable state directory, an
+  unreadable, foreign or corrupt file, or a database written by a newer watchdog raises
+  `StateError` whose message names the path.
+* All datetimes going in must be timezone-aware; all coming out are aware UTC. They are
+  stored as integer epoch milliseconds, so anything finer than a millisecond is dropped
+  (floored) on the way in. Notifications are the exception: the outbox keeps their JSON,
+  which round-trips them unchanged.
+* The store decides nothing: what to write is the engine's and the daemon's business;
+  when to retry is the delivery worker's.
+
+Threads: one `sqlite3.Connection` is the database's one writer. It is opened with
+`check_same_thread=False` and every public method holds one lock, so the store may be used
+from the event-loop thread and, if the daemon prefers not to block the loop on `fsync`,
+from a worker thread (`asyncio.to_thread(store.apply, ...)`); calls are serialised.
+Other processes (a replay, an inspection CLI) may read the file concurrently thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Final, Self
+
+from watchdog.errors import StateError
+from watchdog.model import AlertRecord, AlertState, MessageRef, Notification, Sample, TransitionKind
+
+__all__ = ["DeadLetter", "OutboxEntry", "Store"]
+
+DB_FILENAME: Final = "watchdog.db"
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_BUSY_TIMEOUT_MS: Final = 5000
+_WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+
+
+# --- schema ---------------------------------------------------------------------------
+
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """The first schema: alerts, series + samples, outbox, dead letters, message refs, meta.
+
+    Samples are the bulk of the file, so their rows are kept small: an integer series id
+    instead of the name, integer epoch milliseconds, and no rowid (the key is the row).
+    """
+    statements = (
+        """CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE alerts (
+            rule TEXT NOT NULL,
+            series TEXT NOT NULL,
+            alert_id TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'firing')),
+            since INTEGER NOT NULL,
+            last_count INTEGER,
+            last_notified INTEGER,
+            condition TEXT NOT NULL,
+            PRIMARY KEY (rule, series)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE
+        )""",
+        """CREATE TABLE samples (
+            series_id INTEGER NOT NULL REFERENCES series (id),
+            at INTEGER NOT NULL,
+            count INTEGER NOT NULL CHECK (count >= 0),
+            PRIMARY KEY (series_id, at)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            channel TEXT NOT NULL,
+            alert_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at INTEGER NOT NULL,
+            last_error TEXT
+        )""",
+        "CREATE INDEX outbox_by_channel ON outbox (channel, id)",
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            channel TEXT NOT NULL,
+            alert_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            failed_at INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        )""",
+        """CREATE TABLE messages (
+            alert_id TEXT PRIMARY KEY,
+            channel TEXT NOT NULL,
+            ts TEXT NOT NULL
+        ) WITHOUT ROWID""",
+    )
+    for statement in statements:
+        conn.execute(statement)
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1,)
+"""Schema version N is reached by applying the first N migrations, in order, each in its
+own transaction together with the `user_version` bump. Append only; never edit one."""
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One undelivered notification; `attempts` counts the failed deliveries so far."""
+
+    id: int
+    channel: str
+    notification: Notification
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A notification given up on after a permanent error, kept for the operator."""
+
+    id: int
+    channel: str
+    notification: Notification
+    attempts: int
+    created_at: datetime
+    failed_at: datetime
+    reason: str
+
+
+class _Lifecycle(Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# --- conversions ----------------------------------------------------------------------
+
+
+def _to_ms(value: datetime) -> int:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} given to the store; use UTC")
+    return (value - _EPOCH) // _MS
+
+
+def _from_ms(value: int) -> datetime:
+    return _EPOCH + value * _MS
+
+
+def _opt_to_ms(value: datetime | None) -> int | None:
+    return None if value is None else _to_ms(value)
+
+
+def _opt_from_ms(value: int | None) -> datetime | None:
+    return None if value is None else _from_ms(value)
+
+
+def _dump(note: Notification) -> str:
+    return json.dumps(note.to_json(), separators=(",", ":"), allow_nan=False)
+
+
+def _load(payload: str) -> Notification:
+    data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise TypeError("outbox payload is not a JSON object")
+    return Notification.from_json(data)
+
+
+_ALL_HEADS: Final = """
+    SELECT id, channel, payload, attempts, created_at, next_attempt_at, last_error
+    FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)
+    ORDER BY id
+"""
+
+_DUE_HEADS: Final = """
+    SELECT id, channel, payload, attempts, created_at, next_attempt_at, last_error
+    FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)
+    AND next_attempt_at <= ? ORDER BY id
+"""
+
+_OLDEST: Final = """
+    SELECT id, channel, payload, attempts, created_at, next_attempt_at, last_error
+    FROM outbox ORDER BY created_at, id LIMIT 1
+"""
+
+
+def _entry(row: tuple[int, str, str, int, int, int, str | None]) -> OutboxEntry:
+    entry_id, channel, payload, attempts, created_at, next_attempt_at, last_error = row
+    return OutboxEntry(
+        id=entry_id,
+        channel=channel,
+        notification=_load(payload),
+        attempts=attempts,
+        created_at=_from_ms(created_at),
+        next_attempt_at=_from_ms(next_attempt_at),
+        last_error=last_error,
+    )
+
+
+# --- the store ------------------------------------------------------------------------
+
+
+class Store:
+    """The watchdog's durable state, in one SQLite file. Create with `Store.open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        """Wrap an already prepared connection; use `Store.open` instead."""
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._lifecycle = _Lifecycle.OPEN
+        self._series: dict[str, int] = dict(conn.execute("SELECT name, id FROM series"))
+
+    @staticmethod
+    def default_path(state_dir: Path) -> Path:
+        """Where the database lives inside the state directory."""
+        return state_dir / DB_FILENAME
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating and migrating if needed) the database at `path`.
+
+        Raises `StateError` naming the path if the directory cannot be created or written,
+        the file cannot be read, is not a SQLite database or fails its integrity check,
+        or carries a schema version newer than this watchdog knows.
+        """
+        path = Path(path)
+        _check_directory(path.parent)
+        _check_file(path)
+        try:
+            conn = sqlite3.connect(
+                path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise StateError(f"{path}: cannot open the database: {exc}") from exc
+        try:
+            _prepare(conn, path)
+            return cls(path, conn)
+        except StateError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StateError(f"{path}: cannot use the database: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection; SQLite checkpoints the WAL into the main file. Idempotent."""
+        with self._lock:
+            if self._lifecycle is _Lifecycle.CLOSED:
+                return
+            self._lifecycle = _Lifecycle.CLOSED
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- plumbing ---
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and translate SQLite errors into `StateError` naming the file."""
+        with self._lock:
+            if self._lifecycle is _Lifecycle.CLOSED:
+                raise StateError(f"{self.path}: {what}: the store is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StateError(f"{self.path}: {what} failed: {exc}") from exc
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed if the block returns, rolled back if it raises."""
+        with self._reading(what) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+
+    # --- the atomic step ---
+
+    def apply(
+        self,
+        *,
+        samples: Sequence[Sample] = (),
+        alerts: Sequence[AlertRecord] = (),
+        notifications: Sequence[Notification] = (),
+    ) -> list[int]:
+        """Persist one tick's effects in a single transaction; return the new outbox ids.
+
+        Samples are stored (a second sample for the same series and millisecond replaces
+        the first); an alert record is upserted by (rule, series), or deleted if INACTIVE;
+        each notification is queued in its channel's outbox, due at once (at its `at`).
+        If anything fails, nothing of this call is kept.
+        """
+        if not (samples or alerts or notifications):
+            return []
+        new_series: dict[str, int] = {}
+        outbox_ids: list[int] = []
+        with self._writing("saving a tick") as conn:
+            rows: list[tuple[int, int, int]] = []
+            for sample in samples:
+                series_id = self._series.get(sample.series, new_series.get(sample.series))
+                if series_id is None:
+                    cursor = conn.execute("INSERT INTO series (name) VALUES (?)", (sample.series,))
+                    assert cursor.lastrowid is not None
+                    series_id = new_series[sample.series] = cursor.lastrowid
+                rows.append((series_id, _to_ms(sample.at), sample.count))
+            conn.executemany(
+                """INSERT INTO samples (series_id, at, count) VALUES (?, ?, ?)
+                   ON CONFLICT (series_id, at) DO UPDATE SET count = excluded.count""",
+                rows,
+            )
+            for alert in alerts:
+                if alert.state is AlertState.INACTIVE:
+                    conn.execute(
+                        "DELETE FROM alerts WHERE rule = ? AND series = ?",
+                        (alert.rule, alert.series),
+                    )
+                    continue
+                conn.execute(
+                    """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
+                                           last_notified, condition)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (rule, series) DO UPDATE SET
+                           alert_id = excluded.alert_id, state = excluded.state,
+                           since = excluded.since, last_count = excluded.last_count,
+                           last_notified = excluded.last_notified,
+                           condition = excluded.condition""",
+                    (
+                        alert.rule,
+                        alert.series,
+                        alert.alert_id,
+                        alert.state.value,
+                        _to_ms(alert.since),
+                        alert.last_count,
+                        _opt_to_ms(alert.last_notified),
+                        alert.condition,
+                    ),
+                )
+            for note in notifications:
+                created = _to_ms(note.at)
+                cursor = conn.execute(
+                    """INSERT INTO outbox (channel, alert_id, kind, payload, created_at,
+                                           attempts, next_attempt_at)
+                       VALUES (?, ?, ?, ?, ?, 0, ?)""",
+                    (note.channel, note.alert_id, note.kind.value, _dump(note), created, created),
+                )
+                assert cursor.lastrowid is not None
+                outbox_ids.append(cursor.lastrowid)
+        # Only after the commit: a rolled-back series id must not be remembered.
+        self._series.update(new_series)
+        return outbox_ids
+
+    # --- alerts ---
+
+    def load_alerts(self) -> list[AlertRecord]:
+        """Every pending or firing alert instance, ordered by (rule, series)."""
+        with self._reading("loading alerts") as conn:
+            rows = conn.execute(
+                """SELECT rule, series, alert_id, state, since, last_count, last_notified,
+                          condition
+                   FROM alerts ORDER BY rule, series"""
+            ).fetchall()
+        return [
+            AlertRecord(
+                rule=rule,
+                series=series,
+                alert_id=alert_id,
+                state=AlertState(state),
+                since=_from_ms(since),
+                last_count=last_count,
+                last_notified=_opt_from_ms(last_notified),
+                condition=condition,
+            )
+            for rule, series, alert_id, state, since, last_count, last_notified, condition in rows
+        ]
+
+    def message_ref(self, alert_id: str) -> MessageRef | None:
+        """Where the alert's original (firing) message landed, if it was delivered."""
+        with self._reading("reading a message ref") as conn:
+            row = conn.execute(
+                "SELECT channel, ts FROM messages WHERE alert_id = ?", (alert_id,)
+            ).fetchone()
+        return None if row is None else MessageRef(channel=row[0], ts=row[1])
+
+    # --- samples ---
+
+    def load_samples(self, *, since: datetime, series: str | None = None) -> list[Sample]:
+        """Stored samples at or after `since` (of one series, or all), by (series, at)."""
+        start = _to_ms(since)
+        with self._reading("loading samples") as conn:
+            if series is None:
+                rows = conn.execute(
+                    """SELECT s.name, x.at, x.count FROM samples x JOIN series s
+                       ON s.id = x.series_id WHERE x.at >= ? ORDER BY s.name, x.at""",
+                    (start,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    """SELECT s.name, x.at, x.count FROM samples x JOIN series s
+                       ON s.id = x.series_id WHERE s.name = ? AND x.at >= ? ORDER BY x.at""",
+                    (series, start),
+                ).fetchall()
+        return [Sample(series=name, at=_from_ms(at), count=count) for name, at, count in rows]
+
+    def last_samples(self) -> dict[str, Sample]:
+        """The newest stored sample of every series that has one."""
+        with self._reading("loading the last samples") as conn:
+            rows = conn.execute(
+                """SELECT s.name, x.at, x.count FROM series s JOIN samples x
+                   ON x.series_id = s.id
+                   AND x.at = (SELECT MAX(at) FROM samples WHERE series_id = s.id)"""
+            ).fetchall()
+        return {name: Sample(series=name, at=_from_ms(at), count=count) for name, at, count in rows}
+
+    def prune_samples(self, before: datetime) -> int:
+        """Delete samples older than `before`; return how many went.
+
+        Works series by series so each delete is a range scan of the primary key rather
+        than a scan of the whole table.
+        """
+        cutoff = _to_ms(before)
+        removed = 0
+        with self._writing("pruning samples") as conn:
+            for (series_id,) in conn.execute("SELECT id FROM series").fetchall():
+                cursor = conn.execute(
+                    "DELETE FROM samples WHERE series_id = ? AND at < ?", (series_id, cutoff)
+                )
+                removed += cursor.rowcount
+        return removed
+
+    # --- outbox ---
+
+    def outbox_heads(self, now: datetime | None = None) -> list[OutboxEntry]:
+        """Each channel's oldest undelivered entry, if due at `now` (all heads if None).
+
+        Only heads are offered, so a channel's messages go out strictly in the order they
+        were queued: a retrying entry holds back everything behind it in its channel.
+        """
+        with self._reading("reading the outbox") as conn:
+            if now is None:
+                rows = conn.execute(_ALL_HEADS).fetchall()
+            else:
+                rows = conn.execute(_DUE_HEADS, (_to_ms(now),)).fetchall()
+        return [_entry(row) for row in rows]
+
+    def next_due(self) -> datetime | None:
+        """When the earliest channel head is due, or None if the outbox is empty."""
+        with self._reading("reading the outbox") as conn:
+            row = conn.execute(
+                """SELECT MIN(next_attempt_at) FROM outbox
+                   WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)"""
+            ).fetchone()
+        return _opt_from_ms(row[0])
+
+    def mark_delivered(self, entry_id: int, *, alert_id: str, ref: MessageRef | None) -> None:
+        """Slack accepted the entry: remove it and remember where the message landed.
+
+        The first ref stored for an alert is its original message; later refs (thread
+        replies of repeats) do not replace it. When the alert's RESOLVED notification is
+        delivered, the episode is over and its ref is dropped. No-op for an unknown id.
+        """
+        with self._writing("marking a delivery") as conn:
+            row = conn.execute("SELECT kind FROM outbox WHERE id = ?", (entry_id,)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            if row[0] == TransitionKind.RESOLVED.value:
+                conn.execute("DELETE FROM messages WHERE alert_id = ?", (alert_id,))
+            elif ref is not None:
+                conn.execute(
+                    """INSERT INTO messages (alert_id, channel, ts) VALUES (?, ?, ?)
+                       ON CONFLICT (alert_id) DO NOTHING""",
+                    (alert_id, ref.channel, ref.ts),
+                )
+
+    def mark_retry(
+        self, entry_id: int, *, attempts: int, next_attempt_at: datetime, error: str
+    ) -> None:
+        """A delivery failed recoverably: record the attempt count, error and next try."""
+        with self._writing("scheduling a retry") as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                (attempts, _to_ms(next_attempt_at), error, entry_id),
+            )
+
+    def dead_letter(self, entry_id: int, *, reason: str, attempts: int, at: datetime) -> None:
+        """A delivery failed permanently: move the entry to the dead letters.
+
+        `attempts` counts every attempt including the failing one; `at` is when it failed.
+        A dead-lettered RESOLVED ends the episode, so the alert's message ref is dropped.
+        No-op for an unknown id.
+        """
+        with self._writing("dead-lettering") as conn:
+            row = conn.execute(
+                "SELECT kind, alert_id FROM outbox WHERE id = ?", (entry_id,)
+            ).fetchone()
+            if row is None:
+                return
+            conn.execute(
+                """INSERT INTO dead_letters (id, channel, alert_id, kind, payload, created_at,
+                                            attempts, failed_at, reason)
+                   SELECT id, channel, alert_id, kind, payload, created_at, ?, ?, ?
+                   FROM outbox WHERE id = ?""",
+                (attempts, _to_ms(at), reason, entry_id),
+            )
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            if row[0] == TransitionKind.RESOLVED.value:
+                conn.execute("DELETE FROM messages WHERE alert_id = ?", (row[1],))
+
+    def outbox_depth(self) -> int:
+        """How many notifications await delivery, across all channels."""
+        with self._reading("reading the outbox") as conn:
+            (depth,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(depth)
+
+    def oldest_pending(self) -> OutboxEntry | None:
+        """The undelivered entry created longest ago (for health and metrics)."""
+        with self._reading("reading the outbox") as conn:
+            row = conn.execute(_OLDEST).fetchone()
+        return None if row is None else _entry(row)
+
+    def dead_letters(self, limit: int = 20) -> list[DeadLetter]:
+        """The most recently dead-lettered notifications, newest first."""
+        with self._reading("reading dead letters") as conn:
+            rows = conn.execute(
+                """SELECT id, channel, payload, attempts, created_at, failed_at, reason
+                   FROM dead_letters ORDER BY failed_at DESC, id DESC LIMIT ?""",
+                (limit,),
+            ).fetchall()
+        return [
+            DeadLetter(
+                id=entry_id,
+                channel=channel,
+                notification=_load(payload),
+                attempts=attempts,
+                created_at=_from_ms(created_at),
+                failed_at=_from_ms(failed_at),
+                reason=reason,
+            )
+            for entry_id, channel, payload, attempts, created_at, failed_at, reason in rows
+        ]
+
+    # --- meta ---
+
+    def get_meta(self, key: str) -> str | None:
+        """A small value the daemon keeps across restarts (e.g. a config fingerprint)."""
+        with self._reading("reading meta") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store (or replace) a small value under `key`."""
+        with self._writing("writing meta") as conn:
+            conn.execute(
+                """INSERT INTO meta (key, value) VALUES (?, ?)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                (key, value),
+            )
+
+
+# --- opening --------------------------------------------------------------------------
+
+
+def _check_directory(directory: Path) -> None:
+    """The state directory must exist (we create it) and accept new files (WAL needs them)."""
+    if directory.exists() and not directory.is_dir():
+        raise StateError(f"{directory}: the state directory path exists but is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(
+            f"{directory}: cannot create the state directory: {exc.strerror or exc}"
+        ) from exc
+    try:
+        # A real write catches read-only mounts, which os.access misses for root.
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise StateError(
+            f"{directory}: the state directory is not writable: {exc.strerror or exc}"
+        ) from exc
+
+
+def _check_file(path: Path) -> None:
+    """An existing file must be a readable, writable SQLite database (a new one is fine)."""
+    try:
+        if not path.exists():
+            return
+        if not path.is_file():
+            raise StateError(f"{path}: the database path exists but is not a regular file")
+        with path.open("rb") as handle:
+            header = handle.read(len(_SQLITE_MAGIC))
+        if header and header != _SQLITE_MAGIC:
+            raise StateError(f"{path}: not a SQLite database (corrupt or foreign file)")
+        if not os.access(path, os.W_OK):
+            raise StateError(f"{path}: the database file is not writable")
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read the database file: {exc.strerror or exc}") from exc
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    """Set the pragmas, verify the file and bring the schema up to date."""
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise StateError(f"{path}: cannot switch the database to WAL mode (got {mode!r})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+    problems = [
+        line
+        for (text,) in conn.execute("PRAGMA quick_check(5)").fetchall()
+        for line in str(text).splitlines()
+    ]
+    if problems != ["ok"]:
+        raise StateError(f"{path}: the database is corrupt: {'; '.join(problems)}")
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{path}: written by a newer watchdog (schema version {version}; this version "
+            f"knows up to {SCHEMA_VERSION}); upgrade the watchdog or use another state directory"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _MIGRATIONS[number - 1](conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
