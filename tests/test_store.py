@@ -321,8 +321,8 @@ def test_outbox_depth_and_oldest_pending(store: Store) -> None:
     assert (oldest.notification.alert_id, oldest.created_at, oldest.attempts) == ("early", T0, 0)
 
 
-def test_mark_delivered_keeps_the_original_ref_until_resolved(store: Store) -> None:
-    """The firing message's ref is stored, not replaced by repeats, and dropped on resolution."""
+def test_mark_delivered_keeps_the_standing_ref_until_resolved(store: Store) -> None:
+    """The latest ref stands for the alert (None keeps it) and is dropped on resolution."""
     firing, repeat, resolved = store.apply(
         notifications=[
             note("a1"),
@@ -333,7 +333,10 @@ def test_mark_delivered_keeps_the_original_ref_until_resolved(store: Store) -> N
     store.mark_delivered(firing, alert_id="a1", ref=MessageRef("C1", "100.1"))
     assert store.message_ref("a1") == MessageRef("C1", "100.1")
     store.mark_delivered(repeat, alert_id="a1", ref=MessageRef("C1", "200.2"))
-    assert store.message_ref("a1") == MessageRef("C1", "100.1")
+    assert store.message_ref("a1") == MessageRef("C1", "200.2")
+    (another_repeat,) = store.apply(notifications=[note("a1", kind=TransitionKind.REPEAT)])
+    store.mark_delivered(another_repeat, alert_id="a1", ref=None)
+    assert store.message_ref("a1") == MessageRef("C1", "200.2")
     store.mark_delivered(resolved, alert_id="a1", ref=MessageRef("C1", "100.1"))
     assert store.message_ref("a1") is None
     assert store.outbox_depth() == 0

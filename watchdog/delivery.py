@@ -30,28 +30,15 @@ import random as random_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
 from watchdog.errors import NotifyError
-from watchdog.model import MessageRef, Notification, TransitionKind
+from watchdog.model import MessageRef, TransitionKind
+from watchdog.notify import Notifier
 from watchdog.store import OutboxEntry, Store
 
-__all__ = ["Backoff", "Notifier", "OutboxWorker"]
-
-
-class Notifier(Protocol):
-    """What the worker needs from a sender (Slack bot, webhook, console).
-
-    `deliver` is synchronous (slack-sdk is) and runs in a thread. It raises `NotifyError`
-    on failure; `original` is the alert's firing message for repeats and resolutions.
-    """
-
-    @property
-    def name(self) -> str: ...
-
-    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None: ...
+__all__ = ["Backoff", "OutboxWorker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +128,9 @@ class OutboxWorker:
 
         Between rounds it waits for the earliest of: the next due entry, `wake`, `stop`.
         An attempt already in flight is finished (and recorded) before stopping, so a
-        message Slack accepted is not sent again after the restart.
+        message Slack accepted is not sent again after the restart. Notifier failures of
+        any kind never end the loop; a `StateError` from the store does, because without
+        the outbox there is nothing safe left to do.
         """
         while not stop.is_set():
             # Cleared before looking at the outbox: entries queued from here on set it again.

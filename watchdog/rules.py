@@ -360,8 +360,8 @@ def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
             problems.append((f"{where}.id", "must not be empty"))
         agent_names.add(agent.name)
     w = parsed.watchdog
-    if w.poll_interval < timedelta(seconds=1):
-        problems.append(("watchdog.poll_interval", "must be at least 1s"))
+    if w.poll_interval < timedelta(milliseconds=100):
+        problems.append(("watchdog.poll_interval", "must be at least 100ms"))
     if w.stale_after < w.poll_interval:
         problems.append(("watchdog.stale_after", "must be at least poll_interval"))
     if w.timeout <= timedelta(0):

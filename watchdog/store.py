@@ -412,7 +412,7 @@ class Store:
         ]
 
     def message_ref(self, alert_id: str) -> MessageRef | None:
-        """Where the alert's original (firing) message landed, if it was delivered."""
+        """The message standing for the alert (normally its firing message), if any."""
         with self._reading("reading a message ref") as conn:
             row = conn.execute(
                 "SELECT channel, ts FROM messages WHERE alert_id = ?", (alert_id,)
@@ -492,9 +492,10 @@ class Store:
     def mark_delivered(self, entry_id: int, *, alert_id: str, ref: MessageRef | None) -> None:
         """Slack accepted the entry: remove it and remember where the message landed.
 
-        The first ref stored for an alert is its original message; later refs (thread
-        replies of repeats) do not replace it. When the alert's RESOLVED notification is
-        delivered, the episode is over and its ref is dropped. No-op for an unknown id.
+        `ref` is the message now standing for the alert (see `watchdog.notify.Notifier`):
+        it replaces any earlier ref, and a None ref keeps it. When the alert's RESOLVED
+        notification is delivered, the episode is over and its ref is dropped. No-op for
+        an unknown id.
         """
         with self._writing("marking a delivery") as conn:
             row = conn.execute("SELECT kind FROM outbox WHERE id = ?", (entry_id,)).fetchone()
@@ -506,7 +507,8 @@ class Store:
             elif ref is not None:
                 conn.execute(
                     """INSERT INTO messages (alert_id, channel, ts) VALUES (?, ?, ?)
-                       ON CONFLICT (alert_id) DO NOTHING""",
+                       ON CONFLICT (alert_id) DO UPDATE SET
+                       channel = excluded.channel, ts = excluded.ts""",
                     (alert_id, ref.channel, ref.ts),
                 )
 

@@ -80,7 +80,11 @@ class SlackCall:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """Any call that reached the server, accepted or not; `outcome` is "ok" or why not."""
+    """Any call that reached the server, accepted or not.
+
+    `channel` is the fake id (None when the call named none); `outcome` is "ok",
+    "error <slack error>", "status <code>", "hang" or "reset".
+    """
 
     method: str
     channel: str | None
@@ -464,14 +468,15 @@ class FakeSlack:
     def _accept(self, method: str, channel: str | None, call: SlackCall) -> None:
         """Record an accepted call; the caller holds the condition."""
         self._messages.append(call)
-        self._attempts.append(Attempt(method, channel, "ok", call.received_at))
+        self._attempts.append(Attempt(method, call.channel, "ok", call.received_at))
         if call.method != "chat.update":
             self._post_times.setdefault(call.channel, []).append(call.received_at)
         self._cond.notify_all()
 
     def _record(self, method: str, channel: str | None, outcome: str) -> None:
         with self._cond:
-            self._attempts.append(Attempt(method, channel, outcome, time.monotonic()))
+            cid = None if channel is None else channel_id(channel)
+            self._attempts.append(Attempt(method, cid, outcome, time.monotonic()))
             self._cond.notify_all()
 
     def _missing_snapshot(self) -> set[str]:
