@@ -78,6 +78,13 @@ def test_one_json_object_per_line() -> None:
     assert second["event"] == "poll.ok"
 
 
+def test_default_stream_is_stdout_at_call_time(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a stream, lines go to whatever sys.stdout is when configure_logging runs."""
+    configure_logging()
+    get_logger().info(Event.DAEMON_STARTED)
+    assert json.loads(capsys.readouterr().out)["event"] == "daemon.started"
+
+
 def test_debug_is_filtered_at_info() -> None:
     """At level info, debug events are dropped and info and above are kept."""
     out = configured(level="info")

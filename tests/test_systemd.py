@@ -298,3 +298,34 @@ def test_send_failure_is_logged_once(tmp_path: Path) -> None:
         assert [e["message"] for e in events] == ["READY", "STOPPING"]
     finally:
         reset_logging()
+
+
+def test_withheld_ping_is_logged_once(notify_socket: tuple[socket.socket, str]) -> None:
+    """The first withheld ping logs daemon.stalled; the next ones stay quiet until a ping."""
+    _, path = notify_socket
+    notifier = SdNotifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"})
+    out = io.StringIO()
+    configure_logging(stream=out)
+
+    async def scenario() -> None:
+        clock = ManualTime()
+        pinger = LivenessPinger(
+            notifier, max_silence=45.0, monotonic=clock.monotonic, sleep=clock.sleep
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(pinger.run(stop))
+        for _ in range(3):
+            await clock.advance()
+        pinger.progress()
+        await clock.advance()
+        await clock.advance()
+        stop.set()
+        await asyncio.wait_for(task, 2)
+
+    try:
+        asyncio.run(scenario())
+        events = [json.loads(line) for line in out.getvalue().splitlines()]
+    finally:
+        reset_logging()
+    assert [(e["event"], e["level"]) for e in events] == [("daemon.stalled", "error")] * 2
+    assert events[0]["silent_for"] == 10.0

@@ -226,18 +226,21 @@ _redactor = _Redactor()
 def configure_logging(
     *,
     level: str = "info",
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
     secrets: Iterable[str] = (),
     journald: bool | None = None,
     env: Mapping[str, str] = os.environ,
 ) -> None:
     """Configure structlog (and the stdlib `logging` bridge) to write JSON lines to `stream`.
 
-    Safe to call again, e.g. on reload with a new level; the secrets passed here replace
-    those of an earlier call (`add_secret` adds to them). `journald=None` detects whether
-    `stream` is the journal's stdout stream from `$JOURNAL_STREAM` in `env`.
+    `stream` defaults to `sys.stdout` as it is at the time of the call. Safe to call
+    again, e.g. on reload with a new level; the secrets passed here replace those of an
+    earlier call (`add_secret` adds to them). `journald=None` detects whether `stream` is
+    the journal's stdout stream from `$JOURNAL_STREAM` in `env`.
     """
     threshold = _parse_level(level)
+    if stream is None:
+        stream = sys.stdout
     if journald is None:
         journald = _is_journal_stream(stream, env)
 
