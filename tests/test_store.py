@@ -601,3 +601,21 @@ def test_sample_rows_stay_compact(tmp_path: Path) -> None:
     per_row = path.stat().st_size / (ticks * series)
     print(f"bytes per sample row: {per_row:.1f}")
     assert per_row < 20
+
+
+def test_thin_samples_keeps_one_per_bucket_and_leaves_recent_history(tmp_path: Path) -> None:
+    """Thinning keeps the first sample of each minute in range and nothing outside changes."""
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    samples = [
+        Sample("workspace", t0 + timedelta(seconds=15 * i), i) for i in range(40)
+    ]  # 10 minutes
+    with Store.open(tmp_path / "w.db") as store:
+        store.apply(samples=samples)
+        removed = store.thin_samples(
+            after=t0, before=t0 + timedelta(minutes=5), resolution=timedelta(minutes=1)
+        )
+        kept = store.load_samples(since=t0 - timedelta(hours=1))
+    assert removed == 15  # 20 samples in the first 5 minutes -> 5 kept
+    first_five = [s for s in kept if s.at < t0 + timedelta(minutes=5)]
+    assert [s.count for s in first_five] == [0, 4, 8, 12, 16]
+    assert [s.count for s in kept if s.at >= t0 + timedelta(minutes=5)] == list(range(20, 40))

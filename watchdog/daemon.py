@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from watchdog.audit import Event, get_logger
 from watchdog.clock import Clock
@@ -47,6 +47,12 @@ from watchdog.systemd import LivenessPinger, SdNotifier
 
 TICK_SECONDS = 1.0
 PRUNE_EVERY_SECONDS = 3600.0
+FULL_RESOLUTION_FOR = timedelta(hours=1)
+"""Samples younger than this (or than the longest change window) are all kept."""
+THINNED_RESOLUTION = timedelta(minutes=1)
+"""Older samples are thinned to one per series per minute."""
+STOP_GRACE_SECONDS = 3.0
+"""On stop, how long an in-flight Slack call may take to finish and be recorded."""
 
 _TRANSITION_EVENTS = {
     TransitionKind.PENDING: Event.ALERT_PENDING,
@@ -139,6 +145,7 @@ class Daemon:
             self._notifier,
             now=self._clock.now,
             sleep=self._clock.sleep,
+            on_outcome=self._delivered,
         )
         self._log.info(
             Event.DAEMON_STARTED,
@@ -164,6 +171,11 @@ class Daemon:
         finally:
             self._stop.set()
             loop.cancel()
+            # The outbox worker returns by itself once an attempt in flight is recorded;
+            # cancelling it mid-call could make Slack's accepted message go out again.
+            outbox = tasks[0]
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(outbox), STOP_GRACE_SECONDS)
             for task in tasks:
                 task.cancel()
             pinger.cancel()
@@ -177,11 +189,7 @@ class Daemon:
 
     def _restore(self) -> None:
         now = self._clock.now()
-        windows = [r.window for r in self.config.rules if isinstance(r, ChangeRule)]
-        keep = max(
-            [*windows, self.config.watchdog.poll_interval * (SPARKLINE_LENGTH + 1)],
-            default=timedelta(0),
-        )
+        keep = self._history_needed()
         alerts = self._store.load_alerts()
         samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
         self._engine.restore(alerts, samples)
@@ -389,13 +397,29 @@ class Daemon:
         self._unsaved = _Unsaved()
 
     def _prune(self) -> None:
+        """Hourly: drop history past `retention`, thin what change windows no longer need."""
         if self._clock.monotonic() - self._last_prune < PRUNE_EVERY_SECONDS:
             return
         self._last_prune = self._clock.monotonic()
-        cutoff = self._clock.now() - self.config.watchdog.retention
-        with contextlib.suppress(StateError):
-            removed = self._store.prune_samples(cutoff)
-            self._log.debug("state.pruned", samples=removed)
+        now = self._clock.now()
+        full = max(self._history_needed(), FULL_RESOLUTION_FOR)
+        try:
+            removed = self._store.prune_samples(now - self.config.watchdog.retention)
+            thinned = self._store.thin_samples(
+                after=now - full - 2 * timedelta(seconds=PRUNE_EVERY_SECONDS),
+                before=now - full,
+                resolution=THINNED_RESOLUTION,
+            )
+        except StateError as exc:
+            self._log.error(Event.STATE_ERROR, error=str(exc))
+            return
+        self._log.debug("state.pruned", expired=removed, thinned=thinned)
+
+    def _history_needed(self) -> timedelta:
+        """How far back full-resolution samples matter: change windows and the sparkline."""
+        windows = [r.window for r in self.config.rules if isinstance(r, ChangeRule)]
+        sparkline = self.config.watchdog.poll_interval * (SPARKLINE_LENGTH + 1)
+        return max([*windows, sparkline])
 
     def _notification(self, t: Transition, config: Config) -> Notification:
         rule = config.rule(t.rule)
@@ -439,6 +463,11 @@ class Daemon:
                 if record.state is AlertState.FIRING:
                     by_rule[record.rule] = by_rule.get(record.rule, 0) + 1
             self._metrics.set_alerts_firing(by_rule)
+
+    def _delivered(self, outcome: Literal["sent", "retry", "failed"]) -> None:
+        if self._metrics is not None:
+            self._metrics.notification(outcome)
+            self._metrics.set_outbox_depth(self._store.outbox_depth())
 
     def _status_line(self) -> str:
         counts = self._last_counts(self.config.series[:4])

@@ -30,6 +30,7 @@ import random as random_module
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import structlog
 
@@ -87,6 +88,7 @@ class OutboxWorker:
         backoff: Backoff | None = None,
         random: Callable[[], float] = random_module.random,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        on_outcome: Callable[[Literal["sent", "retry", "failed"]], None] | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -99,6 +101,7 @@ class OutboxWorker:
             structlog.get_logger("watchdog") if logger is None else logger
         )
         self._last_send: dict[str, datetime] = {}
+        self._on_outcome = on_outcome or (lambda _outcome: None)
 
     async def run_once(self) -> float | None:
         """Attempt every channel head that is due and paced; return seconds until the next.
@@ -179,6 +182,7 @@ class OutboxWorker:
         if not isinstance(outcome, NotifyError):
             self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
             self._log.info("notify.sent", **fields)
+            self._on_outcome("sent")
             return
         if outcome.recoverable:
             retry_in = max(outcome.retry_after or 0.0, self._backoff.delay(attempt, self._random()))
@@ -191,9 +195,11 @@ class OutboxWorker:
             self._log.warning(
                 "notify.retry", error=outcome.reason, retry_in=round(retry_in, 3), **fields
             )
+            self._on_outcome("retry")
             return
         self._store.dead_letter(entry.id, reason=outcome.reason, attempts=attempt, at=now)
         self._log.error("notify.failed", error=outcome.reason, **fields)
+        self._on_outcome("failed")
 
     # --- waiting ---
 

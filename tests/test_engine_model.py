@@ -1,0 +1,434 @@
+"""The engine against a plain reference model of the rule semantics, over random series.
+
+The reference below is written from the product spec, not from the engine: it keeps the
+full sample history of every series and answers each question with a straightforward
+loop (the base of a change window is found by scanning every sample so far, an active
+window is a list of local wall-clock intervals, percentages are exact fractions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from watchdog.engine import Engine
+from watchdog.model import NO_DATA_RULE, WORKSPACE, Sample, TransitionKind
+from watchdog.rules import parse_config
+
+AGENT = "a"
+SERIES = (WORKSPACE, AGENT)
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+COMPARED = {
+    TransitionKind.PENDING,
+    TransitionKind.FIRING,
+    TransitionKind.RESOLVED,
+    TransitionKind.CANCELLED,
+}
+
+# Moments where local clocks jump, with the zone that jumps there.
+DST_CHANGES = [
+    (datetime(2026, 3, 29, 1, 0, tzinfo=UTC), "Europe/Berlin"),
+    (datetime(2026, 10, 25, 1, 0, tzinfo=UTC), "Europe/Berlin"),
+    (datetime(2026, 3, 8, 7, 0, tzinfo=UTC), "America/New_York"),
+    (datetime(2026, 11, 1, 6, 0, tzinfo=UTC), "America/New_York"),
+]
+ZONES = ("Europe/Berlin", "America/New_York", "UTC")
+
+
+# -- the reference model ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Active:
+    days: frozenset[int]  # 0 = Monday
+    start: int  # minutes after local midnight
+    end: int  # minutes after local midnight, 1440 = midnight; end < start = overnight
+    tz: str
+
+    def contains(self, at: datetime) -> bool:
+        """Whether `at` is inside one of the window's local wall-clock intervals.
+
+        Each listed day d contributes the interval [d start, d end) of wall-clock time,
+        ending on the next day when the window is overnight. Local times that do not
+        exist (spring forward) are never reached; repeated ones (fall back) count twice.
+        """
+        local = at.astimezone(ZoneInfo(self.tz)).replace(tzinfo=None)
+        for back in (0, 1):
+            day = local.date() - timedelta(days=back)
+            if day.weekday() not in self.days:
+                continue
+            midnight = datetime(day.year, day.month, day.day)
+            opens = midnight + timedelta(minutes=self.start)
+            closes = midnight + timedelta(minutes=self.end)
+            if self.end < self.start:
+                closes += timedelta(days=1)
+            if opens <= local < closes:
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class Threshold:
+    name: str
+    scope: tuple[str, ...]
+    above: int | None
+    below: int | None
+    recover: int | None  # recover_below for above, recover_above for below
+    for_seconds: int
+    active: Active | None
+
+    def holds(self, count: int) -> bool:
+        if self.above is not None:
+            return count > self.above
+        assert self.below is not None
+        return count < self.below
+
+    def recovered(self, count: int) -> bool:
+        if self.above is not None:
+            return count < self.recover if self.recover is not None else count <= self.above
+        assert self.below is not None
+        return count > self.recover if self.recover is not None else count >= self.below
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    scope: tuple[str, ...]
+    window_seconds: int
+    condition: str  # drop | rise | drop_pct | rise_pct
+    amount: str  # as written in the file, e.g. "5" or "12.5"
+    min_base: int | None
+    active: Active | None
+
+    def holds(self, old: int, new: int) -> bool:
+        amount = Fraction(self.amount)
+        if self.condition == "drop":
+            return old - new >= amount
+        if self.condition == "rise":
+            return new - old >= amount
+        min_base = 1 if self.min_base is None else self.min_base
+        if old < min_base or old == 0:
+            return False
+        moved = old - new if self.condition == "drop_pct" else new - old
+        return Fraction(moved * 100, old) >= amount
+
+
+Rule = Threshold | Change
+
+
+@dataclass(frozen=True)
+class Scenario:
+    start: datetime
+    stale_after: int
+    rules: tuple[Rule, ...]
+    # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, immediate)
+    events: tuple[tuple[object, ...], ...]
+
+
+def expand(scope: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for name in scope:
+        for one in [AGENT] if name == "*" else [name]:
+            if one not in names:
+                names.append(one)
+    return names
+
+
+def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
+    """Every PENDING/FIRING/RESOLVED/CANCELLED the spec calls for, in a plain loop."""
+    history: dict[str, list[tuple[datetime, int]]] = {s: [] for s in SERIES}
+    last_good: dict[str, datetime | None] = dict.fromkeys(SERIES)
+    immediate: dict[str, bool] = dict.fromkeys(SERIES, False)
+    state: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> ("pending"|"firing", since)
+    by_name = {rule.name: rule for rule in scenario.rules}
+    out: list[tuple[str, str, str, datetime]] = []
+    stale_after = timedelta(seconds=scenario.stale_after)
+
+    def end(key: tuple[str, str], at: datetime) -> None:
+        phase, _since = state.pop(key)
+        out.append(("resolved" if phase == "firing" else "cancelled", key[0], key[1], at))
+
+    def no_data(series: str, at: datetime, *, force: bool) -> None:
+        if (NO_DATA_RULE, series) in state:
+            return
+        reference_time = max(last_good[series] or scenario.start, scenario.start)
+        if not force and at - reference_time < stale_after:
+            return
+        if series != WORKSPACE and (NO_DATA_RULE, WORKSPACE) in state:
+            return
+        state[(NO_DATA_RULE, series)] = ("firing", at)
+        out.append(("firing", NO_DATA_RULE, series, at))
+
+    for event in scenario.events:
+        at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
+        if event[0] == "tick":
+            for series in SERIES:
+                no_data(series, at, force=immediate[series])
+            for key in list(state):
+                rule = by_name.get(key[0])
+                if rule is not None and rule.active is not None and not rule.active.contains(at):
+                    end(key, at)
+            continue
+        if event[0] == "fail":
+            series, is_immediate = event[2], event[3]
+            assert isinstance(series, str)
+            immediate[series] = bool(is_immediate)
+            if is_immediate:
+                no_data(series, at, force=True)
+            continue
+        series, count = event[2], event[3]
+        assert isinstance(series, str)
+        assert isinstance(count, int)
+        history[series].append((at, count))
+        last_good[series] = at
+        immediate[series] = False
+        if (NO_DATA_RULE, series) in state:
+            end((NO_DATA_RULE, series), at)
+        for rule in scenario.rules:
+            if series not in expand(rule.scope):
+                continue
+            key = (rule.name, series)
+            if rule.active is not None and not rule.active.contains(at):
+                if key in state:
+                    end(key, at)
+                continue
+            if isinstance(rule, Threshold):
+                if key not in state:
+                    if rule.holds(count):
+                        phase = "firing" if rule.for_seconds == 0 else "pending"
+                        state[key] = (phase, at)
+                        out.append((phase, rule.name, series, at))
+                elif state[key][0] == "pending":
+                    since = state[key][1]
+                    if not rule.holds(count):
+                        end(key, at)
+                    elif at - since >= timedelta(seconds=rule.for_seconds):
+                        state[key] = ("firing", since)
+                        out.append(("firing", rule.name, series, at))
+                elif rule.recovered(count):
+                    end(key, at)
+                continue
+            base = None
+            for seen, old in history[series]:
+                if seen <= at - timedelta(seconds=rule.window_seconds):
+                    base = old  # history is in time order: the last one is the latest
+            if base is None:
+                continue
+            holds = rule.holds(base, count)
+            if key not in state and holds:
+                state[key] = ("firing", at)
+                out.append(("firing", rule.name, series, at))
+            elif key in state and not holds:
+                end(key, at)
+    return out
+
+
+# -- running the engine ---------------------------------------------------------------------
+
+
+def clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def active_toml(active: Active) -> str:
+    days = ",".join(DAY_NAMES[d] for d in sorted(active.days))
+    hours = f"{clock(active.start)}-{clock(active.end)}"
+    return f'active = {{ days = "{days}", hours = "{hours}", tz = "{active.tz}" }}\n'
+
+
+def scope_toml(scope: tuple[str, ...]) -> str:
+    return "scope = [" + ", ".join(f'"{s}"' for s in scope) + "]\n"
+
+
+def rules_toml(scenario: Scenario) -> str:
+    text = (
+        f'[watchdog]\npoll_interval = "1s"\nstale_after = "{scenario.stale_after}s"\n'
+        f'repeat = "0s"\n\n[[agents]]\nname = "{AGENT}"\nid = "agent_a"\n'
+    )
+    for rule in scenario.rules:
+        text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope)
+        if isinstance(rule, Threshold):
+            text += 'kind = "threshold"\n'
+            if rule.above is not None:
+                text += f"above = {rule.above}\n"
+                if rule.recover is not None:
+                    text += f"recover_below = {rule.recover}\n"
+            else:
+                text += f"below = {rule.below}\n"
+                if rule.recover is not None:
+                    text += f"recover_above = {rule.recover}\n"
+            text += f'for = "{rule.for_seconds}s"\n'
+        else:
+            text += f'kind = "change"\nwindow = "{rule.window_seconds}s"\n'
+            text += f"{rule.condition} = {rule.amount}\n"
+            if rule.min_base is not None:
+                text += f"min_base = {rule.min_base}\n"
+        if rule.active is not None:
+            text += active_toml(rule.active)
+    return text
+
+
+def engine_transitions(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
+    config = parse_config(rules_toml(scenario), source="model.toml")
+    engine = Engine(config, started_at=scenario.start)
+    out = []
+    for event in scenario.events:
+        at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
+        if event[0] == "tick":
+            out += engine.tick(at)
+        elif event[0] == "fail":
+            reason = "rejected key" if event[3] else "server error"
+            out += engine.poll_failed(event[2], at, reason, immediate=bool(event[3]))  # type: ignore[arg-type]
+        else:
+            out += engine.observe(Sample(event[2], at, event[3]))  # type: ignore[arg-type]
+    return [(t.kind.value, t.rule, t.series, t.at) for t in out if t.kind in COMPARED]
+
+
+# -- random scenarios --------------------------------------------------------------------------
+
+scopes = st.sampled_from([(WORKSPACE,), (AGENT,), ("*",), (WORKSPACE, "*"), (AGENT, AGENT)])
+# Local hours around the DST jumps (01:00-04:00) are the interesting ones.
+minutes = st.one_of(
+    st.integers(0, 5 * 4).map(lambda q: q * 15),
+    st.integers(0, 96).map(lambda q: q * 15),
+)
+
+
+@st.composite
+def actives(draw: st.DrawFn, zone: str) -> Active | None:
+    if draw(st.booleans()):
+        return None
+    start = draw(minutes.filter(lambda m: m < 1440))
+    end = draw(minutes.filter(lambda m: m != start))
+    days = draw(
+        st.sampled_from([frozenset(range(7)), frozenset({6}), frozenset({5, 6}), frozenset({4, 5, 6, 0})])
+        | st.frozensets(st.integers(0, 6), min_size=1)
+    )
+    tz = draw(st.sampled_from([zone, zone, *ZONES]))
+    return Active(days=days, start=start, end=end, tz=tz)
+
+
+@st.composite
+def thresholds(draw: st.DrawFn, name: str, zone: str) -> Threshold:
+    bound = draw(st.integers(0, 60))
+    recover = draw(st.none() | st.integers(0, 70))
+    for_seconds = draw(st.sampled_from([0, 0, 15, 60, 90, 300]) | st.integers(0, 300))
+    if draw(st.booleans()):
+        if recover is not None:
+            recover = min(recover, bound)
+        return Threshold(name, draw(scopes), bound, None, recover, for_seconds, draw(actives(zone)))
+    bound = max(bound, 1)
+    if recover is not None:
+        recover = max(recover, bound)
+    return Threshold(name, draw(scopes), None, bound, recover, for_seconds, draw(actives(zone)))
+
+
+@st.composite
+def changes(draw: st.DrawFn, name: str, zone: str) -> Change:
+    condition = draw(st.sampled_from(["drop", "rise", "drop_pct", "rise_pct"]))
+    if condition in ("drop", "rise"):
+        amount = str(draw(st.integers(1, 30)))
+    else:
+        top = 1000 if condition == "drop_pct" else 3000
+        tenths = draw(st.integers(1, top) | st.sampled_from([250, 500, 1000, 125]))
+        amount = str(Fraction(tenths, 10)) if tenths % 10 == 0 else f"{tenths / 10:.1f}"
+    min_base = draw(st.none() | st.integers(0, 20))
+    window = draw(st.integers(1, 30).map(lambda m: m * 60) | st.integers(60, 1800))
+    return Change(name, draw(scopes), window, condition, amount, min_base, draw(actives(zone)))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    moment, zone = draw(st.sampled_from(DST_CHANGES))
+    start = moment + timedelta(seconds=draw(st.integers(-3 * 3600, 3600)))
+    rules: list[Rule] = []
+    for i in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from([thresholds, changes]))
+        rules.append(draw(kind(f"rule{i}", zone)))
+    events: list[tuple[object, ...]] = []
+    seconds = draw(st.integers(0, 60))
+    counts = dict.fromkeys(SERIES, draw(st.integers(0, 60)))
+    for _ in range(draw(st.integers(1, 150))):
+        gap = draw(st.integers(1, 120) | st.integers(300, 2400) if draw(st.integers(0, 19)) == 0 else st.integers(1, 120))
+        if gap >= 2 and draw(st.integers(0, 3)) == 0:
+            events.append(("tick", seconds + draw(st.integers(1, gap - 1))))
+        seconds += gap
+        series = draw(st.sampled_from([WORKSPACE, WORKSPACE, AGENT]))
+        roll = draw(st.integers(0, 19))
+        if roll == 0:
+            events.append(("fail", seconds, series, draw(st.booleans())))
+            continue
+        if roll < 3:
+            counts[series] = draw(st.integers(0, 60))
+        else:
+            counts[series] = min(60, max(0, counts[series] + draw(st.integers(-6, 6))))
+        events.append(("sample", seconds, series, counts[series]))
+    events.append(("tick", seconds + 1))
+    stale_after = draw(st.sampled_from([60, 120, 600]) | st.integers(30, 1800))
+    return Scenario(start, stale_after, tuple(rules), tuple(events))
+
+
+def ordered(transitions: list[tuple[str, str, str, datetime]]) -> list[tuple[str, str, str, datetime]]:
+    """Order within one instant is not part of the semantics; order across instants is."""
+    return sorted(transitions, key=lambda t: (t[3], t[1], t[2], t[0]))
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios())
+def test_engine_matches_reference_model(scenario: Scenario) -> None:
+    """Over random series, rules and DST-crossing active windows, engine == reference."""
+    expected = ordered(reference(scenario))
+    assert ordered(engine_transitions(scenario)) == expected, rules_toml(scenario)
+
+
+def test_reference_active_window_agrees_on_known_instants() -> None:
+    """The reference's wall-clock windows give the documented answers around DST."""
+    berlin = Active(frozenset({6}), 2 * 60, 3 * 60, "Europe/Berlin")
+    assert not berlin.contains(datetime(2026, 3, 29, 0, 59, tzinfo=UTC))  # 01:59 CET
+    assert not berlin.contains(datetime(2026, 3, 29, 1, 0, tzinfo=UTC))  # 03:00 CEST
+    assert berlin.contains(datetime(2026, 10, 25, 0, 30, tzinfo=UTC))  # 02:30 CEST
+    assert berlin.contains(datetime(2026, 10, 25, 1, 30, tzinfo=UTC))  # 02:30 CET
+    overnight = Active(frozenset({5}), 22 * 60, 6 * 60, "UTC")
+    assert overnight.contains(datetime(2026, 1, 11, 5, 59, tzinfo=UTC))  # Sunday morning
+    assert not overnight.contains(datetime(2026, 1, 10, 5, 59, tzinfo=UTC))  # Saturday morning
+    midnight = Active(frozenset(range(7)), 0, 1440, "UTC")
+    assert midnight.contains(datetime.combine(date(2026, 1, 5), datetime.min.time(), UTC))
+
+
+def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
+    """A fixed scenario with every rule kind gives the same transitions in both."""
+    rules = (
+        Threshold("high", (WORKSPACE,), 10, None, 5, 30, None),
+        Change("drop", ("*",), 60, "drop_pct", "50", 4, None),
+    )
+    events = (
+        ("sample", 0, WORKSPACE, 11),
+        ("sample", 0, AGENT, 8),
+        ("sample", 30, WORKSPACE, 12),
+        ("sample", 60, AGENT, 4),
+        ("sample", 90, WORKSPACE, 4),
+        ("tick", 400),
+        ("sample", 500, AGENT, 4),
+    )
+    scenario = Scenario(datetime(2026, 3, 29, 0, 30, tzinfo=UTC), 300, rules, events)
+    start = scenario.start
+    expected = [
+        ("pending", "high", WORKSPACE, start),
+        ("firing", "high", WORKSPACE, start + timedelta(seconds=30)),
+        ("firing", "drop", AGENT, start + timedelta(seconds=60)),
+        ("resolved", "high", WORKSPACE, start + timedelta(seconds=90)),
+        ("firing", NO_DATA_RULE, AGENT, start + timedelta(seconds=400)),
+        ("resolved", NO_DATA_RULE, AGENT, start + timedelta(seconds=500)),
+        ("resolved", "drop", AGENT, start + timedelta(seconds=500)),
+    ]
+    assert ordered(reference(scenario)) == ordered(expected)
+    assert ordered(engine_transitions(scenario)) == ordered(expected)
