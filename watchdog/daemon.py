@@ -261,10 +261,14 @@ class Daemon:
         except SourceError as exc:
             self._poll_failed(name, exc, self._clock.monotonic() - began)
             return
-        except Exception as exc:
+        except Exception as exc:  # a bug in a source must not stop polling
             wrapped = SourceError(name, PollFailure.BAD_RESPONSE, f"internal error: {exc!r}")
             self._poll_failed(name, wrapped, self._clock.monotonic() - began)
             return
+        finally:
+            # Every finished poll, good or failed, is progress: a cycle of 1,000 agents
+            # against an unreachable API is slow but alive; only a hung loop stops pinging.
+            self.pinger.progress()
         took = self._clock.monotonic() - began
         self._log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
         if self._metrics is not None:

@@ -24,7 +24,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from watchdog.errors import ConfigError, PollFailure, SourceError
 from watchdog.model import Sample
 
-__all__ = ["DEFAULT_HOST", "Metrics", "MetricsServer", "parse_listen_addr", "serve"]
+__all__ = [
+    "DEFAULT_HOST",
+    "Metrics",
+    "MetricsServer",
+    "NotificationOutcome",
+    "parse_listen_addr",
+    "serve",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 """Where the listener binds unless told otherwise: metrics are not for the internet."""
@@ -36,7 +43,7 @@ _POLL_OUTCOMES = ("ok", *(failure.name.lower() for failure in PollFailure))
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def poll_outcome(failure: PollFailure | None) -> str:
+def _poll_outcome(failure: PollFailure | None) -> str:
     """The `outcome` label of a poll: "ok", or the failure as a name ("rate_limited")."""
     return "ok" if failure is None else failure.name.lower()
 
@@ -101,7 +108,7 @@ class Metrics:
 
     def poll_failed(self, error: SourceError, duration: float) -> None:
         """A failed poll; the live count keeps its last good value."""
-        self.polls.labels(error.series, poll_outcome(error.failure)).inc()
+        self.polls.labels(error.series, _poll_outcome(error.failure)).inc()
         self.poll_duration.observe(duration)
 
     def forget_series(self, series: Iterable[str]) -> None:
