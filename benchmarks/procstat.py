@@ -1,8 +1,11 @@
 """CPU time and memory of a process, read from /proc (Linux; no psutil needed).
 
 `cpu_seconds` sums user and system time of every thread the process ever had (exited
-threads included), in clock ticks (usually 10 ms). `memory` gives the resident set now
-(`VmRSS`) and its high-water mark since the process started (`VmHWM`).
+threads included), in clock ticks (usually 10 ms): too coarse for an idle process over
+a short window. `thread_cpu_ns` reads each live thread's `schedstat` (nanoseconds) but
+cannot see threads that already exited. `CpuMeter` uses the nanosecond figure when every
+thread it saw at the start is still alive at the end, else the tick figure. `memory`
+gives the resident set now (`VmRSS`) and its high-water mark (`VmHWM`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ def cpu_seconds(pid: int) -> float:
     fields = text[text.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / _TICK
+
+
+def thread_cpu_ns(pid: int) -> dict[int, int]:
+    """CPU nanoseconds of each live thread of `pid`, by thread id."""
+    out: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread exited meanwhile, or schedstat is unavailable
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +67,19 @@ class CpuWindow:
 
 
 class CpuMeter:
-    """Start it at the beginning of the steady state; `stop()` gives the window."""
+    """Create it at the beginning of the steady state; `read()` gives the window so far."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._cpu0 = cpu_seconds(pid)
+        self._threads0 = thread_cpu_ns(pid)
+        self._ticks0 = cpu_seconds(pid)
         self._wall0 = time.monotonic()
 
     def read(self) -> CpuWindow:
-        return CpuWindow(cpu_seconds(self.pid) - self._cpu0, time.monotonic() - self._wall0)
+        wall = time.monotonic() - self._wall0
+        threads = thread_cpu_ns(self.pid)
+        ticks = cpu_seconds(self.pid) - self._ticks0
+        if self._threads0 and set(self._threads0) <= set(threads):
+            spent = sum(threads.values()) - sum(self._threads0.values())
+            return CpuWindow(spent / 1e9, wall)
+        return CpuWindow(ticks, wall)

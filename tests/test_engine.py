@@ -25,7 +25,9 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 QUIET = '[watchdog]\nstale_after = "1d"\nrepeat = "0s"\n'
 """No no-data and no repeats unless a test asks for them."""
 
-AGENTS = '[[agents]]\nname = "support"\nid = "agent_s"\n\n[[agents]]\nname = "sales"\nid = "agent_x"\n'
+AGENTS = (
+    '[[agents]]\nname = "support"\nid = "agent_s"\n\n[[agents]]\nname = "sales"\nid = "agent_x"\n'
+)
 
 Event = tuple[object, ...]
 
@@ -69,9 +71,7 @@ def feed(engine: Engine, events: list[Event]) -> list[Transition]:
 
 
 def brief(transitions: list[Transition]) -> list[tuple[str, str, str, float]]:
-    return [
-        (t.kind.value, t.rule, t.series, (t.at - T0).total_seconds()) for t in transitions
-    ]
+    return [(t.kind.value, t.rule, t.series, (t.at - T0).total_seconds()) for t in transitions]
 
 
 def run(rules: str, events: list[Event], **kwargs: str) -> list[Transition]:
@@ -374,13 +374,13 @@ NO_DATA_CASES = [
         [("firing", ND, W, 120)],
     ),
     (
-        "agents-fire-once-workspace-recovers",
-        [tick(120), (130, 5), tick(135)],
+        "agents-get-a-fresh-stale-after-once-workspace-recovers",
+        [tick(120), (130, 5), tick(135), (240, 5), tick(249), tick(250)],
         [
             ("firing", ND, W, 120),
             ("resolved", ND, W, 130),
-            ("firing", ND, "support", 135),
-            ("firing", ND, "sales", 135),
+            ("firing", ND, "support", 250),
+            ("firing", ND, "sales", 250),
         ],
     ),
     (
@@ -432,9 +432,10 @@ def test_resolution_reasons_name_the_recovery() -> None:
     assert run(threshold('above = 10\nfor = "1m"'), [(0, 11), (15, 2)])[-1].reason == (
         "count 2 no longer matches"
     )
-    assert run(change('window = "1m"\ndrop = 5'), [(0, 20), (60, 10), (120, 10)])[
-        -1
-    ].reason == "10 -> 10 no longer matches"
+    assert (
+        run(change('window = "1m"\ndrop = 5'), [(0, 20), (60, 10), (120, 10)])[-1].reason
+        == "10 -> 10 no longer matches"
+    )
     assert run("", [fail(0), (5, 1)], watchdog=NO_DATA)[-1].reason == "good poll received"
 
 

@@ -144,6 +144,8 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
     history: dict[str, list[tuple[datetime, int]]] = {s: [] for s in SERIES}
     last_good: dict[str, datetime | None] = dict.fromkeys(SERIES)
     immediate: dict[str, bool] = dict.fromkeys(SERIES, False)
+    failing: dict[str, bool] = dict.fromkeys(SERIES, False)  # the latest poll failed
+    workspace_back: list[datetime] = []  # when the workspace's no-data last resolved
     state: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> ("pending"|"firing", since)
     by_name = {rule.name: rule for rule in scenario.rules}
     out: list[tuple[str, str, str, datetime]] = []
@@ -157,9 +159,14 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
         if (NO_DATA_RULE, series) in state:
             return
         reference_time = max(last_good[series] or scenario.start, scenario.start)
+        if series != WORKSPACE and workspace_back:
+            # After a workspace outage, agents get a fresh stale_after to come back.
+            reference_time = max(reference_time, workspace_back[-1])
         if not force and at - reference_time < stale_after:
             return
-        if series != WORKSPACE and (NO_DATA_RULE, WORKSPACE) in state:
+        # One message for one outage: while the workspace itself is failing (its latest
+        # poll failed, or its no-data fires), agents raise no no-data of their own.
+        if series != WORKSPACE and (failing[WORKSPACE] or (NO_DATA_RULE, WORKSPACE) in state):
             return
         state[(NO_DATA_RULE, series)] = ("firing", at)
         out.append(("firing", NO_DATA_RULE, series, at))
@@ -178,6 +185,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
             series, is_immediate = event[2], event[3]
             assert isinstance(series, str)
             immediate[series] = bool(is_immediate)
+            failing[series] = True
             if is_immediate:
                 no_data(series, at, force=True)
             continue
@@ -187,8 +195,11 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
         history[series].append((at, count))
         last_good[series] = at
         immediate[series] = False
+        failing[series] = False
         if (NO_DATA_RULE, series) in state:
             end((NO_DATA_RULE, series), at)
+            if series == WORKSPACE:
+                workspace_back.append(at)
         for rule in scenario.rules:
             if series not in expand(rule.scope):
                 continue
@@ -306,7 +317,9 @@ def actives(draw: st.DrawFn, zone: str) -> Active | None:
     start = draw(minutes.filter(lambda m: m < 1440))
     end = draw(minutes.filter(lambda m: m != start))
     days = draw(
-        st.sampled_from([frozenset(range(7)), frozenset({6}), frozenset({5, 6}), frozenset({4, 5, 6, 0})])
+        st.sampled_from(
+            [frozenset(range(7)), frozenset({6}), frozenset({5, 6}), frozenset({4, 5, 6, 0})]
+        )
         | st.frozensets(st.integers(0, 6), min_size=1)
     )
     tz = draw(st.sampled_from([zone, zone, *ZONES]))
@@ -374,7 +387,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     return Scenario(start, stale_after, tuple(rules), tuple(events))
 
 
-def ordered(transitions: list[tuple[str, str, str, datetime]]) -> list[tuple[str, str, str, datetime]]:
+def ordered(
+    transitions: list[tuple[str, str, str, datetime]],
+) -> list[tuple[str, str, str, datetime]]:
     """Order within one instant is not part of the semantics; order across instants is."""
     return sorted(transitions, key=lambda t: (t[3], t[1], t[2], t[0]))
 

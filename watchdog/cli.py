@@ -136,7 +136,14 @@ def _open_store(settings: Settings) -> Store:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from watchdog.metrics import parse_listen_addr
+
     settings, config = _load(args)
+    if settings.watchdog_metrics_addr:
+        try:
+            parse_listen_addr(settings.watchdog_metrics_addr)
+        except ValueError as exc:
+            raise ConfigError([f"environment: WATCHDOG_METRICS_ADDR: {exc}"]) from None
     store = _open_store(settings)
     store.close()
     print(

@@ -19,7 +19,8 @@ Semantics, per alert instance (rule x series):
   (counted from the later of its last good poll and the engine's start), or at once on a
   failure no retry can fix (rejected key, unknown agent); resolves at the next good
   sample. While the workspace series itself is failing, agent series do not raise their
-  own no-data alert: one message for one outage instead of one per agent.
+  own no-data alert, and once it recovers they get a fresh `stale_after` to recover too:
+  one message for one outage instead of one per agent.
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
 """
 
@@ -121,6 +122,7 @@ class Engine:
         self._started_at = started_at
         self._instances: dict[tuple[str, str], _Instance] = {}
         self._series: dict[str, _Series] = {}
+        self._workspace_back: datetime | None = None  # see _check_no_data
         self._build_series()
 
     # -- set-up ---------------------------------------------------------------------
@@ -223,6 +225,8 @@ class Engine:
         no_data = self._instances.get((NO_DATA_RULE, series.name))
         if no_data is not None:
             out.append(self._end(no_data, at, count, "good poll received"))
+            if series.name == WORKSPACE:
+                self._workspace_back = at
         bases = {span: w.push(at, count) for span, w in series.windows.items()}
         instances = self._instances
         for rule in series.rules:
@@ -343,6 +347,10 @@ class Engine:
         if key in self._instances:
             return []
         reference = max(series.last_good or self._started_at, self._started_at)
+        if series.name != WORKSPACE and self._workspace_back is not None:
+            # After a workspace-wide outage the agents get a fresh `stale_after` to come
+            # back, instead of one no-data message each for the outage just resolved.
+            reference = max(reference, self._workspace_back)
         stale_after = self._config.watchdog.stale_after
         if not force and now - reference < stale_after:
             return []

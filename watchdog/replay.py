@@ -7,8 +7,9 @@ before deploying them; what replay prints is what the daemon would have sent.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from watchdog.engine import Engine
@@ -17,6 +18,7 @@ from watchdog.model import NO_DATA_RULE, WORKSPACE, Sample, Transition, Transiti
 from watchdog.rules import Config
 
 _SHOWN = (TransitionKind.FIRING, TransitionKind.RESOLVED)
+_MAX_TICKS_PER_GAP = 10_000
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -39,7 +41,8 @@ def read_csv(path: Path, config: Config) -> list[Sample]:
     samples: list[Sample] = []
     problems: list[str] = []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             for line, row in enumerate(csv.reader(handle), start=1):
                 if not row or all(not cell.strip() for cell in row) or row[0].startswith("#"):
                     continue
@@ -85,17 +88,32 @@ def _row(row: list[str], known: set[str]) -> Sample:
 def replay(config: Config, samples: Iterable[Sample]) -> Iterator[Transition]:
     """Yield the FIRING and RESOLVED transitions the daemon would have decided.
 
-    Time advances with the samples (a tick at each sample's time). Series without any
-    sample in the input are left out, so a CSV of one series does not raise no-data
-    for every other series of the config.
+    Time advances as in the daemon: a tick every poll interval between samples (so
+    no-data, leaving active hours and repeats happen when they would have), and at each
+    sample. Series without any sample in the input are left out, so a CSV of one series
+    does not raise no-data for every other series of the config.
     """
     ordered = sorted(samples, key=lambda s: s.at)
     if not ordered:
         return
     present = {s.series for s in ordered}
     engine = Engine(config, started_at=ordered[0].at)
+    step = max(config.watchdog.poll_interval, timedelta(seconds=1))
+    last = ordered[0].at
     for sample in ordered:
-        for transition in (*engine.tick(sample.at), *engine.observe(sample)):
+        ticks = []
+        gap = sample.at - last
+        if gap > step:
+            stride = step * max(1, math.ceil(gap / step / _MAX_TICKS_PER_GAP))
+            moment = last + stride
+            while moment < sample.at:
+                ticks.append(moment)
+                moment += stride
+        last = sample.at
+        decided = [t for moment in ticks for t in engine.tick(moment)]
+        decided += engine.tick(sample.at)
+        decided += engine.observe(sample)
+        for transition in decided:
             if transition.kind not in _SHOWN:
                 continue
             if transition.rule == NO_DATA_RULE and transition.series not in present:

@@ -99,8 +99,9 @@ class ActiveWindow(BaseModel):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: keys such as "America" name a tzdata directory, not a zone.
+            raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
     @field_validator("days")
@@ -310,7 +311,7 @@ def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
             continue  # pydantic's discriminator tag adds no information
         if out.startswith("rules[") and out.endswith("]") and out.count(".") == 0:
             out = _with_rule_name(data, out)
-        out += ("." if out else "") + part.replace("for_", "for")
+        out += ("." if out else "") + _printable(part.replace("for_", "for"))
     if out.startswith("rules[") and out.endswith("]"):
         out = _with_rule_name(data, out)
     return out or "(top level)"
@@ -322,8 +323,13 @@ def _with_rule_name(data: Mapping[str, Any], where: str) -> str:
     if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], dict):
         name = rules[index].get("name")
         if isinstance(name, str):
-            return f"{where} ({name})"
+            return f"{where} ({_printable(name)})"
     return where
+
+
+def _printable(text: str) -> str:
+    """Keep one problem on one line whatever a key or name contains."""
+    return text if text.isprintable() else repr(text)
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -349,7 +355,7 @@ def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     agent_names: set[str] = set()
     for i, agent in enumerate(parsed.agents):
-        where = f"agents[{i}] ({agent.name})"
+        where = f"agents[{i}] ({_printable(agent.name)})"
         if agent.name in agent_names:
             problems.append((f"{where}.name", "duplicate agent name"))
         if agent.name in (WORKSPACE, "*"):
@@ -368,7 +374,7 @@ def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
         problems.append(("watchdog.timeout", "must be more than 0s"))
     seen: set[str] = set()
     for i, rule in enumerate(parsed.rules):
-        where = f"rules[{i}] ({rule.name})"
+        where = f"rules[{i}] ({_printable(rule.name)})"
         if rule.name in seen:
             problems.append((f"{where}.name", "duplicate rule name"))
         if rule.name == NO_DATA_RULE:
@@ -456,19 +462,28 @@ def parse_config(
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from exc
+        raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{source}: TOML nested too deeply"]) from None
     problems: list[str] = []
     if overrides:
         section = data.setdefault("watchdog", {})
         if not isinstance(section, dict):
             raise ConfigError([f"{source}: watchdog: must be a table"])
         for key, value in overrides.items():
-            section[key] = int(value) if key == "concurrency" and value.isdigit() else value
+            numeric = key == "concurrency" and value.isascii() and value.isdigit()
+            section[key] = int(value) if numeric else value
     try:
         parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors():
-            location = _loc(data, tuple(error["loc"]))
+            loc = tuple(error["loc"])
+            if overrides and len(loc) == 2 and loc[0] == "watchdog" and loc[1] in overrides:
+                # The environment's value is at fault, not the file's.
+                where = f"environment: WATCHDOG_{str(loc[1]).upper()}"
+                problems.append(f"{where}: {_message(error)}")
+                continue
+            location = _loc(data, loc)
             problems.append(f"{source}: {location}: {_message(error)}")
         raise ConfigError(problems) from None
     for location, message in _semantic_problems(parsed):

@@ -9,11 +9,13 @@ section (the environment wins), which `overrides()` hands to `rules.load_config`
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from watchdog.errors import ConfigError
 
@@ -29,6 +31,20 @@ _OVERRIDABLE = (
 )
 
 SlackMode = Literal["bot", "webhook", "console"]
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def _check_url(value: str) -> None:
+    """An http(s) URL with a host, or ValueError; checked here so `check` catches it."""
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must start with https:// (or http:// for a local test server)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port raises on garbage such as "[::1"
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if not parts.hostname or not value.isascii() or any(c.isspace() for c in value):
+        raise ValueError("not a valid URL: needs a host name, no spaces")
 
 
 class Settings(BaseSettings):
@@ -66,15 +82,18 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("must start with https:// (or http:// for a local test server)")
+        _check_url(value)
         return value.rstrip("/")
 
     @field_validator("slack_webhook_url")
     @classmethod
     def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
-            raise ValueError("must be an https:// incoming-webhook URL")
+        if value is not None:
+            try:
+                _check_url(value.get_secret_value())
+            except ValueError:
+                # The message must not quote the value: it is a secret.
+                raise ValueError("must be an https:// incoming-webhook URL") from None
         return value
 
     @property
@@ -117,6 +136,12 @@ def load_settings() -> Settings:
     secrets_dir = Path(credentials) if credentials and Path(credentials).is_dir() else None
     try:
         settings = Settings(_secrets_dir=secrets_dir)
+    except SettingsError as exc:
+        # Raised for credential files that cannot be read as text; never quote them.
+        cause = exc.__cause__ or exc
+        raise ConfigError(
+            [f"credentials: {credentials}: cannot read a credential: {type(cause).__name__}"]
+        ) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -130,6 +155,11 @@ def load_settings() -> Settings:
         )
     for name in ("elevenlabs_api_key", "slack_bot_token"):
         value: SecretStr | None = getattr(settings, name)
-        if value is not None and (not value.get_secret_value() or "\n" in value.get_secret_value()):
-            raise ConfigError([f"environment: {name.upper()}: must be one non-empty line"])
+        if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
+            raise ConfigError(
+                [
+                    f"environment: {name.upper()}: must be one line of printable ASCII "
+                    "without spaces (a pasted key often carries a stray character)"
+                ]
+            )
     return settings

@@ -1,0 +1,471 @@
+"""Nothing lost, nothing doubled: crashes, restarts, Slack outages and reloads of a real daemon.
+
+Each test runs `python -m watchdog run` as a child process (killed with SIGKILL where a
+crash is the point) against the loopback fakes, and judges by what Slack received and by
+the audit log, awaiting events instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.elevenlabs import FakeElevenLabs
+from tests.fakes.slack import Fail, FakeSlack, SlackCall, channel_id
+from tests.harness import (
+    API_KEY,
+    ROOT,
+    SLACK_TOKEN,
+    DaemonProcess,
+    daemon_env,
+    write_rules,
+)
+
+pytestmark = pytest.mark.slow
+
+_ALERT_ID = re.compile(r"alert `([0-9a-f]{12})`")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def rule(name: str, kind: str = "threshold", **fields: object) -> str:
+    """One `[[rules]]` table; a trailing underscore is dropped from keys (`for_` -> `for`)."""
+    lines = ["[[rules]]", f"name = {json.dumps(name)}", f"kind = {json.dumps(kind)}"]
+    lines += [f"{key.rstrip('_')} = {json.dumps(value)}" for key, value in fields.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+HIGH = rule("high", above=5, severity="critical")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One test's rules file, state directory and daemon environment, shared by restarts."""
+
+    config: Path
+    state: Path
+    env: dict[str, str]
+    options: dict[str, Any]
+
+    @contextmanager
+    def run(self) -> Iterator[DaemonProcess]:
+        """`watchdog run`, awaited until its loop started; killed on the way out if alive."""
+        with DaemonProcess(["run", "--config", str(self.config)], self.env).start() as daemon:
+            daemon.wait_for("daemon.started")
+            yield daemon
+
+    def rewrite(self, body: str) -> None:
+        """Replace the rules (same `[watchdog]` options), e.g. before a SIGHUP."""
+        write_rules(self.config, body, **self.options)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another `watchdog` command against the same settings and state."""
+        return subprocess.run(
+            [sys.executable, "-m", "watchdog", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """`watchdog status --json`, parsed."""
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        report: dict[str, Any] = json.loads(result.stdout)
+        return report
+
+
+@pytest.fixture
+def api() -> Iterator[FakeElevenLabs]:
+    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
+        yield fake
+
+
+class ArrivingSlack(FakeSlack):
+    """A FakeSlack that also counts calls as they arrive, before any scripted delay."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.arrived = 0
+
+    def _handle(self, handler: Any) -> None:
+        with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
+        super()._handle(handler)
+
+    def wait_for_arrivals(self, n: int, timeout: float = 5.0) -> None:
+        """Block until `n` calls have reached the server (answered or not)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.arrived >= n, timeout):
+                raise TimeoutError(f"only {self.arrived} of {n} Slack calls within {timeout}s")
+
+
+@pytest.fixture
+def slack() -> Iterator[ArrivingSlack]:
+    fake = ArrivingSlack(token=SLACK_TOKEN)
+    with fake:
+        yield fake
+
+
+@pytest.fixture
+def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[..., Site]:
+    def make(body: str, **options: Any) -> Site:
+        config = write_rules(tmp_path / "rules.toml", body, **options)
+        state = tmp_path / "state"
+        env = daemon_env(state, api_url=api.url, slack_api_url=slack.api_url)
+        return Site(config, state, env, options)
+
+    return make
+
+
+def at(event: dict[str, Any]) -> datetime:
+    """When the daemon logged `event`."""
+    return datetime.fromisoformat(event["timestamp"])
+
+
+def alert_of(call: SlackCall) -> str | None:
+    """The alert id a firing card (or its resolved edit) names in its context block."""
+    match = _ALERT_ID.search(json.dumps(call.blocks, ensure_ascii=False))
+    return match.group(1) if match else None
+
+
+def more_polls(daemon: DaemonProcess, n: int = 3) -> None:
+    """Wait for `n` more good polls than seen so far."""
+    daemon.wait_for("poll.ok", count=len(daemon.find("poll.ok")) + n)
+
+
+# -- crashes and restarts -------------------------------------------------------------
+
+
+def test_kill9_while_firing_then_restart_resolves_the_original_message(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """After kill -9 while firing, a restart sends no second card and resolves the first."""
+    here = site(HIGH)
+    with here.run() as first:
+        first.wait_for("poll.ok")
+        api.set_count(9)
+        firing = first.wait_for("alert.firing", rule="high")
+        first.wait_for("notify.sent", kind="firing")
+        first.kill()
+    (post,) = slack.messages
+
+    with here.run() as second:
+        restored = second.wait_for("state.restored")
+        assert restored["firing"] == 1
+        more_polls(second)
+        assert not second.find("alert.firing")
+        api.set_count(1)
+        resolved = second.wait_for("alert.resolved", rule="high")
+        assert resolved["alert_id"] == firing["alert_id"]
+        second.wait_for("notify.sent", kind="resolved")
+        assert second.stop() == 0
+
+    assert slack.top_level() == [post]
+    assert [m.ts for m in slack.updates(post.ts)] == [post.ts]
+    (reply,) = slack.replies(post.ts)
+    assert "RESOLVED" in reply.text
+
+
+def test_slack_outage_and_kill9_still_deliver_exactly_one_card(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """A card queued during a Slack outage survives kill -9 and arrives exactly once."""
+    here = site(HIGH)
+    slack.outage(True)
+    with here.run() as first:
+        first.wait_for("poll.ok")
+        api.set_count(9)
+        first.wait_for("alert.firing", rule="high")
+        first.wait_for("notify.retry", attempt=1)
+        first.kill()
+    assert not slack.messages
+    slack.outage(False)
+
+    with here.run() as second:
+        sent = second.wait_for("notify.sent", kind="firing")
+        assert sent["attempt"] >= 2  # the failed attempts were remembered across the crash
+        more_polls(second)
+        assert not second.find("alert.firing")
+        assert here.status()["outbox"]["depth"] == 0
+        assert second.stop() == 0
+
+    assert len(slack.messages) == 1
+    outcomes = [a.outcome for a in slack.attempts]
+    assert outcomes[-1] == "ok"
+    assert set(outcomes[:-1]) == {"status 503"}
+
+
+def test_sigterm_mid_delivery_records_the_message_so_restart_does_not_resend(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: ArrivingSlack
+) -> None:
+    """SIGTERM while Slack is slowly accepting a card lets it finish and records it: no resend."""
+    here = site(HIGH)
+    slack.fail_next([Fail.delay(1.5)])
+    with here.run() as first:
+        first.wait_for("poll.ok")
+        api.set_count(9)
+        first.wait_for("alert.firing", rule="high")
+        slack.wait_for_arrivals(1)
+        first.send(signal.SIGTERM)
+        assert first.wait(timeout=5) == 0
+        events = list(first.events)
+        (sent,) = first.find("notify.sent", kind="firing")
+        assert events.index(sent) < events.index(first.find("daemon.stopping")[0])
+    assert len(slack.messages) == 1
+
+    with here.run() as second:
+        more_polls(second)
+        assert not second.find("notify.sent")
+        assert here.status()["outbox"]["depth"] == 0
+        assert second.stop() == 0
+    assert len(slack.messages) == 1
+
+
+def test_rule_removed_while_down_resolves_at_restart(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """An alert whose rule was deleted while the watchdog was down resolves at restart."""
+    calm = rule("calm", above=100)
+    here = site(HIGH + calm)
+    with here.run() as first:
+        first.wait_for("poll.ok")
+        api.set_count(9)
+        firing = first.wait_for("alert.firing", rule="high")
+        first.wait_for("notify.sent", kind="firing")
+        first.kill()
+    here.rewrite(calm)
+
+    with here.run() as second:
+        resolved = second.wait_for("alert.resolved", rule="high")
+        assert resolved["alert_id"] == firing["alert_id"]
+        assert resolved["reason"] == "rule removed from config"
+        second.wait_for("notify.sent", kind="resolved")
+        assert second.stop() == 0
+    (post,) = slack.top_level()
+    assert len(slack.updates(post.ts)) == 1
+    (reply,) = slack.replies(post.ts)
+    assert "rule removed from config" in reply.text
+
+
+def test_restart_keeps_sample_history_for_change_windows(
+    site: Callable[..., Site], api: FakeElevenLabs
+) -> None:
+    """A change window spanning the restart evaluates on the first post-restart sample."""
+    here = site(rule("drop", kind="change", window="2s", drop=5))
+    api.set_count(10)
+    with here.run() as first:
+        start = first.wait_for("poll.ok")
+        first.wait_until(
+            lambda: at(first.find("poll.ok")[-1]) - at(start) >= timedelta(seconds=2.2)
+        )
+        first.kill()
+    last_before = first.find("poll.ok")[-1]
+    assert not first.find("alert.firing")
+    api.set_count(2)
+
+    with here.run() as second:
+        firing = second.wait_for("alert.firing", rule="drop")
+        events = list(second.events)
+        polls = [i for i, e in enumerate(events) if e["event"] == "poll.ok"]
+        assert polls[0] < events.index(firing)
+        assert polls[1:] == [] or events.index(firing) < polls[1]  # on the very first sample
+        assert "10 -> 2" in firing["condition"]
+        downtime = at(events[polls[0]]) - at(last_before)
+        assert downtime < timedelta(seconds=2)  # the window is longer than the downtime
+
+
+# -- Slack failures -------------------------------------------------------------------
+
+
+def test_slack_429_500_503_then_one_message(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """Slack 429 (Retry-After 1), 500, 503: notify.retry attempts 1-3, then one message sent."""
+    slack.fail_next([Fail.status(429, retry_after=1), Fail.status(500), Fail.status(503)])
+    with site(HIGH).run() as daemon:
+        daemon.wait_for("poll.ok")
+        api.set_count(9)
+        firing = daemon.wait_for("alert.firing", rule="high")
+        sent = daemon.wait_for("notify.sent", kind="firing", timeout=20)
+        retries = daemon.find("notify.retry")
+        assert [r["attempt"] for r in retries] == [1, 2, 3]
+        assert sent["attempt"] == 4
+        assert {r["outbox_id"] for r in retries} == {sent["outbox_id"]}
+        assert {r["alert_id"] for r in retries} == {firing["alert_id"]}
+        assert "rate limited" in retries[0]["error"]
+        assert retries[0]["retry_in"] >= 1.0
+        assert "500" in retries[1]["error"]
+        assert "503" in retries[2]["error"]
+        events = list(daemon.events)
+        assert max(events.index(r) for r in retries) < events.index(sent)
+
+    attempts = slack.attempts
+    assert [a.outcome for a in attempts] == ["status 429", "status 500", "status 503", "ok"]
+    assert attempts[1].received_at - attempts[0].received_at >= 0.95  # Retry-After honoured
+    assert len(slack.messages) == 1
+
+
+def test_permanent_slack_error_is_dead_lettered_and_later_alerts_deliver(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """channel_not_found: notify.failed, a dead letter in status, and later alerts deliver."""
+    here = site(rule("lost", above=5, channel="#gone") + rule("high", above=7))
+    slack.missing_channel("#gone")
+    with here.run() as daemon:
+        daemon.wait_for("poll.ok")
+        api.set_count(6)
+        firing = daemon.wait_for("alert.firing", rule="lost")
+        failed = daemon.wait_for("notify.failed", rule="lost")
+        assert failed["alert_id"] == firing["alert_id"]
+        assert failed["attempt"] == 1
+        assert "channel_not_found" in failed["error"]
+        assert not daemon.find("notify.retry")
+
+        report = here.status()
+        (dead,) = report["dead_letters"]
+        assert (dead["rule"], dead["channel"], dead["kind"]) == ("lost", "#gone", "firing")
+        assert dead["alert_id"] == firing["alert_id"]
+        assert "channel_not_found" in dead["reason"]
+        assert report["outbox"]["depth"] == 0
+
+        api.set_count(9)
+        daemon.wait_for("notify.sent", rule="high", kind="firing")
+        assert daemon.stop() == 0
+    (post,) = slack.messages
+    assert post.channel == channel_id("#oncall")
+
+
+def test_order_per_channel_survives_an_outage(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """Transitions queued during an outage reach Slack in audit-log order, at most ~1 message/s."""
+    slack.outage(True)
+    with site(rule("rule_a", above=3) + rule("rule_b", above=5)).run() as daemon:
+        daemon.wait_for("poll.ok")
+        steps = [
+            (4, "alert.firing", "rule_a"),
+            (6, "alert.firing", "rule_b"),
+            (4, "alert.resolved", "rule_b"),
+            (1, "alert.resolved", "rule_a"),
+            (9, "alert.firing", "rule_b"),  # both fire again, a first
+        ]
+        for count, event, name in steps:
+            api.set_count(count)
+            daemon.wait_for(event, rule=name, count=len(daemon.find(event, rule=name)) + 1)
+        assert not slack.messages
+        slack.outage(False)
+        daemon.wait_for("notify.sent", count=6, timeout=30)
+
+    transitions = [
+        (e["event"], e["alert_id"])
+        for e in daemon.events
+        if e["event"] in ("alert.firing", "alert.resolved")
+    ]
+    assert len(transitions) == 6
+    delivered = []
+    for call in slack.messages:
+        if call.method == "chat.update":
+            delivered.append(("alert.resolved", alert_of(call)))
+        elif call.thread_ts is None:
+            delivered.append(("alert.firing", alert_of(call)))
+        else:
+            assert call.thread_ts in {m.ts for m in slack.top_level()}
+    assert delivered == transitions
+    spacing = slack.min_spacing("#oncall")
+    assert spacing is not None
+    assert spacing >= 0.9
+
+
+# -- unusable state -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\xffthis is not a database\n" * 512, _SQLITE_MAGIC + b"\xa5" * 8192],
+    ids=["garbage", "sqlite-header-then-garbage"],
+)
+def test_corrupt_database_is_refused_without_traceback(
+    site: Callable[..., Site], command: str, content: bytes
+) -> None:
+    """A corrupt state database makes run and check exit non-zero naming the file, no traceback."""
+    here = site(HIGH)
+    here.state.mkdir()
+    db = here.state / "watchdog.db"
+    db.write_bytes(content)
+    result = here.cli(command, "--config", str(here.config))
+    assert result.returncode != 0
+    assert str(db) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.read_bytes() == content  # the operator's file is left alone
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_state_directory_under_a_file_is_refused_without_traceback(
+    tmp_path: Path, api: FakeElevenLabs, command: str
+) -> None:
+    """A state directory that cannot be created makes run and check exit non-zero naming it."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file\n", encoding="utf-8")
+    state = blocker / "state"
+    config = write_rules(tmp_path / "rules.toml", HIGH)
+    env = daemon_env(state, api_url=api.url)
+    result = Site(config, state, env, {}).cli(command, "--config", str(config))
+    assert result.returncode != 0
+    assert str(state) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- reload ---------------------------------------------------------------------------
+
+
+def test_sighup_keeps_alerts_of_unchanged_rules(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """Reloading changed rules keeps the alerts of unchanged rules (same alert_id)."""
+    kept = rule("high", above=5) + rule("slow", above=5, for_="30s")
+    here = site(kept)
+    with here.run() as daemon:
+        daemon.wait_for("poll.ok")
+        api.set_count(9)
+        firing = daemon.wait_for("alert.firing", rule="high")
+        pending = daemon.wait_for("alert.pending", rule="slow")
+        daemon.wait_for("notify.sent", kind="firing")
+
+        here.rewrite(kept + rule("extra", above=100, severity="info"))
+        daemon.send(signal.SIGHUP)
+        loaded = daemon.wait_for("config.loaded", reload=True)
+        assert (loaded["rules"], loaded["resolved"]) == (3, 0)
+        more_polls(daemon)
+        assert daemon.find("alert.firing", rule="high") == [firing]
+        assert daemon.find("alert.pending", rule="slow") == [pending]
+
+        api.set_count(1)
+        resolved = daemon.wait_for("alert.resolved", rule="high")
+        cancelled = daemon.wait_for("alert.cancelled", rule="slow")
+        assert (resolved["alert_id"], resolved["since"]) == (firing["alert_id"], firing["since"])
+        assert (cancelled["alert_id"], cancelled["since"]) == (
+            pending["alert_id"],
+            pending["since"],
+        )
+        daemon.wait_for("notify.sent", kind="resolved")
+        assert daemon.stop() == 0
+
+    (post,) = slack.top_level()
+    assert alert_of(post) == firing["alert_id"]
+    assert len(slack.updates(post.ts)) == 1
