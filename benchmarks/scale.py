@@ -62,6 +62,7 @@ API_LATENCY = 0.05
 CONCURRENCY = 8
 SPIKE, SPIKE_CYCLES, SPIKES_PER_CYCLE = 30, 3, 2
 CHANNELS = {"busy": "#scale-busy", "collapse": "#scale-collapse", "surge": "#scale-surge"}
+JITTER = 0.010  # how late a cycle's first request may leave without the cycle overrunning
 WEEK = timedelta(days=7)
 RETENTION = timedelta(days=7)
 PRUNE_EVERY = timedelta(hours=1)
@@ -399,23 +400,23 @@ def run(quick: bool) -> list[Figure]:
             f"concurrency {CONCURRENCY}, {run_.cpu_window:.0f}s measured "
             f"({len(durations)} complete cycles after the first)",
         ),
-        at_most(
+        Figure(
             NAME,
-            "slowest cycle (first request to last answer)",
-            max(durations) if durations else float("nan"),
-            INTERVAL,
-            "s",
-            ".3f",
+            "longest cycle, start to next start (an overrun delays the next start)",
+            f"{max(gaps, default=float('nan')):.3f} s",
+            f"<= {INTERVAL + JITTER:.3f} s ({INTERVAL:g} s + {JITTER * 1000:g} ms jitter)",
+            bool(gaps) and max(gaps) <= INTERVAL + JITTER,
         ),
         info(
             NAME,
-            "cycle duration median; cycle start spacing median / max",
-            f"{median(durations):.3f} s; {median(gaps):.3f} / {max(gaps, default=0):.3f} s",
+            "start-to-start median; first request to last answer median / max",
+            f"{median(gaps):.3f} s; {median(durations):.3f} / "
+            f"{max(durations, default=float('nan')):.3f} s",
         ),
         Figure(
             NAME,
-            "poll.cycle_overrun events (cycles overrun)",
-            f"{len(ours.overrun_events)} ({overruns}; worst took {worst_took:.3f} s)",
+            "poll.cycle_overrun events (overruns they report; worst `took`)",
+            f"{len(ours.overrun_events)} ({overruns}; {worst_took:.3f} s)",
             "0",
             not ours.overrun_events,
         ),

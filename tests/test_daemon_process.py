@@ -12,7 +12,6 @@ import json
 import re
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,15 +140,6 @@ def test_stop_signal_exits_cleanly(site: Callable[..., Site], sig: signal.Signal
         assert "Traceback" not in "".join(daemon.stderr_lines)
 
 
-@pytest.mark.xfail(
-    raises=subprocess.TimeoutExpired,
-    strict=True,
-    reason=(
-        "BUG: the 3 s stop grace is no bound: after it the outbox task is cancelled, but "
-        "the Slack call keeps running in asyncio's default executor and asyncio.run waits "
-        "for it on exit, so the process lingers until the notifier's 10 s timeout"
-    ),
-)
 def test_sigterm_while_a_slack_call_hangs_exits_within_5s(
     site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
 ) -> None:
@@ -467,28 +457,29 @@ def test_without_slack_alerts_print_to_the_console(
 # -- secrets --------------------------------------------------------------------------
 
 
+def leaks(daemon: DaemonProcess, state: Path, slack: FakeSlack) -> list[str]:
+    """Which secret shows up where: the daemon's output, its state files, Slack's messages."""
+    places = {
+        "stdout": "".join(daemon.stdout_lines).encode(),
+        "stderr": "".join(daemon.stderr_lines).encode(),
+    }
+    for path in sorted(state.iterdir()):
+        places[path.name] = path.read_bytes()
+    for call in slack.messages:
+        places[f"slack {call.ts}"] = (call.text + json.dumps(call.blocks)).encode()
+    return [
+        f"{name} in {where}"
+        for where, data in places.items()
+        for name, secret in (("API key", API_KEY), ("Slack token", SLACK_TOKEN))
+        if secret.encode() in data
+    ]
+
+
 def test_secrets_never_reach_output_or_state_files(
     site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
 ) -> None:
     """At debug level no secret reaches stdout, stderr, Slack or a state file, failures included."""
     here = site(HIGH)
-
-    def leaks() -> list[str]:
-        places = {
-            "stdout": "".join(daemon.stdout_lines).encode(),
-            "stderr": "".join(daemon.stderr_lines).encode(),
-        }
-        for path in sorted(here.state.iterdir()):
-            places[path.name] = path.read_bytes()
-        for call in slack.messages:
-            places[f"slack {call.ts}"] = (call.text + json.dumps(call.blocks)).encode()
-        return [
-            f"{name} in {where}"
-            for where, data in places.items()
-            for name, secret in (("API key", API_KEY), ("Slack token", SLACK_TOKEN))
-            if secret.encode() in data
-        ]
-
     echo_key = json.dumps({"detail": f"upstream refused xi-api-key: {API_KEY}"})
     echo_token = f"bad gateway for Authorization: Bearer {SLACK_TOKEN}"
     with here.run() as daemon:
@@ -508,20 +499,12 @@ def test_secrets_never_reach_output_or_state_files(
             "watchdog.db-wal",
             "watchdog.db-shm",
         }
-        assert leaks() == []
+        assert leaks(daemon, here.state, slack) == []
         assert daemon.stop() == 0
-    assert leaks() == []
+    assert leaks(daemon, here.state, slack) == []
     assert any("upstream refused" in e["detail"] for e in daemon.find("poll.failed"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: LiveCountSource cuts the error excerpt to 200 characters before redacting "
-        "the key, so a key straddling the cut is no longer whole and its prefix survives "
-        "into poll.failed, the no-data condition and the state database"
-    ),
-)
 def test_a_key_cut_by_the_error_excerpt_limit_leaks_no_prefix(
     site: Callable[..., Site], api: FakeElevenLabs
 ) -> None:

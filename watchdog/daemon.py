@@ -192,9 +192,8 @@ class Daemon:
         keep = self._history_needed()
         alerts = self._store.load_alerts()
         samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
-        self._engine.restore(alerts, samples)
-        # Rules removed while the watchdog was down resolve now.
-        self._commit(self._engine.reconfigure(self.config, now))
+        # Alerts of rules removed while the watchdog was down resolve now.
+        self._commit(self._engine.restore(alerts, samples))
         if alerts:
             self._log.info(
                 "state.restored",
@@ -335,7 +334,16 @@ class Daemon:
             self._sd.ready()
             return False
         old = self.config
-        transitions = self._engine.reconfigure(new, self._clock.now())
+        now = self._clock.now()
+        windows = [r.window for r in new.rules if isinstance(r, ChangeRule)]
+        history: list[Sample] = []
+        if windows:
+            self._flush()  # the history must include the samples not yet written
+            with contextlib.suppress(StateError):
+                history = self._store.load_samples(
+                    since=now - max(windows) - new.watchdog.poll_interval
+                )
+        transitions = self._engine.reconfigure(new, now, history)
         self._commit(transitions, config=old)
         self.config = new
         self._log.info(

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import math
 import random as random_module
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ from typing import Literal
 import structlog
 
 from watchdog.errors import NotifyError
-from watchdog.model import MessageRef, TransitionKind
+from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
 from watchdog.store import OutboxEntry, Store
 
@@ -156,7 +157,7 @@ class OutboxWorker:
     ) -> MessageRef | NotifyError | None:
         """Call the notifier in a thread; any failure comes back as a NotifyError value."""
         try:
-            return await asyncio.to_thread(self._notifier.deliver, entry.notification, original)
+            return await _in_daemon_thread(self._notifier.deliver, entry.notification, original)
         except NotifyError as exc:
             return exc
         except Exception as exc:
@@ -232,3 +233,39 @@ class OutboxWorker:
 
 async def _set(event: asyncio.Event) -> None:
     await event.wait()
+
+
+async def _in_daemon_thread(
+    call: Callable[[Notification, MessageRef | None], MessageRef | None],
+    note: Notification,
+    original: MessageRef | None,
+) -> MessageRef | None:
+    """Run a blocking Slack call in a daemon thread.
+
+    Not `asyncio.to_thread`: the default executor is joined at exit, so a Slack call
+    hanging until its timeout would hold a stopping watchdog past systemd's patience.
+    A daemon thread is abandoned at exit instead (the entry stays in the outbox).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[MessageRef | None] = loop.create_future()
+
+    def settle(result: MessageRef | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result = call(note, original)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="slack-delivery", daemon=True).start()
+    return await future

@@ -131,7 +131,9 @@ class Engine:
     def config(self) -> Config:
         return self._config
 
-    def _build_series(self) -> None:
+    def _build_series(self) -> dict[str, list[_Window]]:
+        """(Re)index rules per series; returns the change windows created afresh."""
+        fresh: dict[str, list[_Window]] = {}
         old = self._series
         self._series = {}
         for name, _agent in self._config.series:
@@ -143,27 +145,22 @@ class Engine:
                 self._series[name].rules.append(rule)
         for series in self._series.values():
             spans = {r.window for r in series.rules if isinstance(r, ChangeRule)}
-            series.windows = {
-                span: series.windows.get(span) or _Window(span) for span in sorted(spans)
-            }
-            if series.windows:
-                self._rebuild_windows(series)
+            windows: dict[timedelta, _Window] = {}
+            for span in sorted(spans):
+                kept = series.windows.get(span)
+                if kept is None:
+                    kept = _Window(span)
+                    fresh.setdefault(series.name, []).append(kept)
+                windows[span] = kept
+            series.windows = windows
+        return fresh
 
-    def _rebuild_windows(self, series: _Series) -> None:
-        """Give new windows the history the older windows (or recent counts) still hold."""
-        longest = max(series.windows.values(), key=lambda w: len(w.samples))
-        history = list(longest.samples)
-        for window in series.windows.values():
-            if window is not longest and len(window.samples) < len(history):
-                window.samples.clear()
-                for at, count in history:
-                    window.push(at, count)
-
-    def restore(self, alerts: Iterable[AlertRecord], samples: Iterable[Sample]) -> None:
+    def restore(self, alerts: Iterable[AlertRecord], samples: Iterable[Sample]) -> list[Transition]:
         """Resume from persisted state: alert instances as they were, history warmed.
 
         Samples only fill change windows, sparklines and last-good times; they are not
-        evaluated, so nothing is announced again.
+        evaluated, so nothing is announced again. Alerts of rules (or series) the config
+        no longer has resolve at once (at the engine's start): the returned transitions.
         """
         for sample in samples:
             series = self._series.get(sample.series)
@@ -187,12 +184,17 @@ class Engine:
                 last_notified=record.last_notified,
                 condition=record.condition,
             )
+        return self.reconfigure(self._config, self._started_at)
 
-    def reconfigure(self, config: Config, now: datetime) -> list[Transition]:
+    def reconfigure(
+        self, config: Config, now: datetime, history: Iterable[Sample] = ()
+    ) -> list[Transition]:
         """Swap in new rules; alerts of removed rules (or series out of scope) resolve.
 
         Alerts of rules that keep their name keep their state; the next sample
-        re-evaluates them under the new definition.
+        re-evaluates them under the new definition. `history` (recent samples, oldest
+        first, from the store) fills change windows that are new or changed, which the
+        engine alone could not answer for up to a window's length.
         """
         out: list[Transition] = []
         for key, inst in list(self._instances.items()):
@@ -206,7 +208,19 @@ class Engine:
             elif series not in config.scopes.get(rule_name, ()):
                 out.append(self._end(inst, now, inst.last_count, "series no longer in scope"))
         self._config = config
-        self._build_series()
+        fresh = self._build_series()
+        known: dict[str, dict[datetime, int]] = {}
+        for sample in history:
+            known.setdefault(sample.series, {})[sample.at] = sample.count
+        for name, windows in fresh.items():
+            seen = known.get(name, {})
+            for kept in self._series[name].windows.values():
+                if all(kept is not window for window in windows):
+                    for at, count in kept.samples:
+                        seen.setdefault(at, count)
+            for at in sorted(seen):
+                for window in windows:
+                    window.push(at, seen[at])
         return out
 
     # -- inputs ---------------------------------------------------------------------

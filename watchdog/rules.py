@@ -200,8 +200,8 @@ class ChangeRule(_RuleBase):
     window: Duration
     drop: Count | None = None
     rise: Count | None = None
-    drop_pct: Annotated[float, Field(gt=0, le=100_000)] | None = None
-    rise_pct: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    drop_pct: Annotated[float, Field(gt=0, le=100_000, strict=True)] | None = None
+    rise_pct: Annotated[float, Field(gt=0, le=100_000, strict=True)] | None = None
     min_base: Count = 1
 
     def holds(self, old: int, new: int) -> bool:
@@ -299,26 +299,31 @@ class Config:
 
 
 def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
-    """Render a pydantic error location as `rules[N] (name).key`."""
+    """Render a pydantic error location as `rules[N] (name).key`.
+
+    Pydantic adds tags of its own to locations (the union member, such as `threshold`,
+    `list[str]` or `str`); they tell an operator nothing and are left out.
+    """
     out = ""
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
+    parent: str | int | None = None
+    for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+            if parent == "rules" and out.count("[") == 1:
+                out = _with_rule_name(data, out, part)
+            parent = part
             continue
-        if part in ("threshold", "change") and out.startswith("rules[") and out.endswith("]"):
-            continue  # pydantic's discriminator tag adds no information
-        if out.startswith("rules[") and out.endswith("]") and out.count(".") == 0:
-            out = _with_rule_name(data, out)
+        if part in ("threshold", "change") or "[" in part or part in _TYPE_TAGS:
+            continue
         out += ("." if out else "") + _printable(part.replace("for_", "for"))
-    if out.startswith("rules[") and out.endswith("]"):
-        out = _with_rule_name(data, out)
+        parent = part
     return out or "(top level)"
 
 
-def _with_rule_name(data: Mapping[str, Any], where: str) -> str:
-    index = int(where[len("rules[") : -1])
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "function-after"})
+
+
+def _with_rule_name(data: Mapping[str, Any], where: str, index: int) -> str:
     rules = data.get("rules")
     if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], dict):
         name = rules[index].get("name")

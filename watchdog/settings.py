@@ -139,8 +139,13 @@ def load_settings() -> Settings:
     except SettingsError as exc:
         # Raised for credential files that cannot be read as text; never quote them.
         cause = exc.__cause__ or exc
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"/{field.group(1)}" if field else ""
         raise ConfigError(
-            [f"credentials: {credentials}: cannot read a credential: {type(cause).__name__}"]
+            [
+                f"credentials: {credentials}{name}: cannot read it as text "
+                f"({type(cause).__name__}); is it an encrypted credential?"
+            ]
         ) from None
     except ValidationError as exc:
         problems = []

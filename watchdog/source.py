@@ -211,7 +211,7 @@ class LiveCountSource:
     ) -> SourceError:
         status = response.status_code
         detail = f"HTTP {status}"
-        excerpt = self._redact(_excerpt(response))
+        excerpt = _excerpt(response, redact=self._redact)
         if excerpt:
             detail = f"{detail}: {excerpt}"
         if status in (401, 403):
@@ -290,7 +290,7 @@ def _json_type(python_type: str) -> str:
     }.get(python_type, python_type)
 
 
-def _excerpt(response: httpx.Response) -> str:
+def _excerpt(response: httpx.Response, *, redact: Callable[[str], str]) -> str:
     """A short human hint from an error body: FastAPI's `detail`, or plain text, else ''.
 
     HTML error pages from proxies are skipped: their first 200 characters say nothing.
@@ -304,7 +304,8 @@ def _excerpt(response: httpx.Response) -> str:
             text = ""
     elif media_type == "text/plain":
         text = response.text
-    text = " ".join(text.split())
+    # Redact before cutting: a key straddling the cut would no longer match whole.
+    text = " ".join(redact(text).split())
     if len(text) > _DETAIL_EXCERPT_CHARS:
         text = text[: _DETAIL_EXCERPT_CHARS - 1] + "…"
     return text
