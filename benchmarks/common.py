@@ -95,8 +95,10 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def progress(message: str) -> None:
-    """Where a benchmark stands, on stderr (stdout carries the results)."""
-    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+    """Where a benchmark stands, on stderr (stdout carries the results), with the load."""
+    load = os.getloadavg()[0]
+    stamp = f"{datetime.now(UTC):%H:%M:%S} load {load:.2f}"
+    print(f"[bench {stamp}] {message}", file=sys.stderr, flush=True)
 
 
 def machine() -> dict[str, str]:
@@ -132,6 +134,7 @@ def machine() -> dict[str, str]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "sqlite": sqlite,
         "os": f"{platform.system()} {platform.release()}",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 

@@ -14,7 +14,7 @@ import math
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -241,12 +241,12 @@ _ENV = (
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A clean environment with a state directory; yields the rules file path to write."""
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WATCHDOG_STATE_DIR", str(tmp_path / "state"))
-    yield tmp_path / "rules.toml"
+    return tmp_path / "rules.toml"
 
 
 def check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

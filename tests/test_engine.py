@@ -389,7 +389,7 @@ NO_DATA_CASES = [
         [("firing", ND, "support", 221), ("firing", ND, "sales", 221)],
     ),
     (
-        "failing-workspace-suppresses-agents",
+        "failing-workspace-does-not-hide-agents-quiet-long-before",
         [
             sample(0, 1, "support"),
             sample(0, 1, "sales"),
@@ -399,7 +399,19 @@ NO_DATA_CASES = [
             (130, 5),
             tick(135),
         ],
-        [("firing", ND, "support", 135), ("firing", ND, "sales", 135)],
+        [("firing", ND, "support", 120), ("firing", ND, "sales", 120)],
+    ),
+    (
+        "failing-workspace-hides-agents-that-went-quiet-with-it",
+        [
+            sample(0, 1, "support"),
+            sample(0, 1, "sales"),
+            (5, 5),
+            fail(100, immediate=False),
+            tick(120),
+            tick(125),
+        ],
+        [("firing", ND, W, 125)],
     ),
     (
         "stale-agent-while-workspace-fine",
@@ -663,11 +675,6 @@ def test_restored_alert_of_a_removed_rule_does_not_linger() -> None:
     assert engine.record("gone", W) is None
 
 
-@pytest.mark.xfail(
-    reason="BUG: an alert restored for a removed rule resolves under the no-data severity "
-    "(AlertRecord does not keep the rule's severity, and the new config has no such rule)",
-    strict=True,
-)
 def test_restored_alert_of_a_removed_rule_resolves_with_its_severity() -> None:
     """The resolution of a removed rule's restored alert keeps that rule's severity."""
     old = config(threshold('above = 1\nseverity = "info"', name="gone"))

@@ -150,6 +150,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
     by_name = {rule.name: rule for rule in scenario.rules}
     out: list[tuple[str, str, str, datetime]] = []
     stale_after = timedelta(seconds=scenario.stale_after)
+    poll_interval = timedelta(seconds=1)  # the poll_interval of the generated config
 
     def end(key: tuple[str, str], at: datetime) -> None:
         phase, _since = state.pop(key)
@@ -164,10 +165,18 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
             reference_time = max(reference_time, workspace_back[-1])
         if not force and at - reference_time < stale_after:
             return
-        # One message for one outage: while the workspace itself is failing (its latest
-        # poll failed, or its no-data fires), agents raise no no-data of their own.
-        if series != WORKSPACE and (failing[WORKSPACE] or (NO_DATA_RULE, WORKSPACE) in state):
-            return
+        # One message for one outage: while the workspace's no-data fires, or while the
+        # workspace is failing too and went quiet no earlier than this series (within a
+        # poll interval), agents raise no no-data of their own.
+        if series != WORKSPACE:
+            if (NO_DATA_RULE, WORKSPACE) in state:
+                return
+            if failing[WORKSPACE]:
+                ws_good, own_good = last_good[WORKSPACE], last_good[series]
+                if ws_good is None:
+                    return
+                if own_good is not None and ws_good <= own_good + poll_interval:
+                    return
         state[(NO_DATA_RULE, series)] = ("firing", at)
         out.append(("firing", NO_DATA_RULE, series, at))
 

@@ -983,7 +983,11 @@ SCOPE_CRASH = {"rules": [{"name": "r", "kind": "threshold", "above": 1, "scope":
 @example(data=SCOPE_CRASH, overrides={})
 @given(
     data=documents,
-    overrides=st.dictionaries(st.sampled_from(KEYS[29:]), st.sampled_from(WORDS), max_size=2),
+    overrides=st.dictionaries(
+        st.sampled_from(KEYS[29:]) | st.text(max_size=5),
+        st.sampled_from([*WORDS, "²", "٣", "08"]) | st.text(max_size=6),
+        max_size=2,
+    ),
 )
 def test_generated_documents_raise_only_config_error(
     data: dict[str, object], overrides: dict[str, str]

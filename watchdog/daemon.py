@@ -51,6 +51,8 @@ FULL_RESOLUTION_FOR = timedelta(hours=1)
 """Samples younger than this (or than the longest change window) are all kept."""
 THINNED_RESOLUTION = timedelta(minutes=1)
 """Older samples are thinned to one per series per minute."""
+CLOCK_JUMP = timedelta(seconds=5)
+"""A disagreement between wall and monotonic time this large is a clock being set."""
 STOP_GRACE_SECONDS = 3.0
 """On stop, how long an in-flight Slack call may take to finish and be recorded."""
 
@@ -111,6 +113,7 @@ class Daemon:
         self._last_prune = clock.monotonic()
         self._overruns = 0
         self._last_overrun_log = float("-inf")
+        self._wall_at, self._mono_at = clock.now(), clock.monotonic()
         self.pinger = LivenessPinger(
             self._sd,
             max_silence=3 * config.watchdog.poll_interval.total_seconds() + 30,
@@ -255,6 +258,7 @@ class Daemon:
             self._log.debug("poll.skipped", series=name, reason="rate limited (Retry-After)")
             return
         began = self._clock.monotonic()
+        self._check_clock()
         try:
             sample = await self._source.poll(name, agent_id)
         except SourceError as exc:
@@ -301,9 +305,20 @@ class Daemon:
     async def _ticker(self) -> None:
         while not self._stop.is_set():
             await self._clock.sleep(TICK_SECONDS)
+            self._check_clock()
             transitions = self._engine.tick(self._clock.now())
             if transitions:
                 self._commit(transitions)
+
+    def _check_clock(self) -> None:
+        """Notice the wall clock being set (NTP step, operator) and tell the engine."""
+        wall, mono = self._clock.now(), self._clock.monotonic()
+        expected = self._wall_at + timedelta(seconds=mono - self._mono_at)
+        self._wall_at, self._mono_at = wall, mono
+        jump = wall - expected
+        if abs(jump) >= CLOCK_JUMP:
+            self._log.warning("clock.jumped", by_seconds=round(jump.total_seconds(), 3))
+            self._engine.shift(jump)
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         if seconds <= 0 or self._stop.is_set():
@@ -376,6 +391,7 @@ class Daemon:
                     last_count=t.count,
                     last_notified=None,
                     condition=t.condition,
+                    severity=t.severity,
                 )
             unsaved.alerts[(t.rule, t.series)] = record
             if t.kind.notifies:

@@ -35,12 +35,20 @@ from typing import Literal
 
 import structlog
 
-from watchdog.errors import NotifyError
+from watchdog.errors import NotifyError, StateError
 from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
 from watchdog.store import OutboxEntry, Store
 
 __all__ = ["Backoff", "OutboxWorker"]
+
+
+STATE_RETRY_SECONDS = 5.0
+"""After the store refused a write, wait this long before delivering again."""
+MAX_RETRY_AFTER = 900.0
+"""Slack's Retry-After is honoured up to 15 minutes."""
+MAX_WAIT = timedelta(seconds=MAX_RETRY_AFTER + 60)
+"""No entry ever waits longer; a longer wait means the wall clock was set back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +120,7 @@ class OutboxWorker:
         channel's pace (0.0 if one already is).
         """
         now = self._now()
-        ready = [h for h in self._store.outbox_heads(now) if self._ready_at(h) <= now]
+        ready = [h for h in self._store.outbox_heads() if self._ready_at(h, now) <= now]
         for entry in ready:
             self._last_send[entry.channel] = now
         originals = [self._original(entry) for entry in ready]
@@ -132,14 +140,19 @@ class OutboxWorker:
 
         Between rounds it waits for the earliest of: the next due entry, `wake`, `stop`.
         An attempt already in flight is finished (and recorded) before stopping, so a
-        message Slack accepted is not sent again after the restart. Notifier failures of
-        any kind never end the loop; a `StateError` from the store does, because without
-        the outbox there is nothing safe left to do.
+        message Slack accepted is not sent again after the restart. Neither notifier
+        failures nor a store that refuses writes (a full disk) end the loop: the entry
+        stays queued and is tried again.
         """
         while not stop.is_set():
             # Cleared before looking at the outbox: entries queued from here on set it again.
             wake.clear()
-            delay = await self.run_once()
+            try:
+                delay = await self.run_once()
+            except StateError as exc:
+                # Disk full or similar: nothing is lost (the entry stays queued); try again.
+                self._log.error("state.error", error=str(exc), during="delivery")
+                delay = STATE_RETRY_SECONDS
             if stop.is_set():
                 return
             await self._wait(delay, stop, wake)
@@ -186,7 +199,8 @@ class OutboxWorker:
             self._on_outcome("sent")
             return
         if outcome.recoverable:
-            retry_in = max(outcome.retry_after or 0.0, self._backoff.delay(attempt, self._random()))
+            retry_after = min(outcome.retry_after or 0.0, MAX_RETRY_AFTER)
+            retry_in = max(retry_after, self._backoff.delay(attempt, self._random()))
             self._store.mark_retry(
                 entry.id,
                 attempts=attempt,
@@ -204,17 +218,26 @@ class OutboxWorker:
 
     # --- waiting ---
 
-    def _ready_at(self, entry: OutboxEntry) -> datetime:
+    def _ready_at(self, entry: OutboxEntry, now: datetime) -> datetime:
+        """When `entry` may be attempted: due, and clear of its channel's pace.
+
+        Both are wall-clock times (the schedule must survive restarts). If the wall
+        clock was set back, a retry would seem due far in the future: no wait is ever
+        longer than `MAX_WAIT`, so such an entry is due now, and so is the pace.
+        """
+        due = entry.next_attempt_at
+        if due - now > MAX_WAIT:
+            due = now
         last = self._last_send.get(entry.channel)
         if last is None:
-            return entry.next_attempt_at
-        return max(entry.next_attempt_at, last + self._pace)
+            return due
+        return max(due, min(last, now) + self._pace)
 
     def _wait_from(self, now: datetime) -> float | None:
         heads = self._store.outbox_heads()
         if not heads:
             return None
-        earliest = min(self._ready_at(entry) for entry in heads)
+        earliest = min(self._ready_at(entry, now) for entry in heads)
         return max(0.0, (earliest - now).total_seconds())
 
     async def _wait(self, delay: float | None, stop: asyncio.Event, wake: asyncio.Event) -> None:

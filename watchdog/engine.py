@@ -67,6 +67,7 @@ class _Instance:
     last_count: int | None
     last_notified: datetime | None
     condition: str
+    severity: Severity
 
     def record(self) -> AlertRecord:
         return AlertRecord(
@@ -78,6 +79,7 @@ class _Instance:
             last_count=self.last_count,
             last_notified=self.last_notified,
             condition=self.condition,
+            severity=self.severity,
         )
 
 
@@ -183,6 +185,7 @@ class Engine:
                 last_count=record.last_count,
                 last_notified=record.last_notified,
                 condition=record.condition,
+                severity=record.severity,
             )
         return self.reconfigure(self._config, self._started_at)
 
@@ -368,10 +371,8 @@ class Engine:
         stale_after = self._config.watchdog.stale_after
         if not force and now - reference < stale_after:
             return []
-        if series.name != WORKSPACE:
-            workspace = self._series[WORKSPACE]
-            if workspace.failure or (NO_DATA_RULE, WORKSPACE) in self._instances:
-                return []  # a workspace-wide outage: its own no-data alert covers it
+        if series.name != WORKSPACE and self._workspace_outage(series):
+            return []  # a workspace-wide outage: the workspace's no-data alert covers it
         if force:
             condition = f"no data: {series.failure}"
         else:
@@ -383,6 +384,43 @@ class Engine:
         out: list[Transition] = []
         self._fire(inst, now, out)
         return out
+
+    def _workspace_outage(self, series: _Series) -> bool:
+        """Whether `series` went quiet as part of an outage of the whole workspace.
+
+        True while the workspace's no-data fires, or while the workspace is failing too
+        and stopped answering no earlier than this series (within a poll interval). An
+        agent dead for hours is not hidden by one failed workspace poll.
+        """
+        if (NO_DATA_RULE, WORKSPACE) in self._instances:
+            return True
+        workspace = self._series[WORKSPACE]
+        if not workspace.failure:
+            return False
+        if workspace.last_good is None:
+            return True
+        if series.last_good is None:
+            return False
+        return workspace.last_good <= series.last_good + self._config.watchdog.poll_interval
+
+    def shift(self, delta: timedelta) -> None:
+        """The wall clock was set by `delta`: move every remembered instant with it.
+
+        Durations (`for`, `stale_after`, change windows, repeats) then keep their
+        length across the jump instead of collapsing or stretching by `delta`.
+        """
+        self._started_at += delta
+        if self._workspace_back is not None:
+            self._workspace_back += delta
+        for series in self._series.values():
+            if series.last_good is not None:
+                series.last_good += delta
+            for window in series.windows.values():
+                window.samples = deque((at + delta, count) for at, count in window.samples)
+        for inst in self._instances.values():
+            inst.since += delta
+            if inst.last_notified is not None:
+                inst.last_notified += delta
 
     # -- instance lifecycle ---------------------------------------------------------
 
@@ -398,6 +436,7 @@ class Engine:
             last_count=count,
             last_notified=None,
             condition=condition,
+            severity=self._severity(rule),
         )
         self._instances[(rule, series)] = inst
         return inst
@@ -429,7 +468,7 @@ class Engine:
             kind=kind,
             rule=inst.rule,
             series=inst.series,
-            severity=self._severity(inst.rule),
+            severity=inst.severity,
             at=at,
             since=inst.since,
             count=count,

@@ -164,3 +164,4 @@ class AlertRecord:
     last_count: int | None
     last_notified: datetime | None
     condition: str
+    severity: Severity = Severity.WARNING

@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Final, Self
 
 from watchdog.errors import StateError
-from watchdog.model import AlertRecord, AlertState, MessageRef, Notification, Sample, TransitionKind
+from watchdog.model import (
+    AlertRecord,
+    AlertState,
+    MessageRef,
+    Notification,
+    Sample,
+    Severity,
+    TransitionKind,
+)
 
 __all__ = ["DeadLetter", "OutboxEntry", "Store"]
 
@@ -74,6 +82,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
             last_count INTEGER,
             last_notified INTEGER,
             condition TEXT NOT NULL,
+            severity TEXT NOT NULL DEFAULT 'warning',
             PRIMARY KEY (rule, series)
         ) WITHOUT ROWID""",
         """CREATE TABLE series (
@@ -355,13 +364,13 @@ class Store:
                     continue
                 conn.execute(
                     """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
-                                           last_notified, condition)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                                           last_notified, condition, severity)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (rule, series) DO UPDATE SET
                            alert_id = excluded.alert_id, state = excluded.state,
                            since = excluded.since, last_count = excluded.last_count,
                            last_notified = excluded.last_notified,
-                           condition = excluded.condition""",
+                           condition = excluded.condition, severity = excluded.severity""",
                     (
                         alert.rule,
                         alert.series,
@@ -371,6 +380,7 @@ class Store:
                         alert.last_count,
                         _opt_to_ms(alert.last_notified),
                         alert.condition,
+                        alert.severity.value,
                     ),
                 )
             for note in notifications:
@@ -394,7 +404,7 @@ class Store:
         with self._reading("loading alerts") as conn:
             rows = conn.execute(
                 """SELECT rule, series, alert_id, state, since, last_count, last_notified,
-                          condition
+                          condition, severity
                    FROM alerts ORDER BY rule, series"""
             ).fetchall()
         return [
@@ -407,8 +417,19 @@ class Store:
                 last_count=last_count,
                 last_notified=_opt_from_ms(last_notified),
                 condition=condition,
+                severity=Severity(severity),
             )
-            for rule, series, alert_id, state, since, last_count, last_notified, condition in rows
+            for (
+                rule,
+                series,
+                alert_id,
+                state,
+                since,
+                last_count,
+                last_notified,
+                condition,
+                severity,
+            ) in rows
         ]
 
     def message_ref(self, alert_id: str) -> MessageRef | None:
