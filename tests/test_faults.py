@@ -821,11 +821,6 @@ def test_messages_carry_the_jumped_wall_time(tmp_path: Path) -> None:
     assert_no_secrets(rig.audit.text, state_dir=rig.state_dir, slack=rig.slack)
 
 
-@pytest.mark.xfail(
-    reason="BUG: the outbox paces channels on wall time (_last_send = now()); after the wall "
-    "clock is set back 1 h, a channel that already had a message sends nothing for 1 h",
-    strict=True,
-)
 def test_wall_clock_set_back_does_not_hold_back_delivery(tmp_path: Path) -> None:
     """A resolution queued after the wall clock was set back 1 h is delivered at once."""
 
@@ -842,12 +837,6 @@ def test_wall_clock_set_back_does_not_hold_back_delivery(tmp_path: Path) -> None
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    reason="BUG: staleness is measured on wall time (now - last_good), so setting the wall "
-    "clock 1 h ahead fires a critical no-data alert ('no good poll for 1h') between two "
-    "good polls",
-    strict=True,
-)
 def test_wall_clock_set_ahead_raises_no_false_no_data(tmp_path: Path) -> None:
     """Setting the wall clock 1 h ahead while every poll succeeds raises no no-data alert."""
 
@@ -976,12 +965,6 @@ def test_full_disk_is_reported_polling_goes_on_and_the_database_stays_whole(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="BUG: a StateError in OutboxWorker.run (mark_delivered/mark_retry while the disk "
-    "is full) ends the worker task silently; the daemon keeps polling and committing but "
-    "never delivers again until restarted, and logs nothing about it",
-    strict=True,
-)
 def test_delivery_resumes_after_the_disk_has_room_again(tmp_path: Path) -> None:
     """A disk-full spell while recording a delivery does not stop delivery for good: once the
     disk has room the resolution is delivered (or the daemon exits so it can be restarted)."""

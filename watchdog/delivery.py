@@ -231,7 +231,9 @@ class OutboxWorker:
         last = self._last_send.get(entry.channel)
         if last is None:
             return due
-        return max(due, min(last, now) + self._pace)
+        if last > now:  # set back: pace from the last send as if it had just happened
+            last = self._last_send[entry.channel] = now
+        return max(due, last + self._pace)
 
     def _wait_from(self, now: datetime) -> float | None:
         heads = self._store.outbox_heads()
