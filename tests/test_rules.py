@@ -472,11 +472,6 @@ def test_several_semantic_problems_in_one_file_are_all_reported() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    reason="BUG: semantic checks only run once every type check passed, so a file with "
-    "a type problem hides its semantic problems (not 'every problem at once')",
-    strict=True,
-)
 def test_type_and_semantic_problems_are_reported_together() -> None:
     """A wrong key in one rule does not hide a duplicate name in another."""
     text = (

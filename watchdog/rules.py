@@ -7,9 +7,10 @@ environment or secrets: overrides from `WATCHDOG_*` variables are passed in by `
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from functools import cached_property
@@ -25,6 +26,7 @@ from pydantic import (
     PrivateAttr,
     StrictInt,
     StrictStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -355,11 +357,20 @@ def _message(error: Mapping[str, Any]) -> str:
     return message
 
 
-def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
-    """Checks across fields and sections, as (location, message) pairs."""
+def _semantic_problems(
+    watchdog: WatchdogSection | None,
+    agents: Sequence[tuple[int, Agent]],
+    rules: Sequence[tuple[int, ThresholdRule | ChangeRule]],
+    known_agents: set[str],
+) -> list[tuple[str, str]]:
+    """Checks across fields and sections, as (location, message) pairs.
+
+    Runs on whatever parts of the file passed the type checks, so a file with a type
+    problem still gets its other problems reported in the same pass.
+    """
     problems: list[tuple[str, str]] = []
     agent_names: set[str] = set()
-    for i, agent in enumerate(parsed.agents):
+    for i, agent in agents:
         where = f"agents[{i}] ({_printable(agent.name)})"
         if agent.name in agent_names:
             problems.append((f"{where}.name", "duplicate agent name"))
@@ -370,15 +381,15 @@ def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
         if not agent.id.strip():
             problems.append((f"{where}.id", "must not be empty"))
         agent_names.add(agent.name)
-    w = parsed.watchdog
-    if w.poll_interval < timedelta(milliseconds=100):
+    w = watchdog
+    if w is not None and w.poll_interval < timedelta(milliseconds=100):
         problems.append(("watchdog.poll_interval", "must be at least 100ms"))
-    if w.stale_after < w.poll_interval:
+    if w is not None and w.stale_after < w.poll_interval:
         problems.append(("watchdog.stale_after", "must be at least poll_interval"))
-    if w.timeout <= timedelta(0):
+    if w is not None and w.timeout <= timedelta(0):
         problems.append(("watchdog.timeout", "must be more than 0s"))
     seen: set[str] = set()
-    for i, rule in enumerate(parsed.rules):
+    for i, rule in rules:
         where = f"rules[{i}] ({_printable(rule.name)})"
         if rule.name in seen:
             problems.append((f"{where}.name", "duplicate rule name"))
@@ -391,7 +402,7 @@ def _semantic_problems(parsed: _ConfigFile) -> list[tuple[str, str]]:
         if not scope:
             problems.append((f"{where}.scope", "must name at least one series"))
         for name in scope:
-            if name not in (WORKSPACE, "*") and name not in agent_names:
+            if name not in (WORKSPACE, "*") and name not in known_agents:
                 problems.append((f"{where}.scope", f"unknown series {name!r}: not an agent name"))
         if isinstance(rule, ThresholdRule):
             problems.extend(_threshold_problems(where, rule))
@@ -478,6 +489,12 @@ def parse_config(
         for key, value in overrides.items():
             numeric = key == "concurrency" and value.isascii() and value.isdigit()
             section[key] = int(value) if numeric else value
+    raw_agents = data.get("agents")
+    known_agents = {
+        a["name"]
+        for a in (raw_agents if isinstance(raw_agents, list) else [])
+        if isinstance(a, dict) and isinstance(a.get("name"), str)
+    }
     try:
         parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -490,8 +507,14 @@ def parse_config(
                 continue
             location = _loc(data, loc)
             problems.append(f"{source}: {location}: {_message(error)}")
+        watchdog, agents, rules = _valid_parts(data)
+        for location, message in _semantic_problems(watchdog, agents, rules, known_agents):
+            problems.append(f"{source}: {location}: {message}")
         raise ConfigError(problems) from None
-    for location, message in _semantic_problems(parsed):
+    semantic = _semantic_problems(
+        parsed.watchdog, list(enumerate(parsed.agents)), list(enumerate(parsed.rules)), known_agents
+    )
+    for location, message in semantic:
         problems.append(f"{source}: {location}: {message}")
     if problems:
         raise ConfigError(problems)
@@ -503,6 +526,33 @@ def parse_config(
         rules=tuple(parsed.rules),
         scopes=_expand_scopes(parsed),
     )
+
+
+_RULE: TypeAdapter[ThresholdRule | ChangeRule] = TypeAdapter(Rule)
+
+
+def _valid_parts(
+    data: Mapping[str, Any],
+) -> tuple[
+    WatchdogSection | None,
+    list[tuple[int, Agent]],
+    list[tuple[int, ThresholdRule | ChangeRule]],
+]:
+    """The sections and items of a file that failed validation which are valid alone."""
+    try:
+        watchdog: WatchdogSection | None = WatchdogSection.model_validate(data.get("watchdog", {}))
+    except ValidationError:
+        watchdog = None
+    agents: list[tuple[int, Agent]] = []
+    rules: list[tuple[int, ThresholdRule | ChangeRule]] = []
+    raw_agents, raw_rules = data.get("agents"), data.get("rules")
+    for i, raw in enumerate(raw_agents if isinstance(raw_agents, list) else []):
+        with contextlib.suppress(ValidationError):
+            agents.append((i, Agent.model_validate(raw)))
+    for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
+        with contextlib.suppress(ValidationError):
+            rules.append((i, _RULE.validate_python(raw)))
+    return watchdog, agents, rules
 
 
 def load_config(path: Path, *, overrides: Mapping[str, str] | None = None) -> Config:
