@@ -436,7 +436,7 @@ def test_rate_limited_series_is_not_polled_before_retry_after(
 def test_without_slack_alerts_print_to_the_console(
     site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
 ) -> None:
-    """With no Slack configured a warning is logged at start and alerts print to stdout."""
+    """With no Slack configured a warning is logged and alerts print to stderr (stdout is JSON)."""
     with site(HIGH, with_slack=False).run() as daemon:
         (warning,) = daemon.find("notify.console")
         assert warning["level"] == "warning"
@@ -448,7 +448,8 @@ def test_without_slack_alerts_print_to_the_console(
         api.set_count(1)
         daemon.wait_for("notify.sent", kind="resolved")
         assert daemon.stop() == 0
-    printed = [line for line in daemon.stdout_lines if not line.startswith("{")]
+    assert all(line.startswith("{") for line in daemon.stdout_lines)  # jq-able audit log
+    printed = daemon.stderr_lines
     assert any("FIRING" in line and "high · workspace" in line for line in printed)
     assert any("RESOLVED" in line and "high · workspace" in line for line in printed)
     assert not slack.attempts

@@ -257,7 +257,8 @@ def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifie
         return SlackBotNotifier(settings.slack_bot_token, api_url=settings.slack_api_url), None
     if settings.slack_webhook_url is not None:
         return SlackWebhookNotifier(settings.slack_webhook_url), "webhook"
-    return ConsoleNotifier(stream or sys.stdout), "console"
+    # stderr: stdout carries the JSON audit log, which must stay parseable line by line.
+    return ConsoleNotifier(stream or sys.stderr), "console"
 
 
 def _cmd_poll(args: argparse.Namespace) -> int:
