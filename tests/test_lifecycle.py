@@ -469,3 +469,23 @@ def test_sighup_keeps_alerts_of_unchanged_rules(
     (post,) = slack.top_level()
     assert alert_of(post) == firing["alert_id"]
     assert len(slack.updates(post.ts)) == 1
+
+
+def test_second_daemon_on_the_same_state_is_refused(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """A second `run` on a state directory in use exits 1 naming the running pid."""
+    here = site(HIGH)
+    with here.run() as first:
+        first.wait_for("poll.ok")
+        second = here.cli("run", "--config", str(here.config))
+        assert second.returncode == 1
+        assert first.proc is not None
+        assert f"another watchdog (pid {first.proc.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.proc.poll() is None
+        first.kill()
+    # The kernel drops the lock with the killed process: a new daemon starts at once.
+    with here.run() as third:
+        third.wait_for("poll.ok")
+        assert third.stop() == 0

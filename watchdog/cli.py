@@ -25,7 +25,7 @@ from watchdog.errors import ConfigError, InputError, SourceError, StateError, Wa
 from watchdog.model import WORKSPACE, AlertState
 from watchdog.rules import Config, load_config, summarize
 from watchdog.settings import Settings, load_settings
-from watchdog.store import Store
+from watchdog.store import Store, writer_lock
 
 if TYPE_CHECKING:
     from watchdog.notify import Notifier
@@ -169,18 +169,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _require_key(settings)
     configure_logging(level=settings.watchdog_log_level, secrets=settings.secrets())
     log = get_logger()
-    store = _open_store(settings)
-    log.info(
-        Event.CONFIG_LOADED,
-        source=config.source,
-        rules=len(config.rules),
-        agents=len(config.agents),
-        state=str(store.path),
-    )
-    try:
-        asyncio.run(_run(settings, config, store, args))
-    finally:
-        store.close()
+    with writer_lock(settings.state_dir):
+        store = _open_store(settings)
+        log.info(
+            Event.CONFIG_LOADED,
+            source=config.source,
+            rules=len(config.rules),
+            agents=len(config.agents),
+            state=str(store.path),
+        )
+        try:
+            asyncio.run(_run(settings, config, store, args))
+        finally:
+            store.close()
     return EXIT_OK
 
 

@@ -282,7 +282,9 @@ class Daemon:
             self._commit(transitions)
 
     def _poll_failed(self, name: str, exc: SourceError, took: float) -> None:
-        self._log.warning(
+        # A rejected key stops all monitoring until someone acts: say so at error level.
+        level = "error" if exc.failure is PollFailure.REJECTED_KEY else "warning"
+        getattr(self._log, level)(
             Event.POLL_FAILED,
             series=name,
             reason=exc.failure.value,

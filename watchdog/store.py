@@ -25,6 +25,7 @@ Other processes (a replay, an inspection CLI) may read the file concurrently tha
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -49,7 +50,7 @@ from watchdog.model import (
     TransitionKind,
 )
 
-__all__ = ["DeadLetter", "OutboxEntry", "Store"]
+__all__ = ["DeadLetter", "OutboxEntry", "Store", "writer_lock"]
 
 DB_FILENAME: Final = "watchdog.db"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -717,3 +718,36 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             if conn.in_transaction:
                 conn.rollback()
             raise
+
+
+@contextmanager
+def writer_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory for one daemon: a second `run` on it would post twice.
+
+    An advisory `flock` on `watchdog.lock`, released by the kernel when the process dies
+    (even by SIGKILL), so a crash never leaves a stale lock behind.
+    """
+    path = state_dir / "watchdog.lock"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create the lock file: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise StateError(
+                f"{state_dir}: another watchdog (pid {holder}) is running with this state "
+                "directory; stop it first or give this one its own WATCHDOG_STATE_DIR"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
