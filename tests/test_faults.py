@@ -1022,7 +1022,7 @@ def test_unusable_state_refuses_to_start_with_a_clear_error(tmp_path: Path, how:
         Store.open(db).close()
         (state / "watchdog.db-wal").mkdir()
         named = db
-    before = sorted((p.relative_to(state), p.is_dir(), _digest(p)) for p in state.rglob("*"))
+    before = _snapshot(state)
     rules = write_rules(tmp_path / "rules.toml", ONE_RULE)
     env = daemon_env(state, api_url="http://127.0.0.1:9", slack_api_url="http://127.0.0.1:9")
     began = time.monotonic()
@@ -1035,13 +1035,22 @@ def test_unusable_state_refuses_to_start_with_a_clear_error(tmp_path: Path, how:
     assert not daemon.find("daemon.started")
     (line,) = stderr.splitlines()
     assert line.startswith(f"{named}: ")
-    after = sorted((p.relative_to(state), p.is_dir(), _digest(p)) for p in state.rglob("*"))
-    assert after == before
+    assert _snapshot(state) == before
     assert_no_secrets(stdout, stderr)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+def _snapshot(state: Path) -> list[tuple[Path, bool, str]]:
+    """Every path under the state directory with its content hash, but the daemon's lock
+    file (its pid, rewritten by every start; see `watchdog.store.writer_lock`)."""
+    return sorted(
+        (
+            path.relative_to(state),
+            path.is_dir(),
+            hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "",
+        )
+        for path in state.rglob("*")
+        if path.name != "watchdog.lock"
+    )
 
 
 # -- the operator: SIGHUP storms ----------------------------------------------------------------
