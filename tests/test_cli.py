@@ -971,3 +971,26 @@ def test_check_odd_bytes_in_a_subprocess(state: Path, tmp_path: Path, content: b
     lines = problem(cli("check", "--config", str(path), env=base_env(state)))
     assert lines
     assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+def test_embedded_example_rules_match_the_documented_file() -> None:
+    """The demo's embedded rules are byte for byte the rules.example.toml at the root."""
+    embedded = ROOT / "watchdog" / "data" / "rules.example.toml"
+    assert embedded.read_bytes() == (ROOT / "rules.example.toml").read_bytes()
+
+
+def test_output_into_a_closed_pipe_is_not_a_traceback(state: Path) -> None:
+    """`watchdog check | head -1` ends quietly when the reader goes away."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watchdog", "check", "--config", str(ROOT / "rules.example.toml")],
+        env=base_env(state),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before anything is read
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "Traceback" not in err
