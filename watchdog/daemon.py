@@ -51,6 +51,8 @@ FULL_RESOLUTION_FOR = timedelta(hours=1)
 """Samples younger than this (or than the longest change window) are all kept."""
 THINNED_RESOLUTION = timedelta(minutes=1)
 """Older samples are thinned to one per series per minute."""
+SPREAD_SHARE = 0.8
+"""Polls of a cycle start within this share of the interval, leaving room for answers."""
 CLOCK_JUMP = timedelta(seconds=5)
 """A disagreement between wall and monotonic time this large is a clock being set."""
 STOP_GRACE_SECONDS = 3.0
@@ -214,6 +216,7 @@ class Daemon:
             interval = self.config.watchdog.poll_interval.total_seconds()
             await self._cycle(spread=not first, started=started, interval=interval)
             self._flush()
+            self._check_clock()
             self._commit(self._engine.tick(self._clock.now()))
             self._cycles += 1
             self.pinger.progress()
@@ -242,18 +245,30 @@ class Daemon:
             await self._sleep_or_stop(started + interval - self._clock.monotonic())
 
     async def _cycle(self, *, spread: bool, started: float, interval: float) -> None:
-        series = self.config.series
-        step = interval / len(series) if spread else 0.0
-        async with asyncio.TaskGroup() as group:
-            for index, (name, agent_id) in enumerate(series):
-                group.create_task(self._poll_one(name, agent_id, started + index * step))
+        """Poll every series once, in groups of `concurrency` spread over the interval.
 
-    async def _poll_one(self, name: str, agent_id: str | None, due: float) -> None:
+        Groups rather than single polls: one wake-up per group instead of one per
+        series (cheaper at 1,000 agents), while the API still sees an even load. The
+        groups start within SPREAD_SHARE of the interval, so the last answers arrive
+        before the next cycle is due.
+        """
+        series = self.config.series
+        size = self.config.watchdog.concurrency
+        groups = [series[i : i + size] for i in range(0, len(series), size)]
+        step = interval * SPREAD_SHARE / len(groups) if spread else 0.0
+        async with asyncio.TaskGroup() as tasks:
+            for index, group in enumerate(groups):
+                tasks.create_task(self._poll_group(group, started + index * step))
+
+    async def _poll_group(self, group: Sequence[tuple[str, str | None]], due: float) -> None:
         wait = due - self._clock.monotonic()
         if wait > 0:
             await self._sleep_or_stop(wait)
         if self._stop.is_set():
             return
+        await asyncio.gather(*(self._poll_one(name, agent_id) for name, agent_id in group))
+
+    async def _poll_one(self, name: str, agent_id: str | None) -> None:
         if self._blocked_until.get(name, 0.0) > self._clock.monotonic():
             self._log.debug("poll.skipped", series=name, reason="rate limited (Retry-After)")
             return
@@ -273,6 +288,9 @@ class Daemon:
             # against an unreachable API is slow but alive; only a hung loop stops pinging.
             self.pinger.progress()
         took = self._clock.monotonic() - began
+        # The sample is stamped on the wall clock as it is now: the engine must have
+        # seen any jump before it sees the sample.
+        self._check_clock()
         self._log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
         if self._metrics is not None:
             self._metrics.poll_ok(sample, took)
@@ -298,6 +316,7 @@ class Daemon:
             pause = exc.retry_after or self.config.watchdog.poll_interval.total_seconds()
             self._blocked_until[name] = self._clock.monotonic() + pause
         reason = exc.failure.value if not exc.detail else f"{exc.failure.value}: {exc.detail}"
+        self._check_clock()
         transitions = self._engine.poll_failed(
             name, self._clock.now(), reason, immediate=exc.failure.immediate
         )
