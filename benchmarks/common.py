@@ -177,6 +177,9 @@ class ChildProcess(DaemonProcess):
             self._threads.append(thread)
         return self
 
+    def __enter__(self) -> ChildProcess:
+        return self
+
     @property
     def pid(self) -> int:
         assert self.proc is not None

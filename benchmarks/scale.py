@@ -8,14 +8,16 @@ channel per rule). Measured:
 
 * cycles: from the fake's request log, cycle k runs from the k-th workspace request to
   the last k-th answer of any series; every cycle after the first must end inside its
-  interval. `poll.cycle_overrun` events from the audit log are counted too.
+  interval, and the daemon must log no `poll.cycle_overrun` (its own measure, which also
+  counts the commit at the end of the cycle; the first overrun is always logged). The
+  spacing of cycle starts is shown too: it exceeds the interval when a cycle overran,
+  and by a few ms of event-loop jitter otherwise.
 * the most requests the fake ever had in flight, against the configured concurrency;
 * CPU (from /proc) over the steady state after the first cycle, and peak RSS (VmHWM);
-* the state database, two ways, each extrapolated to a week of polls: how much the
-  daemon's own file grew per answered poll during the steady state (follows whatever
-  the daemon writes, but over few cycles), and a generated history written through
-  `Store.apply` the way the daemon writes today (every sample of every series, one
-  transaction per batch, hourly pruning at the retention), with the same wobble.
+* the state database: a generated history written through the `Store` the way the
+  daemon writes it (see `generate_history`), with the same wobble, extrapolated from its
+  hourly growth to a week; and, for reference, how much the daemon's own file grew per
+  answered poll during the run (at full resolution: thinning only starts after an hour).
 
 The change rules use 1m and 2m windows so that they are evaluated within a run of a few
 minutes (the cost per evaluation does not depend on the window; see the engine benchmark).
@@ -52,6 +54,8 @@ from benchmarks.procstat import CpuMeter, memory
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import FakeSlack
 from tests.harness import API_KEY, SLACK_TOKEN, daemon_env, write_rules
+from watchdog.daemon import FULL_RESOLUTION_FOR, PRUNE_EVERY_SECONDS, THINNED_RESOLUTION
+from watchdog.engine import SPARKLINE_LENGTH
 from watchdog.model import Sample
 from watchdog.store import Store
 
@@ -62,10 +66,9 @@ API_LATENCY = 0.05
 CONCURRENCY = 8
 SPIKE, SPIKE_CYCLES, SPIKES_PER_CYCLE = 30, 3, 2
 CHANNELS = {"busy": "#scale-busy", "collapse": "#scale-collapse", "surge": "#scale-surge"}
-JITTER = 0.010  # how late a cycle's first request may leave without the cycle overrunning
 WEEK = timedelta(days=7)
 RETENTION = timedelta(days=7)
-PRUNE_EVERY = timedelta(hours=1)
+WINDOWS = (timedelta(minutes=1), timedelta(minutes=2))  # of the collapse and surge rules
 
 
 def agent_ids() -> list[tuple[str, str]]:
@@ -88,7 +91,7 @@ channel = "{CHANNELS["busy"]}"
 name = "collapse"
 kind = "change"
 scope = {scope}
-window = "1m"
+window = "{WINDOWS[0].seconds}s"
 drop_pct = 50
 min_base = 5
 channel = "{CHANNELS["collapse"]}"
@@ -97,7 +100,7 @@ channel = "{CHANNELS["collapse"]}"
 name = "surge"
 kind = "change"
 scope = {scope}
-window = "2m"
+window = "{WINDOWS[1].seconds}s"
 rise = 15
 channel = "{CHANNELS["surge"]}"
 """
@@ -161,13 +164,16 @@ class Run:
     cycle_durations: list[float]
     cycle_starts: list[float]
     max_in_flight: int
-    requests: int
     db_growth: int = 0  # bytes the state database grew by during the window
     polls_answered: int = 0  # good answers the fake sent during the window
 
 
 def _cycles(api: FakeElevenLabs, since: float, until: float) -> tuple[list[float], list[float]]:
-    """Durations and start times of complete cycles (after the first) in [since, until]."""
+    """Durations and start times of complete cycles (after the first) in [since, until].
+
+    Every cycle polls every series once, so the k-th answer to each series belongs to
+    cycle k (this holds while no poll fails; the run reports poll failures).
+    """
     starts = [r.at for r in api.requests if "agent_id" not in r.query]
     answers: dict[str | None, list[float]] = defaultdict(list)
     for response in api.responses:
@@ -216,7 +222,6 @@ def _measure(
         cycle_durations=durations,
         cycle_starts=starts,
         max_in_flight=api.max_in_flight,
-        requests=len(api.requests),
         db_growth=size1 - size0,
         polls_answered=answered,
     )
@@ -276,7 +281,7 @@ def _ours(seconds: float) -> Ours:
         spacings = [slack.min_spacing(channel) for channel in CHANNELS.values()]
         measured = [s for s in spacings if s is not None]
         db_bytes = sum(p.stat().st_size for p in state.iterdir() if p.name.startswith(db.name))
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             (samples,) = conn.execute("SELECT COUNT(*) FROM samples").fetchone()
             (outbox,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
         return Ours(
@@ -321,22 +326,55 @@ def _naive(seconds: float) -> Run:
     return run
 
 
-def history_bytes_per_sample(hours: float) -> tuple[float, list[tuple[float, float]], float]:
-    """Write `hours` of 1,001-series history through `Store.apply`, as the daemon does.
+@dataclass
+class History:
+    """A generated history: database size at each hour, and how fast it was written."""
 
-    One apply per poll cycle would cost one fsync per cycle; the rows and their order are
-    the same with 40 cycles per apply, which is what makes generating hours quick. Prunes
-    every hour at the retention, like the daemon. Returns bytes per sample at the end,
-    (hours, bytes per sample) checkpoints along the way, and samples written per second.
+    sizes: list[tuple[float, int]]  # (hours written, bytes)
+    samples_per_second: float
+
+    def per_hour(self) -> float:
+        """Bytes the file grows by per hour over the later half (the last hour if short)."""
+        hours, size = self.sizes[-1]
+        span = hours / 2 if hours >= 8 else 1.0
+        earlier = min(self.sizes, key=lambda point: abs(point[0] - (hours - span)))
+        return (size - earlier[1]) / (hours - earlier[0])
+
+    def week_bytes(self) -> float:
+        """Size after a week: the last size plus that hourly growth until the week is full.
+
+        The full-resolution horizon and the thinning lag reach a steady state within a few
+        hours; from then on the file grows by the same amount each hour until `retention`
+        starts deleting, so a straight line from the later half gives the week's size.
+        """
+        hours, size = self.sizes[-1]
+        week_hours = WEEK / timedelta(hours=1)
+        return size + self.per_hour() * max(0.0, week_hours - hours)
+
+
+def generate_history(hours: float) -> History:
+    """Write `hours` of 1,001-series history through `Store`, as the daemon does.
+
+    This mirrors the daemon's write policy as of this writing: `Daemon._flush` stores
+    every good sample; `Daemon._prune`, hourly, deletes what is older than the retention
+    and thins samples older than the full-resolution horizon (the longest of the change
+    windows, the sparkline and `FULL_RESOLUTION_FOR`) to one per `THINNED_RESOLUTION`. If
+    that policy changes, change this to match. One apply per poll cycle would cost one
+    fsync per cycle; the rows and their order are the same with 40 cycles per apply, which
+    is what makes generating hours quick.
     """
     names = ["workspace", *(name for name, _ in agent_ids())]
     cycles = int(hours * 3600 / INTERVAL)
     per_apply = 40
+    step = timedelta(seconds=INTERVAL)
+    sparkline = step * (SPARKLINE_LENGTH + 1)
+    full = max(*WINDOWS, sparkline, FULL_RESOLUTION_FOR)
+    prune_every = timedelta(seconds=PRUNE_EVERY_SECONDS)
     start = datetime(2025, 1, 6, tzinfo=UTC)
     rng = random.Random(11)
     level = {name: rng.randint(3, 10) for name in names}
     count = dict(level)
-    checkpoints: list[tuple[float, float]] = []
+    sizes: list[tuple[float, int]] = []
     with tempfile.TemporaryDirectory(prefix="watchdog-bench-history-") as tmp:
         path = Path(tmp) / "watchdog.db"
         store = Store.open(path)
@@ -344,26 +382,28 @@ def history_bytes_per_sample(hours: float) -> tuple[float, list[tuple[float, flo
         began = time.perf_counter()
         batch: list[Sample] = []
         last_prune = start
-        written = 0
         for cycle in range(cycles):
-            at = start + cycle * timedelta(seconds=INTERVAL)
+            at = start + cycle * step
             for name in rng.sample(names, int(len(names) * WOBBLE_SHARE)):
                 count[name] = level[name] + rng.randint(-1, 1)
             batch.extend(Sample(name, at, count[name]) for name in names)
             if (cycle + 1) % per_apply == 0 or cycle == cycles - 1:
                 store.apply(samples=batch)
-                written += len(batch)
                 batch = []
-                if at - last_prune >= PRUNE_EVERY:
+                if at - last_prune >= prune_every:
                     store.prune_samples(at - RETENTION)
+                    store.thin_samples(
+                        after=at - full - 2 * prune_every,
+                        before=at - full,
+                        resolution=THINNED_RESOLUTION,
+                    )
                     last_prune = at
-            if (cycle + 1) % int(3 * 3600 / INTERVAL) == 0 or cycle == cycles - 1:
-                hours_so_far = written * INTERVAL / 3600 / len(names)
-                checkpoints.append((hours_so_far, _size(reader) / written))
-        rate = written / (time.perf_counter() - began)
+            if (cycle + 1) % int(3600 / INTERVAL) == 0:
+                sizes.append(((cycle + 1) * INTERVAL / 3600, _size(reader)))
+        rate = cycles * len(names) / (time.perf_counter() - began)
         reader.close()
         store.close()
-        return path.stat().st_size / written, checkpoints, rate
+        return History(sizes, rate)
 
 
 def _size(conn: sqlite3.Connection) -> int:
@@ -376,16 +416,17 @@ def _size(conn: sqlite3.Connection) -> int:
 def run(quick: bool) -> list[Figure]:
     seconds = 45.0 if quick else 150.0
     naive_seconds = 30.0 if quick else 90.0
-    history_hours = 3.0 if quick else 24.0
+    history_hours = 4.0 if quick else 24.0
     progress(f"{NAME}: watchdog, {AGENTS} agents + workspace, {seconds:.0f}s of steady state")
     ours = _ours(seconds)
     progress(f"{NAME}: naive baseline, {naive_seconds:.0f}s of steady state")
     naive = _naive(naive_seconds)
     progress(f"{NAME}: writing {history_hours:g}h of history through Store.apply")
-    per_sample, checkpoints, rate = history_bytes_per_sample(history_hours)
+    history = generate_history(history_hours)
     series = AGENTS + 1
     week_samples = series * WEEK / timedelta(seconds=INTERVAL)
-    week_mb = per_sample * week_samples / 1e6
+    week_mb = history.week_bytes() / 1e6
+    shown = [point for point in history.sizes if point[0] in (1, 2, 3, 4, 6, 12, 18, 24)]
     run_ = ours.run
     live_per_poll = run_.db_growth / run_.polls_answered if run_.polls_answered else 0.0
     overruns = sum(int(str(e.get("overruns", 1))) for e in ours.overrun_events)
@@ -400,18 +441,18 @@ def run(quick: bool) -> list[Figure]:
             f"concurrency {CONCURRENCY}, {run_.cpu_window:.0f}s measured "
             f"({len(durations)} complete cycles after the first)",
         ),
-        Figure(
+        at_most(
             NAME,
-            "longest cycle, start to next start (an overrun delays the next start)",
-            f"{max(gaps, default=float('nan')):.3f} s",
-            f"<= {INTERVAL + JITTER:.3f} s ({INTERVAL:g} s + {JITTER * 1000:g} ms jitter)",
-            bool(gaps) and max(gaps) <= INTERVAL + JITTER,
+            "slowest cycle, first request to last answer",
+            max(durations, default=float("nan")),
+            INTERVAL,
+            "s",
+            ".3f",
         ),
         info(
             NAME,
-            "start-to-start median; first request to last answer median / max",
-            f"{median(gaps):.3f} s; {median(durations):.3f} / "
-            f"{max(durations, default=float('nan')):.3f} s",
+            "cycle start to next start: median / max (drift of the schedule)",
+            f"{median(gaps):.3f} / {max(gaps, default=float('nan')):.3f} s",
         ),
         Figure(
             NAME,
@@ -438,18 +479,19 @@ def run(quick: bool) -> list[Figure]:
             "daemon's own database after the run",
             f"{ours.db_bytes / 1e6:.2f} MB for {ours.db_samples:,} samples; grew "
             f"{run_.db_growth / 1e3:.0f} kB for {run_.polls_answered:,} polls in the window "
-            f"= {live_per_poll:.1f} B/poll -> {live_per_poll * week_samples / 1e6:.0f} MB/week",
+            f"= {live_per_poll:.1f} B/poll at full resolution (nothing is thinned yet)",
         ),
         info(
             NAME,
-            f"generated history: bytes/poll at {', '.join(f'{h:g}h' for h, _ in checkpoints)}",
-            ", ".join(f"{b:.1f}" for _, b in checkpoints)
-            + f" (Store.apply at {rate:,.0f} samples/s)",
+            "generated history: MB after " + ", ".join(f"{h:g}h" for h, _ in shown),
+            ", ".join(f"{b / 1e6:.1f}" for _, b in shown)
+            + f"; then {history.per_hour() / 1e6:.2f} MB/hour"
+            + f" (written at {history.samples_per_second:,.0f} samples/s)",
         ),
         below(
             NAME,
-            f"state database after a week ({week_samples / 1e6:.1f}M polls, from the "
-            f"{history_hours:g}h generated history)",
+            f"state database after a week ({week_samples / 1e6:.1f}M polls; extrapolated "
+            f"from {history_hours:g}h of generated history)",
             week_mb,
             500,
             "MB",
