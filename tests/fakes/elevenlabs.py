@@ -401,6 +401,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeElevenLabs/1.0"
     timeout = 30  # an idle keep-alive connection is closed after this long
+    # Headers and body go out in two sends: without this, Nagle holds the body for the
+    # client's delayed ACK and every keep-alive answer gains ~40 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
     @property
