@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +218,66 @@ def daemon_env(
         env["SLACK_BOT_TOKEN"] = SLACK_TOKEN
         env["SLACK_API_URL"] = slack_api_url
     return env
+
+
+# -- shared by the process-level tests ----------------------------------------------
+
+_ALERT_ID = re.compile(r"alert `([0-9a-f]{12})`")
+
+
+def rule(name: str, kind: str = "threshold", **fields: object) -> str:
+    """One `[[rules]]` table; a trailing underscore is dropped from keys (`for_` -> `for`)."""
+    lines = ["[[rules]]", f"name = {json.dumps(name)}", f"kind = {json.dumps(kind)}"]
+    lines += [f"{key.rstrip('_')} = {json.dumps(value)}" for key, value in fields.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One test's rules file, state directory and daemon environment, shared by restarts."""
+
+    config: Path
+    state: Path
+    env: dict[str, str]
+    options: dict[str, Any]
+
+    @contextmanager
+    def run(self) -> Iterator[DaemonProcess]:
+        """`watchdog run`, awaited until its loop started; killed on the way out if alive."""
+        with DaemonProcess(["run", "--config", str(self.config)], self.env).start() as daemon:
+            daemon.wait_for("daemon.started")
+            yield daemon
+
+    def rewrite(self, body: str) -> None:
+        """Replace the rules (same `[watchdog]` options), e.g. before a SIGHUP."""
+        write_rules(self.config, body, **self.options)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another `watchdog` command against the same settings and state."""
+        return subprocess.run(
+            [sys.executable, "-m", "watchdog", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """`watchdog status --json`, parsed."""
+        result = self.cli("status", "--json")
+        assert result.returncode == 0, result.stderr
+        report: dict[str, Any] = json.loads(result.stdout)
+        return report
+
+
+def at(event: dict[str, Any]) -> datetime:
+    """When the daemon logged `event`."""
+    return datetime.fromisoformat(event["timestamp"])
+
+
+def alert_of(call: Any) -> str | None:
+    """The alert id a firing card (or its resolved edit) names in its context block."""
+    match = _ALERT_ID.search(json.dumps(call.blocks, ensure_ascii=False))
+    return match.group(1) if match else None

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,42 +21,21 @@ import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs, status
 from tests.fakes.slack import Fail, FakeSlack, SlackCall, channel_id
-from tests.harness import API_KEY, SLACK_TOKEN, DaemonProcess, daemon_env, write_rules
+from tests.harness import (
+    API_KEY,
+    SLACK_TOKEN,
+    DaemonProcess,
+    Site,
+    alert_of,
+    at,
+    daemon_env,
+    rule,
+    write_rules,
+)
 
 pytestmark = pytest.mark.slow
 
-_ALERT_ID = re.compile(r"alert `([0-9a-f]{12})`")
-
-
-def rule(name: str, kind: str = "threshold", **fields: object) -> str:
-    """One `[[rules]]` table; a trailing underscore is dropped from keys (`for_` -> `for`)."""
-    lines = ["[[rules]]", f"name = {json.dumps(name)}", f"kind = {json.dumps(kind)}"]
-    lines += [f"{key.rstrip('_')} = {json.dumps(value)}" for key, value in fields.items()]
-    return "\n".join(lines) + "\n\n"
-
-
 HIGH = rule("high", above=5, severity="critical")
-
-
-@dataclass(frozen=True)
-class Site:
-    """One test's rules file, state directory and daemon environment."""
-
-    config: Path
-    state: Path
-    env: dict[str, str]
-    options: dict[str, Any]
-
-    @contextmanager
-    def run(self) -> Iterator[DaemonProcess]:
-        """`watchdog run`, awaited until its loop started; killed on the way out if alive."""
-        with DaemonProcess(["run", "--config", str(self.config)], self.env).start() as daemon:
-            daemon.wait_for("daemon.started")
-            yield daemon
-
-    def rewrite(self, body: str) -> None:
-        """Replace the rules (same `[watchdog]` options), e.g. before a SIGHUP."""
-        write_rules(self.config, body, **self.options)
 
 
 @pytest.fixture
@@ -85,17 +61,6 @@ def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[...,
         return Site(config, state, env, options)
 
     return make
-
-
-def at(event: dict[str, Any]) -> datetime:
-    """When the daemon logged `event`."""
-    return datetime.fromisoformat(event["timestamp"])
-
-
-def alert_of(call: SlackCall) -> str | None:
-    """The alert id a firing card (or its resolved edit) names in its context block."""
-    match = _ALERT_ID.search(json.dumps(call.blocks, ensure_ascii=False))
-    return match.group(1) if match else None
 
 
 def card(slack: FakeSlack, alert_id: str) -> SlackCall:

@@ -7,85 +7,32 @@ the audit log, awaiting events instead of sleeping.
 
 from __future__ import annotations
 
-import json
-import re
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
-from tests.fakes.slack import Fail, FakeSlack, SlackCall, channel_id
+from tests.fakes.slack import Fail, FakeSlack, channel_id
 from tests.harness import (
     API_KEY,
-    ROOT,
     SLACK_TOKEN,
     DaemonProcess,
+    Site,
+    alert_of,
+    at,
     daemon_env,
+    rule,
     write_rules,
 )
 
 pytestmark = pytest.mark.slow
 
-_ALERT_ID = re.compile(r"alert `([0-9a-f]{12})`")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def rule(name: str, kind: str = "threshold", **fields: object) -> str:
-    """One `[[rules]]` table; a trailing underscore is dropped from keys (`for_` -> `for`)."""
-    lines = ["[[rules]]", f"name = {json.dumps(name)}", f"kind = {json.dumps(kind)}"]
-    lines += [f"{key.rstrip('_')} = {json.dumps(value)}" for key, value in fields.items()]
-    return "\n".join(lines) + "\n\n"
-
-
 HIGH = rule("high", above=5, severity="critical")
-
-
-@dataclass(frozen=True)
-class Site:
-    """One test's rules file, state directory and daemon environment, shared by restarts."""
-
-    config: Path
-    state: Path
-    env: dict[str, str]
-    options: dict[str, Any]
-
-    @contextmanager
-    def run(self) -> Iterator[DaemonProcess]:
-        """`watchdog run`, awaited until its loop started; killed on the way out if alive."""
-        with DaemonProcess(["run", "--config", str(self.config)], self.env).start() as daemon:
-            daemon.wait_for("daemon.started")
-            yield daemon
-
-    def rewrite(self, body: str) -> None:
-        """Replace the rules (same `[watchdog]` options), e.g. before a SIGHUP."""
-        write_rules(self.config, body, **self.options)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run another `watchdog` command against the same settings and state."""
-        return subprocess.run(
-            [sys.executable, "-m", "watchdog", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-
-    def status(self) -> dict[str, Any]:
-        """`watchdog status --json`, parsed."""
-        result = self.cli("status", "--json")
-        assert result.returncode == 0, result.stderr
-        report: dict[str, Any] = json.loads(result.stdout)
-        return report
 
 
 @pytest.fixture
@@ -130,17 +77,6 @@ def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[...,
         return Site(config, state, env, options)
 
     return make
-
-
-def at(event: dict[str, Any]) -> datetime:
-    """When the daemon logged `event`."""
-    return datetime.fromisoformat(event["timestamp"])
-
-
-def alert_of(call: SlackCall) -> str | None:
-    """The alert id a firing card (or its resolved edit) names in its context block."""
-    match = _ALERT_ID.search(json.dumps(call.blocks, ensure_ascii=False))
-    return match.group(1) if match else None
 
 
 def more_polls(daemon: DaemonProcess, n: int = 3) -> None:
