@@ -8,6 +8,7 @@ systemd matters, a real AF_UNIX datagram socket stands in for systemd's notify s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -26,9 +27,14 @@ import pytest
 from tests.fakes.elevenlabs import ALL, FakeElevenLabs
 from tests.fakes.slack import Fail, FakeSlack
 from tests.harness import API_KEY, SLACK_TOKEN, DaemonProcess, Site, daemon_env, rule, write_rules
-from watchdog.liveness import READY_WITHIN_SECONDS, watchdog_sec_problems
-from watchdog.model import Notification, Severity, TransitionKind
+from watchdog.audit import configure_logging, reset_logging
+from watchdog.clock import SystemClock
+from watchdog.daemon import Daemon
+from watchdog.liveness import READY_WITHIN_SECONDS, WORKER_ROUND_LIMIT, watchdog_sec_problems
+from watchdog.model import MessageRef, Notification, Sample, Severity, TransitionKind
+from watchdog.rules import load_config
 from watchdog.store import Store
+from watchdog.systemd import SdNotifier
 
 HIGH = rule("high", above=5, severity="critical")
 
@@ -341,3 +347,80 @@ def test_check_reads_watchdog_usec(site: Callable[..., Site]) -> None:
     assert fine.returncode == 0, fine.stderr
     assert "systemd watchdog: WatchdogSec=20s" in fine.stdout
     assert "ping every 10s while polls, ticker and outbox worker are alive" in fine.stdout
+
+
+# -- a hung delivery round ------------------------------------------------------------------
+
+
+class SkippingClock(SystemClock):
+    """The real clocks, with monotonic time that a test can move ahead at once."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def monotonic(self) -> float:
+        return super().monotonic() + self.skipped
+
+
+class HangingNotifier:
+    """A notifier whose call never returns until released (a Slack call stuck in DNS)."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.called = threading.Event()
+        self.release = threading.Event()
+
+    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+        self.called.set()
+        self.release.wait(60)
+        return None
+
+
+class FixedSource:
+    """Every poll answers 9 at once."""
+
+    async def poll(self, series: str, agent_id: str | None) -> Sample:
+        return Sample(series=series, at=datetime.now(UTC), count=9)
+
+
+def test_a_hung_delivery_round_withholds_the_ping_until_it_ends(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
+    """A delivery round older than WORKER_ROUND_LIMIT stalls the daemon: no WATCHDOG=1."""
+    config = load_config(write_rules(tmp_path / "rules.toml", HIGH, stale_after="10m"))
+    notifier = HangingNotifier()
+    clock = SkippingClock()
+    sd = SdNotifier.from_env({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
+    audit = (tmp_path / "audit.log").open("w", encoding="utf-8")
+    configure_logging(stream=audit)
+
+    async def scenario(store: Store) -> tuple[str, ...]:
+        daemon = Daemon(
+            config=config, source=FixedSource(), store=store, notifier=notifier, clock=clock, sd=sd
+        )
+        task = asyncio.create_task(daemon.run())
+        await asyncio.to_thread(notifier.called.wait, 10)
+        await asyncio.to_thread(notify.wait_for, "WATCHDOG", len(notify.times_of("WATCHDOG")) + 1)
+        clock.skipped += WORKER_ROUND_LIMIT + 1
+        # Polls and ticks beat again within a second; the round stays as old as it is.
+        deadline = time.monotonic() + 10
+        while len(stalled := daemon.health().stalled) != 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        quiet_from = time.monotonic() + 0.2  # a ping already on its way may still land
+        await asyncio.sleep(1.0)
+        assert not [t for t in notify.times_of("WATCHDOG") if t > quiet_from]
+        notifier.release.set()
+        await asyncio.to_thread(notify.wait_for, "WATCHDOG", len(notify.times_of("WATCHDOG")) + 1)
+        daemon.request_stop()
+        await asyncio.wait_for(task, 10)
+        return stalled
+
+    try:
+        with Store.open(Store.default_path(tmp_path / "state")) as store:
+            (reason,) = asyncio.run(scenario(store))
+    finally:
+        notifier.release.set()
+        reset_logging()
+        audit.close()
+    assert reason.startswith("outbox worker: one delivery round running for 2m")
