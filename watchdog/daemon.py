@@ -142,7 +142,7 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._crash: tuple[str, Exception] | None = None
         self._oldest_undelivered: tuple[datetime, str | None] | None = None
-        self.pinger = LivenessPinger(
+        self._pinger = LivenessPinger(
             self._sd,
             stalled=lambda: self.health().stalled,
             monotonic=clock.monotonic,
@@ -200,7 +200,7 @@ class Daemon:
             "reloader": self._reloader(),
         }
         if self._sd.watchdog_interval is not None:
-            jobs["pinger"] = self.pinger.run(self._stop)
+            jobs["pinger"] = self._pinger.run(self._stop)
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = {
