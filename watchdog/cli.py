@@ -32,7 +32,7 @@ from watchdog.errors import (
     StateError,
     WatchdogError,
 )
-from watchdog.liveness import watchdog_sec_problems
+from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
 from watchdog.model import WORKSPACE, AlertState, Notification
 from watchdog.rules import Config, load_config, summarize
 from watchdog.settings import Settings, load_settings
@@ -192,8 +192,6 @@ def _watchdog_sec_line() -> str | None:
 
     Raises ConfigError when it cannot work, saying what to change.
     """
-    from watchdog.liveness import MIN_WATCHDOG_SEC
-
     raw = os.environ.get("WATCHDOG_USEC")
     if raw is None:
         return None

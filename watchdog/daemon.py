@@ -453,6 +453,8 @@ class Daemon:
             return
         self._ready_sent = True
         self._sd.ready()
+        if first_cycle == "pending":
+            self._sd.status(f"first poll cycle of {len(self.config.series)} series still running")
         self._log.info(
             Event.DAEMON_READY,
             first_cycle=first_cycle,
