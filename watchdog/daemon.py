@@ -239,13 +239,12 @@ class Daemon:
             stalled += [f"{name}: not running" for name, t in self._tasks.items() if t.done()]
         degraded: list[str] = []
         oldest = self._oldest_undelivered
-        if oldest is not None and self._clock.now() - oldest[0] > OUTBOX_AGE_LIMIT:
-            queued, error = oldest
+        age = self._clock.now() - oldest[0] if oldest is not None else timedelta(0)
+        if oldest is not None and age > OUTBOX_AGE_LIMIT:
             degraded.append(
                 f"outbox: the oldest undelivered notification was queued"
-                f" {format_duration(self._clock.now() - queued)} ago"
-                f" (limit {format_duration(OUTBOX_AGE_LIMIT)});"
-                f" last delivery error: {error or 'none yet'}"
+                f" {format_duration(age)} ago (limit {format_duration(OUTBOX_AGE_LIMIT)});"
+                f" last delivery error: {oldest[1] or 'none yet'}"
             )
         return Health(stalled=tuple(stalled), degraded=tuple(degraded))
 
