@@ -77,15 +77,13 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """The pipeline at one instant; `stalled` and `degraded` each hold one line per reason."""
+    """The pipeline at one instant; `stalled` and `degraded` each hold one line per reason.
+
+    systemd is pinged while `stalled` is empty; `/healthz` is 200 while `problems` is.
+    """
 
     stalled: tuple[str, ...] = ()
     degraded: tuple[str, ...] = ()
-
-    @property
-    def alive(self) -> bool:
-        """Whether systemd should be pinged: nothing a restart could cure."""
-        return not self.stalled
 
     @property
     def problems(self) -> tuple[str, ...]:
