@@ -622,12 +622,6 @@ class Store:
             (depth,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
         return int(depth)
 
-    def oldest_undelivered_at(self) -> datetime | None:
-        """When the oldest undelivered notification was queued; None if the outbox is empty."""
-        with self._reading("reading the outbox") as conn:
-            (oldest,) = conn.execute("SELECT MIN(created_at) FROM outbox").fetchone()
-        return _opt_from_ms(oldest)
-
     def oldest_pending(self) -> OutboxEntry | None:
         """The undelivered entry created longest ago (for health and metrics)."""
         with self._reading("reading the outbox") as conn:
