@@ -12,7 +12,9 @@ What is guaranteed:
 * All datetimes going in must be timezone-aware; all coming out are aware UTC. They are
   stored as integer epoch milliseconds, so anything finer than a millisecond is dropped
   (floored) on the way in. Notifications are the exception: the outbox keeps their JSON,
-  which round-trips them unchanged.
+  which round-trips them unchanged. A stored notification that cannot be read back
+  (written by a newer watchdog, damaged) comes out as `Unreadable` with the reason, never
+  as an exception, so one bad row cannot stop the reading of the others.
 * The store decides nothing: what to write is the engine's and the daemon's business;
   when to retry is the delivery worker's.
 
