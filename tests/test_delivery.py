@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import threading
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from structlog.testing import capture_logs
 from watchdog.delivery import Backoff, OutboxWorker
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
-from watchdog.store import Store
+from watchdog.store import Store, Unreadable
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -297,17 +298,43 @@ def test_delivery_survives_a_restart(tmp_path: Path) -> None:
     assert [s["attempt"] for s in events(logs, "notify.sent")] == [2]
 
 
-def test_an_unexpected_notifier_exception_is_retried(store: Store) -> None:
-    """A notifier bug is treated as recoverable and logged by message, not traceback."""
+def test_a_notification_the_notifier_cannot_render_is_dead_lettered(store: Store) -> None:
+    """An exception other than NotifyError is permanent: one attempt, then the next goes."""
     clock = FakeClock()
-    notifier = ScriptedNotifier(clock, {"a1": [RuntimeError("boom")]})
-    store.apply(notifications=[note("a1")])
+    notifier = ScriptedNotifier(clock, {"a1": [KeyError("severity")]})
+    store.apply(notifications=[note("a1"), note("a2")])
     with capture_logs() as logs:
         asyncio.run(drain(worker(store, notifier), clock))
-    (retry,) = events(logs, "notify.retry")
-    assert retry["error"] == "unexpected RuntimeError: boom"
-    assert "exc_info" not in retry
-    assert notifier.delivered() == ["a1"]
+    (failed,) = events(logs, "notify.failed")
+    assert failed["error"] == "cannot deliver: unexpected KeyError: 'severity'"
+    assert failed["attempt"] == 1
+    assert "exc_info" not in failed
+    assert not events(logs, "notify.retry")
+    assert notifier.delivered() == ["a2"]
+    (dead,) = store.dead_letters()
+    assert dead.reason == failed["error"]
+
+
+def test_an_unreadable_payload_is_dead_lettered_without_a_call(store: Store) -> None:
+    """A stored payload that cannot be parsed is dead-lettered; the channel moves on."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1"), note("a2")])
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "UPDATE outbox SET payload = json_set(payload, '$.kind', 'escalated')"
+            " WHERE alert_id = 'a1'"
+        )
+    with capture_logs() as logs:
+        asyncio.run(drain(worker(store, notifier), clock))
+    (failed,) = events(logs, "notify.failed")
+    assert failed["alert_id"] == "a1"
+    assert failed["error"].startswith("unreadable payload: ValueError: 'escalated'")
+    assert notifier.delivered() == ["a2"]
+    assert [c.note.alert_id for c in notifier.calls] == ["a2"]
+    (dead,) = store.dead_letters()
+    assert isinstance(dead.notification, Unreadable)
+    assert dead.notification.alert_id == "a1"
 
 
 def test_run_wakes_for_new_entries_and_stops_promptly(store: Store) -> None:

@@ -18,13 +18,13 @@ AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 class Health:
-    """A switchable health probe."""
+    """A switchable health probe: the problems it reports (none while healthy)."""
 
     def __init__(self) -> None:
-        self.ok = True
+        self.problems: list[str] = []
 
-    def __call__(self) -> bool:
-        return self.ok
+    def __call__(self) -> list[str]:
+        return self.problems
 
 
 @pytest.fixture
@@ -117,20 +117,20 @@ def test_unknown_notification_outcome_rejected(metrics: Metrics) -> None:
 
 
 def test_healthz_follows_probe(server: MetricsServer, health: Health) -> None:
-    """/healthz answers 200 "ok" while healthy() holds and 503 once it does not."""
+    """/healthz answers 200 "ok" without problems, else 503 with one line per problem."""
     assert get(server, "/healthz")[0::2] == (200, "ok\n")
-    health.ok = False
+    health.problems = ["ticker: no tick for 12s", "outbox: old"]
     status, _, body = get(server, "/healthz")
     assert status == 503
-    assert "unhealthy" in body
-    health.ok = True
+    assert body == "unhealthy: ticker: no tick for 12s\nunhealthy: outbox: old\n"
+    health.problems = []
     assert get(server, "/healthz")[0] == 200
 
 
 def test_healthz_unhealthy_when_probe_raises(metrics: Metrics) -> None:
     """A probe that raises reports 503 instead of breaking the listener."""
 
-    def broken() -> bool:
+    def broken() -> list[str]:
         raise RuntimeError("probe bug")
 
     with serve(("127.0.0.1", 0), broken, registry=metrics.registry) as running:

@@ -186,33 +186,44 @@ class ManualTime:
         await asyncio.wait_for(self._asleep.wait(), 2)
 
 
-def test_pinger_pings_only_after_progress(notify_socket: tuple[socket.socket, str]) -> None:
-    """Pings every half WATCHDOG_USEC while progress comes, none while stuck, then resume."""
+class Stalls:
+    """A switchable `stalled()` probe for the pinger: the reasons it reports."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def __call__(self) -> list[str]:
+        return self.reasons
+
+
+def test_pinger_pings_on_time_while_alive_and_withholds_while_stalled(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    """Pings every half WATCHDOG_USEC while alive (no progress needed), none while stalled."""
     sock, path = notify_socket
     notifier = SdNotifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"})
 
     async def scenario() -> list[float]:
         clock = ManualTime()
+        stalls = Stalls()
         pinger = LivenessPinger(
-            notifier, max_silence=45.0, monotonic=clock.monotonic, sleep=clock.sleep
+            notifier, stalled=stalls, monotonic=clock.monotonic, sleep=clock.sleep
         )
         stop = asyncio.Event()
         task = asyncio.create_task(pinger.run(stop))
 
-        for _ in range(3):  # healthy loop: a cycle completes within every interval
-            pinger.progress()
+        for _ in range(3):  # alive: a ping per interval, whatever the polls do
             await clock.advance()
             assert received(sock) == b"WATCHDOG=1"
 
-        for _ in range(3):  # stuck loop: no progress, no ping
+        stalls.reasons = ["ticker: no tick for 12s"]
+        for _ in range(3):  # stalled: no ping
             await clock.advance()
             assert nothing_pending(sock)
-        assert not pinger.healthy(clock.now + 20.0)
 
-        pinger.progress()  # the loop recovers before systemd gave up
+        stalls.reasons = []  # recovered before systemd gave up
         await clock.advance()
         assert received(sock) == b"WATCHDOG=1"
-        assert pinger.healthy(clock.now)
 
         stop.set()
         await asyncio.wait_for(task, 2)
@@ -228,7 +239,7 @@ def test_pinger_returns_without_watchdog() -> None:
     async def scenario() -> list[float]:
         clock = ManualTime()
         pinger = LivenessPinger(
-            SdNotifier.from_env({}), max_silence=45.0, monotonic=clock.monotonic, sleep=clock.sleep
+            SdNotifier.from_env({}), stalled=Stalls(), monotonic=clock.monotonic, sleep=clock.sleep
         )
         await asyncio.wait_for(pinger.run(asyncio.Event()), 2)
         return clock.naps
@@ -244,34 +255,16 @@ def test_pinger_stops_mid_nap(notify_socket: tuple[socket.socket, str]) -> None:
     async def scenario() -> None:
         clock = ManualTime()
         pinger = LivenessPinger(
-            notifier, max_silence=45.0, monotonic=clock.monotonic, sleep=clock.sleep
+            notifier, stalled=Stalls(), monotonic=clock.monotonic, sleep=clock.sleep
         )
         stop = asyncio.Event()
         task = asyncio.create_task(pinger.run(stop))
-        pinger.progress()
         await asyncio.sleep(0)
         stop.set()
         await asyncio.wait_for(task, 2)
 
     asyncio.run(scenario())
     assert nothing_pending(sock)
-
-
-def test_healthy_flips_with_silence() -> None:
-    """healthy() holds for max_silence seconds after the start or the last progress."""
-    now = [500.0]
-    pinger = LivenessPinger(
-        SdNotifier.from_env({}), max_silence=45.0, monotonic=lambda: now[0], sleep=asyncio.sleep
-    )
-    assert pinger.healthy(500.0 + 45.0)  # the start counts as progress
-    assert not pinger.healthy(500.0 + 45.5)
-    now[0] = 600.0
-    pinger.progress()
-    assert pinger.healthy(640.0)
-    assert not pinger.healthy(646.0)
-    now[0] = 650.0
-    pinger.progress()
-    assert pinger.healthy(650.0)
 
 
 def test_send_failure_is_logged_once(tmp_path: Path) -> None:
@@ -301,7 +294,7 @@ def test_send_failure_is_logged_once(tmp_path: Path) -> None:
 
 
 def test_withheld_ping_is_logged_once(notify_socket: tuple[socket.socket, str]) -> None:
-    """The first withheld ping logs daemon.stalled; the next ones stay quiet until a ping."""
+    """The first withheld ping logs daemon.stalled with the reasons; the next stay quiet."""
     _, path = notify_socket
     notifier = SdNotifier.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "20000000"})
     out = io.StringIO()
@@ -309,15 +302,18 @@ def test_withheld_ping_is_logged_once(notify_socket: tuple[socket.socket, str]) 
 
     async def scenario() -> None:
         clock = ManualTime()
+        stalls = Stalls()
         pinger = LivenessPinger(
-            notifier, max_silence=45.0, monotonic=clock.monotonic, sleep=clock.sleep
+            notifier, stalled=stalls, monotonic=clock.monotonic, sleep=clock.sleep
         )
         stop = asyncio.Event()
         task = asyncio.create_task(pinger.run(stop))
+        stalls.reasons = ["poll loop: no poll finished for 2m"]
         for _ in range(3):
             await clock.advance()
-        pinger.progress()
+        stalls.reasons = []
         await clock.advance()
+        stalls.reasons = ["ticker: no tick for 11s"]
         await clock.advance()
         stop.set()
         await asyncio.wait_for(task, 2)
@@ -328,4 +324,7 @@ def test_withheld_ping_is_logged_once(notify_socket: tuple[socket.socket, str]) 
     finally:
         reset_logging()
     assert [(e["event"], e["level"]) for e in events] == [("daemon.stalled", "error")] * 2
-    assert events[0]["silent_for"] == 10.0
+    assert [e["reasons"] for e in events] == [
+        ["poll loop: no poll finished for 2m"],
+        ["ticker: no tick for 11s"],
+    ]

@@ -64,9 +64,12 @@ class Event(StrEnum):
     DAEMON_STARTED = "daemon.started"
     DAEMON_STOPPING = "daemon.stopping"
     DAEMON_RELOADED = "daemon.reloaded"
-    DAEMON_STALLED = "daemon.stalled"  # no poll progress: the systemd watchdog ping is withheld
+    DAEMON_STALLED = "daemon.stalled"  # a part of the pipeline stopped: the ping is withheld
+    DAEMON_CRASHED = "daemon.crashed"  # a long-lived task failed: the process exits with 70
+    DAEMON_READY = "daemon.ready"  # READY=1 sent (after the first cycle or the start-up bound)
     STATE_ERROR = "state.error"
     SYSTEMD_NOTIFY_FAILED = "systemd.notify_failed"
+    SYSTEMD_WATCHDOG_UNWORKABLE = "systemd.watchdog_unworkable"  # WatchdogSec= cannot work
 
 
 _LEVELS: dict[str, int] = {

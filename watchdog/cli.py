@@ -2,7 +2,8 @@
 
 Every failure an operator can cause (bad settings, bad rules, an unusable state
 directory, an unreadable CSV) ends as a message and a non-zero exit, never a traceback.
-Exit codes: 0 ok, 1 a problem was found (invalid config, failed poll, ...), 2 usage.
+Exit codes: 0 ok, 1 a problem was found (invalid config, failed poll, ...), 2 usage,
+70 (EX_SOFTWARE) `run` stopped because one of its tasks crashed (`daemon.crashed`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ from watchdog import __version__
 from watchdog.audit import Event, configure_logging, get_logger
 from watchdog.clock import SystemClock
 from watchdog.durations import format_duration, parse_duration
-from watchdog.errors import ConfigError, InputError, SourceError, StateError, WatchdogError
-from watchdog.model import WORKSPACE, AlertState
+from watchdog.errors import (
+    ConfigError,
+    DaemonCrashed,
+    InputError,
+    SourceError,
+    StateError,
+    WatchdogError,
+)
+from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
+from watchdog.model import WORKSPACE, AlertState, Notification
 from watchdog.rules import Config, load_config, summarize
 from watchdog.settings import Settings, load_settings
-from watchdog.store import Store, writer_lock
+from watchdog.store import Store, Unreadable, writer_lock
 
 if TYPE_CHECKING:
     from watchdog.notify import Notifier
@@ -35,6 +44,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+EXIT_CRASHED = 70
+"""EX_SOFTWARE: a task of `run` failed unexpectedly; systemd's Restart= starts it again."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,6 +164,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             parse_listen_addr(settings.watchdog_metrics_addr)
         except ValueError as exc:
             raise ConfigError([f"environment: WATCHDOG_METRICS_ADDR: {exc}"]) from None
+    watchdog_sec = _watchdog_sec_line()
     store = _open_store(settings)
     store.close()
     print(
@@ -170,7 +182,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     }[settings.slack_mode]
     key = "set" if settings.elevenlabs_api_key is not None else "NOT SET (needed by run and poll)"
     print(f"  alerts go to {where}; API key {key}; state in {settings.state_dir}")
+    if watchdog_sec:
+        print(f"  {watchdog_sec}")
     return EXIT_OK
+
+
+def _watchdog_sec_line() -> str | None:
+    """What `$WATCHDOG_USEC` (systemd's `WatchdogSec=`) means for this daemon, if set.
+
+    Raises ConfigError when it cannot work, saying what to change.
+    """
+    raw = os.environ.get("WATCHDOG_USEC")
+    if raw is None:
+        return None
+    problems = watchdog_sec_problems(raw)
+    if problems:
+        raise ConfigError([f"environment: {problem}" for problem in problems])
+    seconds = int(raw) / 1_000_000
+    return (
+        f"systemd watchdog: WatchdogSec={seconds:g}s (at least {MIN_WATCHDOG_SEC:g}s): ping"
+        f" every {seconds / 2:g}s while polls, ticker and outbox worker are alive,"
+        " whatever poll_interval and timeout are"
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -189,6 +222,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         try:
             asyncio.run(_run(settings, config, store, args))
+        except DaemonCrashed as exc:
+            # Already in the audit log as daemon.crashed; one line for the terminal too.
+            print(f"watchdog: {exc}", file=sys.stderr)
+            return EXIT_CRASHED
         finally:
             store.close()
     return EXIT_OK
@@ -207,6 +244,9 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     if settings.slack_mode == "console":
         log.warning("notify.console", reason="no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL set")
     sd = SdNotifier.from_env()
+    if "WATCHDOG_USEC" in os.environ:
+        for problem in watchdog_sec_problems(os.environ["WATCHDOG_USEC"]):
+            log.warning(Event.SYSTEMD_WATCHDOG_UNWORKABLE, problem=problem)
     metrics = Metrics() if settings.watchdog_metrics_addr else None
     path = _config_path(args, settings)
 
@@ -245,7 +285,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
                 raise ConfigError([f"environment: WATCHDOG_METRICS_ADDR: {exc}"]) from None
             server = serve(
                 (host, port),
-                lambda: daemon.pinger.healthy(clock.monotonic()),
+                lambda: daemon.health().problems,
                 registry=metrics.registry,
             )
             log.info("metrics.listening", host=server.host, port=server.port)
@@ -395,13 +435,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if outbox["oldest"]:
         oldest = outbox["oldest"]
         line += (
-            f"; oldest {oldest['kind']} {oldest['rule']} since {oldest['created_at']}"
+            f"; oldest {oldest['kind']} {oldest['rule'] or '?'} since {oldest['created_at']}"
             f" ({oldest['attempts']} attempts, last error: {oldest['last_error']})"
         )
     print(line)
     print(f"dead letters: {len(report['dead_letters'])}")
     for dead in report["dead_letters"]:
-        print(f"  {dead['failed_at']} {dead['kind']} {dead['rule']} -> {dead['reason']}")
+        print(f"  {dead['failed_at']} {dead['kind']} {dead['rule'] or '?'} -> {dead['reason']}")
     return EXIT_OK
 
 
@@ -426,6 +466,12 @@ def _status_report(store: Store) -> dict[str, Any]:
     ]
     oldest = store.oldest_pending()
     dead = store.dead_letters()
+
+    def described(note: Notification | Unreadable) -> dict[str, Any]:
+        if isinstance(note, Unreadable):
+            return {"kind": note.kind, "rule": None, "alert_id": note.alert_id}
+        return {"kind": note.kind.value, "rule": note.rule, "alert_id": note.alert_id}
+
     return {
         "series": series,
         "alerts": alerts,
@@ -436,9 +482,7 @@ def _status_report(store: Store) -> dict[str, Any]:
             else {
                 "id": oldest.id,
                 "channel": oldest.channel,
-                "kind": oldest.notification.kind.value,
-                "rule": oldest.notification.rule,
-                "alert_id": oldest.notification.alert_id,
+                **described(oldest.notification),
                 "created_at": oldest.created_at.isoformat(),
                 "attempts": oldest.attempts,
                 "last_error": oldest.last_error,
@@ -446,9 +490,7 @@ def _status_report(store: Store) -> dict[str, Any]:
         },
         "dead_letters": [
             {
-                "alert_id": d.notification.alert_id,
-                "kind": d.notification.kind.value,
-                "rule": d.notification.rule,
+                **described(d.notification),
                 "channel": d.channel,
                 "failed_at": d.failed_at.isoformat(),
                 "attempts": d.attempts,

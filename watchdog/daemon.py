@@ -13,22 +13,38 @@ Guarantees:
 - a failed poll is logged and fed to the engine as a failure, never as a sample.
 - polls of many series are spread over the interval, the source caps concurrency, and a
   series answered with 429 is not polled again before its `Retry-After`.
+- no part dies silently: the long-lived tasks (poll loop, outbox worker, ticker,
+  reloader, systemd pinger) run under one `asyncio.TaskGroup`; an unexpected exception
+  in any of them is logged once as `daemon.crashed` and ends the daemon with
+  `DaemonCrashed`, so the process exits non-zero and systemd restarts it.
+- systemd hears READY=1 after the first poll cycle or READY_WITHIN_SECONDS, whichever
+  is first, and WATCHDOG=1 while the whole pipeline is alive (`health()`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from watchdog.audit import Event, get_logger
 from watchdog.clock import Clock
 from watchdog.delivery import OutboxWorker
+from watchdog.durations import format_duration
 from watchdog.engine import SPARKLINE_LENGTH, Engine
-from watchdog.errors import ConfigError, PollFailure, SourceError, StateError
+from watchdog.errors import ConfigError, DaemonCrashed, PollFailure, SourceError, StateError
+from watchdog.liveness import (
+    OUTBOX_AGE_LIMIT,
+    READY_WITHIN_SECONDS,
+    TICKER_SILENCE_LIMIT,
+    WORKER_ROUND_LIMIT,
+    Health,
+    Heartbeat,
+    poll_silence_limit,
+)
 from watchdog.metrics import Metrics
 from watchdog.model import (
     NO_DATA_RULE,
@@ -57,6 +73,8 @@ CLOCK_JUMP = timedelta(seconds=5)
 """A disagreement between wall and monotonic time this large is a clock being set."""
 STOP_GRACE_SECONDS = 3.0
 """On stop, how long an in-flight Slack call may take to finish and be recorded."""
+OUTBOX_TASK = "outbox"
+POLL_LOOP_TASK = "poll-loop"
 
 _TRANSITION_EVENTS = {
     TransitionKind.PENDING: Event.ALERT_PENDING,
@@ -116,12 +134,22 @@ class Daemon:
         self._overruns = 0
         self._last_overrun_log = float("-inf")
         self._wall_at, self._mono_at = clock.now(), clock.monotonic()
-        self.pinger = LivenessPinger(
+        self._started_at = clock.monotonic()
+        self._ready_sent = False
+        self._polls = Heartbeat(clock.monotonic)
+        self._ticks = Heartbeat(clock.monotonic)
+        self._worker: OutboxWorker | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._crash: tuple[str, Exception] | None = None
+        self._oldest_undelivered: tuple[datetime, str | None] | None = None
+        self._pinger = LivenessPinger(
             self._sd,
-            max_silence=3 * config.watchdog.poll_interval.total_seconds() + 30,
+            stalled=lambda: self.health().stalled,
             monotonic=clock.monotonic,
             sleep=clock.sleep,
         )
+        if metrics is not None:
+            metrics.track_outbox_age(self._outbox_age_seconds)
 
     # -- public ---------------------------------------------------------------------
 
@@ -143,15 +171,21 @@ class Daemon:
         self._stop.set()
 
     async def run(self, *, max_cycles: int | None = None) -> None:
-        """Run until `request_stop()` (or `max_cycles` cycles): the daemon's whole life."""
+        """Run until `request_stop()` (or `max_cycles` cycles): the daemon's whole life.
+
+        Raises `DaemonCrashed` after a long-lived task failed unexpectedly (it was logged
+        as `daemon.crashed`; the other tasks were stopped as on SIGTERM).
+        """
         self._restore()
-        worker = OutboxWorker(
+        self._worker = OutboxWorker(
             self._store,
             self._notifier,
             now=self._clock.now,
             sleep=self._clock.sleep,
             on_outcome=self._delivered,
+            monotonic=self._clock.monotonic,
         )
+        self._refresh_outbox_age()
         self._log.info(
             Event.DAEMON_STARTED,
             series=len(self.config.series),
@@ -159,36 +193,108 @@ class Daemon:
             notifier=self._notifier.name,
             source=self.config.source,
         )
-        tasks = [
-            asyncio.create_task(worker.run(self._stop, self._wake), name="outbox"),
-            asyncio.create_task(self._ticker(), name="ticker"),
-            asyncio.create_task(self._reloader(), name="reloader"),
-        ]
-        loop = asyncio.create_task(self._poll_loop(max_cycles), name="poll-loop")
-        pinger = asyncio.create_task(self.pinger.run(self._stop), name="pinger")
+        jobs: dict[str, Coroutine[Any, Any, None]] = {
+            OUTBOX_TASK: self._worker.run(self._stop, self._wake),
+            POLL_LOOP_TASK: self._poll_loop(max_cycles),
+            "ticker": self._ticker(),
+            "reloader": self._reloader(),
+        }
+        if self._sd.watchdog_interval is not None:
+            jobs["pinger"] = self._pinger.run(self._stop)
         try:
-            await asyncio.wait(
-                [loop, asyncio.create_task(self._stop.wait())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if loop.done() and not loop.cancelled() and loop.exception() is not None:
-                raise loop.exception()  # type: ignore[misc]
+            async with asyncio.TaskGroup() as group:
+                self._tasks = {
+                    name: group.create_task(self._supervised(name, job), name=name)
+                    for name, job in jobs.items()
+                }
+                group.create_task(self._stop_when_asked(), name="stopper")
         finally:
-            self._stop.set()
-            loop.cancel()
-            # The outbox worker returns by itself once an attempt in flight is recorded;
-            # cancelling it mid-call could make Slack's accepted message go out again.
-            outbox = tasks[0]
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(outbox), STOP_GRACE_SECONDS)
-            for task in tasks:
-                task.cancel()
-            pinger.cancel()
-            await asyncio.gather(loop, *tasks, pinger, return_exceptions=True)
             # One last chance for what was decided but not yet written.
             with contextlib.suppress(StateError):
                 self._flush()
             self._log.info(Event.DAEMON_STOPPING, cycles=self._cycles)
+        if self._crash is not None:
+            task, exc = self._crash
+            raise DaemonCrashed(task, exc)
+
+    def health(self) -> Health:
+        """The pipeline's liveness now (see `watchdog.liveness`).
+
+        Safe to call from another thread (the `/healthz` listener): it reads only values
+        the loop replaces whole.
+        """
+        stalled: list[str] = []
+        polls, poll_limit = self._polls.silent_for(), self._poll_silence_limit()
+        if polls > poll_limit:
+            stalled.append(
+                f"poll loop: no poll finished for {_seconds(polls)} (limit {_seconds(poll_limit)})"
+            )
+        ticks = self._ticks.silent_for()
+        if ticks > TICKER_SILENCE_LIMIT:
+            stalled.append(f"ticker: no tick for {_seconds(ticks)}")
+        round_age = self._worker.round_age() if self._worker is not None else None
+        if round_age is not None and round_age > WORKER_ROUND_LIMIT:
+            stalled.append(f"outbox worker: one delivery round running for {_seconds(round_age)}")
+        if not self._stop.is_set():
+            stalled += [f"{name}: not running" for name, t in self._tasks.items() if t.done()]
+        degraded: list[str] = []
+        oldest = self._oldest_undelivered
+        age = self._clock.now() - oldest[0] if oldest is not None else timedelta(0)
+        if oldest is not None and age > OUTBOX_AGE_LIMIT:
+            degraded.append(
+                f"outbox: the oldest undelivered notification was queued"
+                f" {format_duration(age)} ago (limit {format_duration(OUTBOX_AGE_LIMIT)});"
+                f" last delivery error: {oldest[1] or 'none yet'}"
+            )
+        return Health(stalled=tuple(stalled), degraded=tuple(degraded))
+
+    # -- supervision ----------------------------------------------------------------
+
+    async def _supervised(self, name: str, job: Coroutine[Any, Any, None]) -> None:
+        """Run one long-lived task; when it ends, for whatever reason, the daemon stops.
+
+        Only the poll loop may end by itself (after `max_cycles`); any other task that
+        ends before stop was asked for, by an exception or not, crashed.
+        """
+        try:
+            await job
+        except Exception as exc:
+            self._crashed(name, exc)
+            return
+        if self._stop.is_set():
+            return
+        if name == POLL_LOOP_TASK:
+            self._stop.set()
+        else:
+            self._crashed(name, RuntimeError("ended before the daemon was asked to stop"))
+
+    def _crashed(self, task: str, exc: Exception) -> None:
+        """Log the first crash (type and message, a traceback without locals) and stop."""
+        if self._crash is None:
+            self._crash = (task, exc)
+            self._log.critical(
+                Event.DAEMON_CRASHED,
+                task=task,
+                error_type=type(exc).__name__,
+                error=str(exc),
+                exc_info=exc,
+            )
+        self.request_stop()
+
+    async def _stop_when_asked(self) -> None:
+        """On stop, end the tasks: at once, except the outbox worker's attempt in flight.
+
+        The outbox worker returns by itself once an attempt in flight is recorded;
+        cancelling it mid-call could make Slack's accepted message go out again. It gets
+        STOP_GRACE_SECONDS for that, then it is cancelled too.
+        """
+        await self._stop.wait()
+        for name, task in self._tasks.items():
+            if name != OUTBOX_TASK:
+                task.cancel()
+        outbox = self._tasks[OUTBOX_TASK]
+        await asyncio.wait({outbox}, timeout=STOP_GRACE_SECONDS)
+        outbox.cancel()
 
     # -- start-up -------------------------------------------------------------------
 
@@ -219,7 +325,7 @@ class Daemon:
             self._check_clock()
             self._commit(self._engine.tick(self._clock.now()))
             self._cycles += 1
-            self.pinger.progress()
+            self._polls.beat()
             took = self._clock.monotonic() - started
             if took > interval:
                 self._overruns += 1
@@ -237,7 +343,7 @@ class Daemon:
                 self._metrics.set_outbox_depth(self._store.outbox_depth())
             if first:
                 first = False
-                self._sd.ready()
+                self._announce_ready(first_cycle="complete")
             self._sd.status(self._status_line())
             self._prune()
             if max_cycles is not None and self._cycles >= max_cycles:
@@ -271,6 +377,7 @@ class Daemon:
     async def _poll_one(self, name: str, agent_id: str | None) -> None:
         if self._blocked_until.get(name, 0.0) > self._clock.monotonic():
             self._log.debug("poll.skipped", series=name, reason="rate limited (Retry-After)")
+            self._polls.beat()  # waiting out a Retry-After is progress too
             return
         began = self._clock.monotonic()
         self._check_clock()
@@ -285,8 +392,8 @@ class Daemon:
             return
         finally:
             # Every finished poll, good or failed, is progress: a cycle of 1,000 agents
-            # against an unreachable API is slow but alive; only a hung loop stops pinging.
-            self.pinger.progress()
+            # against an unreachable API is slow but alive; only a hung loop stalls.
+            self._polls.beat()
         took = self._clock.monotonic() - began
         # The sample is stamped on the wall clock as it is now: the engine must have
         # seen any jump before it sees the sample.
@@ -326,10 +433,32 @@ class Daemon:
     async def _ticker(self) -> None:
         while not self._stop.is_set():
             await self._clock.sleep(TICK_SECONDS)
+            self._ticks.beat()
+            if self._clock.monotonic() - self._started_at >= READY_WITHIN_SECONDS:
+                self._announce_ready(first_cycle="pending")
             self._check_clock()
             transitions = self._engine.tick(self._clock.now())
             if transitions:
                 self._commit(transitions)
+
+    def _announce_ready(self, *, first_cycle: Literal["complete", "pending"]) -> None:
+        """READY=1, once: after the first poll cycle, or before it when that takes too long.
+
+        Against an API that black-holes requests the first cycle can outlast systemd's
+        `TimeoutStartSec=`; being killed then would silence the no-data alert that
+        this very outage should raise.
+        """
+        if self._ready_sent:
+            return
+        self._ready_sent = True
+        self._sd.ready()
+        if first_cycle == "pending":
+            self._sd.status(f"first poll cycle of {len(self.config.series)} series still running")
+        self._log.info(
+            Event.DAEMON_READY,
+            first_cycle=first_cycle,
+            after=round(self._clock.monotonic() - self._started_at, 3),
+        )
 
     def _check_clock(self) -> None:
         """Notice the wall clock being set (NTP step, operator) and tell the engine."""
@@ -422,6 +551,7 @@ class Daemon:
             self._log_transition(t)
         if any(t.kind.notifies for t in transitions):
             self._wake.set()
+            self._refresh_outbox_age()
 
     def _flush(self) -> None:
         unsaved = self._unsaved
@@ -514,9 +644,33 @@ class Daemon:
             self._metrics.set_alerts_firing(by_rule)
 
     def _delivered(self, outcome: Literal["sent", "retry", "failed"]) -> None:
+        self._refresh_outbox_age()
         if self._metrics is not None:
             self._metrics.notification(outcome)
             self._metrics.set_outbox_depth(self._store.outbox_depth())
+
+    def _refresh_outbox_age(self) -> None:
+        """Remember when the oldest undelivered notification was queued, and why it waits.
+
+        Read after every change to the outbox (enqueue, delivery outcome), so `/healthz`
+        and the age metric never touch the store.
+        """
+        with contextlib.suppress(StateError):  # keep the last known value; logged elsewhere
+            oldest = self._store.oldest_pending()
+            self._oldest_undelivered = (
+                None if oldest is None else (oldest.created_at, oldest.last_error)
+            )
+
+    def _outbox_age_seconds(self) -> float:
+        """Age of the oldest undelivered notification, 0 when the outbox is empty."""
+        oldest = self._oldest_undelivered
+        if oldest is None:
+            return 0.0
+        return max(0.0, (self._clock.now() - oldest[0]).total_seconds())
+
+    def _poll_silence_limit(self) -> float:
+        watchdog = self.config.watchdog
+        return poll_silence_limit(watchdog.poll_interval, watchdog.timeout)
 
     def _status_line(self) -> str:
         counts = self._last_counts(self.config.series[:4])
@@ -537,3 +691,7 @@ class Daemon:
             recent = self._engine.recent(name)
             shown.append(f"{name}={recent[-1] if recent else '?'}")
         return " ".join(shown)
+
+
+def _seconds(value: float) -> str:
+    return format_duration(timedelta(seconds=value))

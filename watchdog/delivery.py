@@ -8,10 +8,16 @@ What is guaranteed:
 * No two attempts to the same channel start less than `pace` seconds apart (Slack allows
   about one message per second per channel). The pace is remembered in memory only, so
   the first send after a restart may come sooner.
-* Recoverable failures (429, 5xx, connection errors, and any unexpected exception from
-  the notifier) are retried for as long as it takes, with capped exponential backoff and
-  jitter, never sooner than Slack's Retry-After. Permanent failures are dead-lettered.
-  The schedule lives in the store, so retries continue across restarts.
+* Recoverable failures (429, 5xx, connection errors) are retried for as long as it
+  takes, with capped exponential backoff and jitter, never sooner than Slack's
+  Retry-After. The schedule lives in the store, so retries continue across restarts.
+* A poison message never holds its channel: a permanent failure (Slack rejects it as
+  malformed: `invalid_blocks`, `msg_too_long`, `invalid_arguments`, ...), a notification
+  the notifier cannot render (any exception other than `NotifyError` escaping it: the
+  same input would fail the same way again) and a stored payload that cannot be read
+  back are dead-lettered with their reason after one attempt, and the channel's next
+  message goes out. Failures of the worker itself are not a message's fault: they
+  propagate, and the daemon's supervision turns them into `daemon.crashed` and a restart.
 * An entry is removed only after the notifier returned, so delivery is at-least-once: a
   crash between Slack accepting a message and the store recording it repeats that message.
 * Every attempt is audited: `notify.sent`, `notify.retry` or `notify.failed`, each with
@@ -25,20 +31,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import random as random_module
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 import structlog
 
+from watchdog.audit import Event
 from watchdog.errors import NotifyError, StateError
 from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
-from watchdog.store import OutboxEntry, Store
+from watchdog.store import OutboxEntry, Store, Unreadable
 
 __all__ = ["Backoff", "OutboxWorker"]
 
@@ -49,6 +58,8 @@ MAX_RETRY_AFTER = 900.0
 """Slack's Retry-After is honoured up to 15 minutes."""
 MAX_WAIT = timedelta(seconds=MAX_RETRY_AFTER + 60)
 """No entry ever waits longer; a longer wait means the wall clock was set back."""
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +109,7 @@ class OutboxWorker:
         random: Callable[[], float] = random_module.random,
         logger: structlog.typing.FilteringBoundLogger | None = None,
         on_outcome: Callable[[Literal["sent", "retry", "failed"]], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -111,6 +123,18 @@ class OutboxWorker:
         )
         self._last_send: dict[str, datetime] = {}
         self._on_outcome = on_outcome or (lambda _outcome: None)
+        self._monotonic = monotonic
+        self._round_started: float | None = None
+
+    def round_age(self) -> float | None:
+        """Seconds the current delivery round has been running; None while waiting for work.
+
+        The worker's heartbeat: a worker that waits is alive however long it waits, one
+        stuck inside a round (a Slack call that never returns) is not.
+        """
+        if self._round_started is None:
+            return None
+        return self._monotonic() - self._round_started
 
     async def run_once(self) -> float | None:
         """Attempt every channel head that is due and paced; return seconds until the next.
@@ -119,19 +143,31 @@ class OutboxWorker:
         is empty, else the wait until the earliest head is both due and clear of its
         channel's pace (0.0 if one already is).
         """
+        self._round_started = self._monotonic()
+        try:
+            return await self._round()
+        finally:
+            self._round_started = None
+
+    async def _round(self) -> float | None:
         now = self._now()
-        ready = [h for h in self._store.outbox_heads() if self._ready_at(h, now) <= now]
-        for entry in ready:
+        ready: list[tuple[OutboxEntry, Notification]] = []
+        for head in self._store.outbox_heads():
+            if isinstance(head.notification, Unreadable):
+                self._dead_letter_unreadable(head, head.notification, now)
+            elif self._ready_at(head, now) <= now:
+                ready.append((head, head.notification))
+        for entry, _ in ready:
             self._last_send[entry.channel] = now
-        originals = [self._original(entry) for entry in ready]
+        originals = [self._original(note) for _, note in ready]
         outcomes = await asyncio.gather(
             *(
-                self._attempt(entry, original)
-                for entry, original in zip(ready, originals, strict=True)
+                self._attempt(note, original)
+                for (_, note), original in zip(ready, originals, strict=True)
             )
         )
-        for entry, outcome in zip(ready, outcomes, strict=True):
-            self._record(entry, outcome, now)
+        for (entry, note), outcome in zip(ready, outcomes, strict=True):
+            self._record(entry, note, outcome, now)
         # Read the clock again: the attempts above may have taken a while.
         return self._wait_from(self._now())
 
@@ -151,7 +187,7 @@ class OutboxWorker:
                 delay = await self.run_once()
             except StateError as exc:
                 # Disk full or similar: nothing is lost (the entry stays queued); try again.
-                self._log.error("state.error", error=str(exc), during="delivery")
+                self._log.error(Event.STATE_ERROR, error=str(exc), during="delivery")
                 delay = STATE_RETRY_SECONDS
             if stop.is_set():
                 return
@@ -159,29 +195,41 @@ class OutboxWorker:
 
     # --- one attempt ---
 
-    def _original(self, entry: OutboxEntry) -> MessageRef | None:
-        note = entry.notification
+    def _original(self, note: Notification) -> MessageRef | None:
         if note.kind in (TransitionKind.REPEAT, TransitionKind.RESOLVED):
             return self._store.message_ref(note.alert_id)
         return None
 
     async def _attempt(
-        self, entry: OutboxEntry, original: MessageRef | None
+        self, note: Notification, original: MessageRef | None
     ) -> MessageRef | NotifyError | None:
-        """Call the notifier in a thread; any failure comes back as a NotifyError value."""
-        try:
-            return await _in_daemon_thread(self._notifier.deliver, entry.notification, original)
-        except NotifyError as exc:
-            return exc
-        except Exception as exc:
-            # A notifier bug must not stop delivery: retried like an outage, logged
-            # by message only (a traceback's locals could hold the token).
-            return NotifyError(f"unexpected {type(exc).__name__}: {exc}", recoverable=True)
+        """Call the notifier in a thread; its failures come back as a NotifyError value."""
+        return await _in_daemon_thread(
+            functools.partial(_deliver_once, self._notifier, note, original)
+        )
+
+    def _dead_letter_unreadable(self, entry: OutboxEntry, bad: Unreadable, now: datetime) -> None:
+        attempt = entry.attempts + 1
+        self._store.dead_letter(entry.id, reason=bad.reason, attempts=attempt, at=now)
+        self._log.error(
+            Event.NOTIFY_FAILED,
+            error=bad.reason,
+            alert_id=bad.alert_id,
+            kind=bad.kind,
+            channel=entry.channel,
+            outbox_id=entry.id,
+            attempt=attempt,
+            notifier=self._notifier.name,
+        )
+        self._on_outcome("failed")
 
     def _record(
-        self, entry: OutboxEntry, outcome: MessageRef | NotifyError | None, now: datetime
+        self,
+        entry: OutboxEntry,
+        note: Notification,
+        outcome: MessageRef | NotifyError | None,
+        now: datetime,
     ) -> None:
-        note = entry.notification
         attempt = entry.attempts + 1
         fields = {
             "alert_id": note.alert_id,
@@ -195,7 +243,7 @@ class OutboxWorker:
         }
         if not isinstance(outcome, NotifyError):
             self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
-            self._log.info("notify.sent", **fields)
+            self._log.info(Event.NOTIFY_SENT, **fields)
             self._on_outcome("sent")
             return
         if outcome.recoverable:
@@ -208,12 +256,12 @@ class OutboxWorker:
                 error=outcome.reason,
             )
             self._log.warning(
-                "notify.retry", error=outcome.reason, retry_in=round(retry_in, 3), **fields
+                Event.NOTIFY_RETRY, error=outcome.reason, retry_in=round(retry_in, 3), **fields
             )
             self._on_outcome("retry")
             return
         self._store.dead_letter(entry.id, reason=outcome.reason, attempts=attempt, at=now)
-        self._log.error("notify.failed", error=outcome.reason, **fields)
+        self._log.error(Event.NOTIFY_FAILED, error=outcome.reason, **fields)
         self._on_outcome("failed")
 
     # --- waiting ---
@@ -260,11 +308,27 @@ async def _set(event: asyncio.Event) -> None:
     await event.wait()
 
 
-async def _in_daemon_thread(
-    call: Callable[[Notification, MessageRef | None], MessageRef | None],
-    note: Notification,
-    original: MessageRef | None,
-) -> MessageRef | None:
+def _deliver_once(
+    notifier: Notifier, note: Notification, original: MessageRef | None
+) -> MessageRef | NotifyError | None:
+    """One notifier call; whatever it raises comes back as a NotifyError value.
+
+    The notifier turns every failure it knows into a NotifyError saying whether a retry
+    can help. Any other exception comes from this notification (it cannot be rendered)
+    or a notifier bug: retrying the same input fails the same way and would hold the
+    channel for ever, so it is permanent. Only its type and message are kept (a
+    traceback's locals could hold the token).
+    """
+    try:
+        return notifier.deliver(note, original)
+    except NotifyError as exc:
+        return exc
+    except Exception as exc:
+        reason = f"cannot deliver: unexpected {type(exc).__name__}: {exc}"
+        return NotifyError(reason, recoverable=False)
+
+
+async def _in_daemon_thread(call: Callable[[], _T]) -> _T:
     """Run a blocking Slack call in a daemon thread.
 
     Not `asyncio.to_thread`: the default executor is joined at exit, so a Slack call
@@ -272,25 +336,25 @@ async def _in_daemon_thread(
     A daemon thread is abandoned at exit instead (the entry stays in the outbox).
     """
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[MessageRef | None] = loop.create_future()
+    future: asyncio.Future[_T] = loop.create_future()
 
-    def settle(result: MessageRef | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
+    def succeed(result: _T) -> None:
+        if not future.done():
             future.set_result(result)
+
+    def fail(error: BaseException) -> None:
+        if not future.done():
+            future.set_exception(error)
 
     def work() -> None:
         try:
-            result = call(note, original)
+            result = call()
         except BaseException as exc:  # handed to the awaiting coroutine
             with contextlib.suppress(RuntimeError):  # the loop may be closed by now
-                loop.call_soon_threadsafe(settle, None, exc)
+                loop.call_soon_threadsafe(fail, exc)
             return
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
+            loop.call_soon_threadsafe(succeed, result)
 
     threading.Thread(target=work, name="slack-delivery", daemon=True).start()
     return await future

@@ -4,7 +4,8 @@ WatchdogError
 ├── ConfigError        bad settings or rules file; carries every problem found
 ├── StateError         the state directory or database cannot be used
 ├── SourceError        one failed poll of one series (reason + whether the key was rejected)
-└── NotifyError        one failed delivery; `recoverable` decides retry versus dead letter
+├── NotifyError        one failed delivery; `recoverable` decides retry versus dead letter
+└── DaemonCrashed      a long-lived task of the daemon failed unexpectedly (exit 70)
 """
 
 from __future__ import annotations
@@ -76,3 +77,16 @@ class NotifyError(WatchdogError):
 
 class InputError(WatchdogError):
     """A file given on the command line (such as a replay CSV) is unusable."""
+
+
+class DaemonCrashed(WatchdogError):
+    """A long-lived task of the daemon failed unexpectedly; it was logged as `daemon.crashed`.
+
+    The original exception is kept as `error` but never chained: its frames' locals may
+    hold secrets, and the audit event already carries its type and message.
+    """
+
+    def __init__(self, task: str, error: Exception) -> None:
+        self.task = task
+        self.error = error
+        super().__init__(f"task {task!r} crashed: {type(error).__name__}: {error}")

@@ -12,7 +12,7 @@ import ipaddress
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import urlsplit
@@ -91,6 +91,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.outbox_oldest_age = Gauge(
+            "watchdog_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered notification (0 when the outbox is empty).",
+            registry=self.registry,
+        )
         self.last_cycle = Gauge(
             "watchdog_last_cycle_timestamp_seconds",
             "Unix time at which the last poll cycle completed.",
@@ -132,6 +137,10 @@ class Metrics:
 
     def set_outbox_depth(self, depth: int) -> None:
         self.outbox_depth.set(depth)
+
+    def track_outbox_age(self, seconds: Callable[[], float]) -> None:
+        """Read the oldest undelivered notification's age from `seconds()` at each scrape."""
+        self.outbox_oldest_age.set_function(seconds)
 
     def notification(self, outcome: NotificationOutcome) -> None:
         """Count one delivery attempt."""
@@ -222,9 +231,12 @@ class MetricsServer:
 
 
 def serve(
-    addr: tuple[str, int], healthy: Callable[[], bool], *, registry: CollectorRegistry
+    addr: tuple[str, int], problems: Callable[[], Sequence[str]], *, registry: CollectorRegistry
 ) -> MetricsServer:
-    """Serve `/metrics` from `registry` and `/healthz` (200 while `healthy()`, else 503).
+    """Serve `/metrics` from `registry` and `/healthz`.
+
+    `/healthz` answers 200 "ok" while `problems()` is empty, else 503 with one line per
+    problem, so whoever is paged reads why.
 
     Raises ConfigError when the address cannot be bound (in use, not local, ...).
     """
@@ -241,13 +253,14 @@ def serve(
                 self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 try:
-                    ok = healthy()
-                except Exception:  # a broken probe means unhealthy, not a dead listener
-                    ok = False
-                if ok:
+                    found = list(problems())
+                except Exception as exc:  # a broken probe means unhealthy, not a dead listener
+                    found = [f"health probe failed: {type(exc).__name__}"]
+                if not found:
                     self._reply(200, b"ok\n")
                 else:
-                    self._reply(503, b"unhealthy: no poll progress\n")
+                    lines = "".join(f"unhealthy: {problem}\n" for problem in found)
+                    self._reply(503, lines.encode())
             else:
                 self._reply(404, b"not found\n")
 

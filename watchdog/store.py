@@ -12,7 +12,9 @@ What is guaranteed:
 * All datetimes going in must be timezone-aware; all coming out are aware UTC. They are
   stored as integer epoch milliseconds, so anything finer than a millisecond is dropped
   (floored) on the way in. Notifications are the exception: the outbox keeps their JSON,
-  which round-trips them unchanged.
+  which round-trips them unchanged. A stored notification that cannot be read back
+  (written by a newer watchdog, damaged) comes out as `Unreadable` with the reason, never
+  as an exception, so one bad row cannot stop the reading of the others.
 * The store decides nothing: what to write is the engine's and the daemon's business;
   when to retry is the delivery worker's.
 
@@ -50,7 +52,7 @@ from watchdog.model import (
     TransitionKind,
 )
 
-__all__ = ["DeadLetter", "OutboxEntry", "Store", "writer_lock"]
+__all__ = ["DeadLetter", "OutboxEntry", "Store", "Unreadable", "writer_lock"]
 
 DB_FILENAME: Final = "watchdog.db"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -140,12 +142,25 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stored notification this watchdog cannot read back.
+
+    Written by a newer watchdog (a kind or severity this one does not know) or damaged
+    in the file. The delivery worker dead-letters it instead of stopping its channel.
+    """
+
+    alert_id: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """One undelivered notification; `attempts` counts the failed deliveries so far."""
 
     id: int
     channel: str
-    notification: Notification
+    notification: Notification | Unreadable
     attempts: int
     created_at: datetime
     next_attempt_at: datetime
@@ -158,7 +173,7 @@ class DeadLetter:
 
     id: int
     channel: str
-    notification: Notification
+    notification: Notification | Unreadable
     attempts: int
     created_at: datetime
     failed_at: datetime
@@ -195,41 +210,49 @@ def _dump(note: Notification) -> str:
     return json.dumps(note.to_json(), separators=(",", ":"), allow_nan=False)
 
 
-def _load(payload: str) -> Notification:
-    data = json.loads(payload)
-    if not isinstance(data, dict):
-        raise TypeError("outbox payload is not a JSON object")
-    return Notification.from_json(data)
+def _load(payload: str, *, alert_id: str, kind: str) -> Notification | Unreadable:
+    """The stored notification, or why it cannot be read (never an exception: one bad
+    payload must not stop the reading of the others)."""
+    try:
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return Notification.from_json(data)
+    except Exception as exc:  # whatever the payload makes the parser raise
+        return Unreadable(alert_id, kind, f"unreadable payload: {type(exc).__name__}: {exc}")
 
 
 _ALL_HEADS: Final = """
-    SELECT id, channel, payload, attempts, created_at, next_attempt_at, last_error
+    SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
+           last_error
     FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)
     ORDER BY id
 """
 
 _DUE_HEADS: Final = """
-    SELECT id, channel, payload, attempts, created_at, next_attempt_at, last_error
+    SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
+           last_error
     FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)
     AND next_attempt_at <= ? ORDER BY id
 """
 
 _OLDEST: Final = """
-    SELECT id, channel, payload, attempts, created_at, next_attempt_at, last_error
+    SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
+           last_error
     FROM outbox ORDER BY created_at, id LIMIT 1
 """
 
 
-def _entry(row: tuple[int, str, str, int, int, int, str | None]) -> OutboxEntry:
-    entry_id, channel, payload, attempts, created_at, next_attempt_at, last_error = row
+def _entry(row: tuple[int, str, str, str, str, int, int, int, str | None]) -> OutboxEntry:
+    entry_id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at, error = row
     return OutboxEntry(
         id=entry_id,
         channel=channel,
-        notification=_load(payload),
+        notification=_load(payload, alert_id=alert_id, kind=kind),
         attempts=attempts,
         created_at=_from_ms(created_at),
         next_attempt_at=_from_ms(next_attempt_at),
-        last_error=last_error,
+        last_error=error,
     )
 
 
@@ -611,7 +634,8 @@ class Store:
         """The most recently dead-lettered notifications, newest first."""
         with self._reading("reading dead letters") as conn:
             rows = conn.execute(
-                """SELECT id, channel, payload, attempts, created_at, failed_at, reason
+                """SELECT id, channel, alert_id, kind, payload, attempts, created_at,
+                          failed_at, reason
                    FROM dead_letters ORDER BY failed_at DESC, id DESC LIMIT ?""",
                 (limit,),
             ).fetchall()
@@ -619,13 +643,23 @@ class Store:
             DeadLetter(
                 id=entry_id,
                 channel=channel,
-                notification=_load(payload),
+                notification=_load(payload, alert_id=alert_id, kind=kind),
                 attempts=attempts,
                 created_at=_from_ms(created_at),
                 failed_at=_from_ms(failed_at),
                 reason=reason,
             )
-            for entry_id, channel, payload, attempts, created_at, failed_at, reason in rows
+            for (
+                entry_id,
+                channel,
+                alert_id,
+                kind,
+                payload,
+                attempts,
+                created_at,
+                failed_at,
+                reason,
+            ) in rows
         ]
 
     # --- meta ---

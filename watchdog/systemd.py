@@ -5,8 +5,9 @@ The protocol is small enough to speak directly (one `AF_UNIX`/`SOCK_DGRAM` datag
 systemd (`$NOTIFY_SOCKET` unset) every call is a no-op, and a failed send is logged and
 swallowed: losing the notify socket must never take the daemon down.
 
-`LivenessPinger` sends `WATCHDOG=1` only while the poll loop reports progress, so a hung
-loop stops the pings and systemd's `WatchdogSec=` kills and restarts the service.
+`LivenessPinger` sends `WATCHDOG=1` on time while the whole pipeline is alive (see
+`watchdog.liveness`), so a stuck daemon stops the pings and systemd's `WatchdogSec=`
+kills and restarts it, while a healthy one is never killed, whatever its poll interval.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from watchdog.audit import Event, get_logger
@@ -147,38 +148,27 @@ class WatchdogPing(Protocol):
 
 
 class LivenessPinger:
-    """Pings systemd's watchdog every `watchdog_interval` seconds, only after progress.
+    """Pings systemd's watchdog every `watchdog_interval` seconds while the pipeline is alive.
 
-    The poll loop calls `progress()` after each completed cycle. A ping goes out only if
-    progress was reported since the previous ping, so the loop must report progress at
-    least once per `watchdog_interval` (half of `WatchdogSec=`). `healthy()` (for
-    `/healthz`) is true while the last progress is at most `max_silence` seconds old;
-    the start counts as progress, giving the first cycle that long.
+    `stalled()` returns why the daemon is stuck (one line per reason), empty while it is
+    alive; see `watchdog.liveness` for what counts. The pinger holds no judgement of
+    its own: it pings on time whatever the poll interval, and withholds the ping (logging
+    `daemon.stalled` once per stall) while `stalled()` gives a reason, so systemd's
+    `WatchdogSec=` restarts a stuck daemon and only a stuck one.
     """
 
     def __init__(
         self,
         notifier: WatchdogPing,
         *,
-        max_silence: float,
+        stalled: Callable[[], Sequence[str]],
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._notifier = notifier
-        self._max_silence = max_silence
+        self._stalled = stalled
         self._monotonic = monotonic
         self._sleep = sleep
-        self._last_progress = monotonic()
-        self._progress_since_ping = False
-
-    def progress(self) -> None:
-        """The poll loop completed a cycle."""
-        self._last_progress = self._monotonic()
-        self._progress_since_ping = True
-
-    def healthy(self, now_monotonic: float) -> bool:
-        """Whether the loop reported progress within `max_silence` seconds of `now_monotonic`."""
-        return now_monotonic - self._last_progress <= self._max_silence
 
     async def run(self, stop: asyncio.Event) -> None:
         """Ping until `stop` is set; returns at once when systemd set no watchdog."""
@@ -194,16 +184,16 @@ class LivenessPinger:
             next_ping += interval
             if next_ping <= now:  # woke up late (blocked event loop): skip, do not burst
                 next_ping = now + interval
-            if self._progress_since_ping:
-                self._progress_since_ping = False
+            reasons = self._stalled()
+            if not reasons:
                 withheld = False
                 self._notifier.watchdog()
             elif not withheld:
                 withheld = True
                 get_logger().error(
                     Event.DAEMON_STALLED,
-                    silent_for=round(now - self._last_progress, 3),
-                    note="no poll progress since the last watchdog ping; ping withheld",
+                    reasons=list(reasons),
+                    note="watchdog ping withheld: systemd restarts the daemon after WatchdogSec",
                 )
 
     async def _nap(self, seconds: float, stop: asyncio.Event) -> bool:
