@@ -770,7 +770,8 @@ NAME_PROBLEMS = [
     (
         "agent-non-ascii",
         '[[agents]]\nname = "caf\u00e9"\nid = "x"\n',
-        "agents[0] (caf\u00e9).name: '\u00e9' is not allowed: use letters, digits, '_', '-', '.' or ':'",
+        "agents[0] (caf\u00e9).name: '\u00e9' is not allowed: "
+        "use letters, digits, '_', '-', '.' or ':'",
     ),
 ]
 
@@ -779,7 +780,7 @@ NAME_PROBLEMS = [
     ("text", "expected"), [n[1:] for n in NAME_PROBLEMS], ids=[n[0] for n in NAME_PROBLEMS]
 )
 def test_bad_name_message_names_the_limit(text: str, expected: str) -> None:
-    """A refused rule or agent name says which limit it broke: length, first character, a character."""
+    """A refused rule or agent name says which limit it broke: length, first or any character."""
     assert problems(text) == [f"{SOURCE}: {expected}"]
 
 
@@ -913,10 +914,8 @@ def test_no_data_problem_next_to_a_type_problem_is_still_reported() -> None:
     found = problems(
         '[watchdog]\nstale_after = "4m"\n[no_data]\nstale_after = "6m"\n' + rule('above = "x"')
     )
-    assert (
-        f"{SOURCE}: watchdog.stale_after: also set as no_data.stale_after: keep only no_data.stale_after"
-        in found
-    )
+    both = "watchdog.stale_after: also set as no_data.stale_after: keep only no_data.stale_after"
+    assert f"{SOURCE}: {both}" in found
     assert any(".above: Input should be a valid integer" in line for line in found)
 
 

@@ -139,6 +139,7 @@ class Settings(BaseSettings):
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
+_PREFIX = "WATCHDOG_"
 CREDENTIALS_DIR_VARIABLE = "WATCHDOG_CREDENTIALS_DIR"
 # Read outside `Settings`: systemd sets the first two for the service (sd_watchdog_enabled);
 # the third is read before `Settings` exists, since it says where its secrets are.
@@ -168,10 +169,17 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[UnknownV
     known = known_variables()
     env = os.environ if environ is None else environ
     return [
-        UnknownVariable(name, closest(name.upper(), known))
+        UnknownVariable(name, _closest_variable(name.upper(), known))
         for name in sorted(env)
-        if name.upper().startswith("WATCHDOG_") and name.upper() not in known
+        if name.upper().startswith(_PREFIX) and name.upper() not in known
     ]
+
+
+
+def _closest_variable(name: str, known: tuple[str, ...]) -> str | None:
+    """Compared without the shared prefix, which would make every name look close."""
+    found = closest(name.removeprefix(_PREFIX), [k.removeprefix(_PREFIX) for k in known])
+    return None if found is None else _PREFIX + found
 
 
 @dataclass(frozen=True)
