@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -287,6 +292,74 @@ def test_check_environment_still_wins_over_the_credentials_dir(state: Path, tmp_
     assert problem(done) == [
         "environment: SLACK_BOT_TOKEN and SLACK_WEBHOOK_URL are both set: keep one"
     ]
+
+
+def _unprivileged_check(base: Path, creds: Path, state: Path) -> list[str]:
+    """`watchdog check` as a user who cannot read `creds`, as an operator without sudo is.
+
+    As root: the system Python (the venv's may live under /root, which `nobody` cannot
+    read) as `nobody` via setpriv, with this checkout and the venv's packages on its path.
+    Otherwise the directory is made unreadable to the current user.
+    """
+    env = base_env(state, WATCHDOG_CREDENTIALS_DIR=str(creds))
+    command = [sys.executable, "-m", "watchdog"]
+    if os.geteuid() == 0:
+        system = Path("/usr/bin/python3")
+        probe = subprocess.run(
+            [str(system), "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.stdout.strip() != str(sys.version_info[:2]) or not shutil.which("setpriv"):
+            pytest.skip("needs setpriv and a system Python of the venv's version")
+        nobody = pwd.getpwnam("nobody")
+        state.mkdir()
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        env["HOME"] = str(base)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
+        command = [
+            "setpriv",
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+            str(system),
+            "-m",
+            "watchdog",
+        ]
+    else:
+        creds.chmod(0)
+    done = subprocess.run(
+        [*command, "check", "--config", str(EXAMPLE)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_check_without_sudo_says_why_it_cannot_see_the_credentials() -> None:
+    """Run by a user who cannot read the service's credentials, check says so instead of
+    only "API key NOT SET", and still checks the rest."""
+    base = Path(tempfile.mkdtemp(prefix="watchdog-check-"))  # not under root's 0700 tmp
+    try:
+        base.chmod(0o755)
+        creds = _service_credentials(base / "creds")
+        state = base / "state"
+        lines = _unprivileged_check(base, creds, state)
+        assert lines[-1] == (
+            "  alerts go to the console (no Slack configured); API key NOT SET (needed by run "
+            f"and poll); {creds} is not readable by this user: run check with sudo to see it; "
+            f"state in {state}"
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            (base / "creds").chmod(0o700)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_check_credentials_dir_must_exist(state: Path, tmp_path: Path) -> None:
