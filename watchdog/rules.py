@@ -432,9 +432,11 @@ def _unknown_key(loc: Sequence[int | str]) -> str:
         return f"unknown key: did you mean {_SYNONYMS[key]!r}?"
     hint = did_you_mean(key, _keys_of(model))
     if not hint and len(table) == 2 and table[0] == "rules":
-        other = ChangeRule if model is ThresholdRule else ThresholdRule
+        other, other_kind = (
+            (ChangeRule, "change") if model is ThresholdRule else (ThresholdRule, "threshold")
+        )
         if key in _keys_of(other):
-            return f"unknown key: {key!r} belongs to {KINDS[other is ChangeRule]} rules"
+            return f"unknown key: {key!r} belongs to {other_kind} rules"
     return "unknown key" + hint
 
 

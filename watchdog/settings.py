@@ -175,7 +175,6 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[UnknownV
     ]
 
 
-
 def _closest_variable(name: str, known: tuple[str, ...]) -> str | None:
     """Compared without the shared prefix, which would make every name look close."""
     found = closest(name.removeprefix(_PREFIX), [k.removeprefix(_PREFIX) for k in known])
