@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -135,7 +140,7 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
         "-> #voice-oncall",
     ]
     assert lines[5:] == [
-        "  no-data: built in, after 2m per series",
+        "  no-data: built in, after 2m per series [critical] -> #voice-critical",
         "  alerts go to the console (no Slack configured); API key NOT SET (needed by run "
         f"and poll); state in {state}",
     ]
@@ -193,6 +198,189 @@ def test_check_credentials_directory_supplies_the_key(state: Path, tmp_path: Pat
     assert done.returncode == 0
     assert "; API key set;" in done.stdout
     assert API_KEY not in done.stdout
+
+
+def test_check_in_webhook_mode_says_channels_are_unused(state: Path) -> None:
+    """With a webhook, check names each rule's channel as unused instead of routing to it."""
+    webhook = "https://hooks.slack.com/services/T000/B000/XXXXXXXX"
+    done = cli("check", "--config", str(EXAMPLE), env=base_env(state, SLACK_WEBHOOK_URL=webhook))
+    assert done.returncode == 0, done.stderr
+    unused = "unused: an incoming webhook posts to the channel it was created for"
+    lines = done.stdout.splitlines()
+    assert lines[1] == (
+        "  near-concurrency-limit: threshold count > 25 (resolves below 20) for 1m on "
+        f"workspace [critical] (channel #voice-critical {unused})"
+    )
+    assert lines[4] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
+    assert lines[5] == (
+        f"  no-data: built in, after 2m per series [critical] (channel #voice-critical {unused})"
+    )
+    assert lines[6] == f"  slack.channel #voice-oncall {unused}"
+    assert "->" not in done.stdout
+    assert webhook not in done.stdout
+
+
+def test_check_bot_mode_needs_no_slack_channel_when_everything_has_its_own(
+    state: Path, tmp_path: Path
+) -> None:
+    """A [no_data] channel and a channel per rule make [slack] channel unnecessary."""
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[no_data]\nchannel = "#nd"\n' + rule('above = 5\nchannel = "#r"'), encoding="utf-8"
+    )
+    done = cli("check", "--config", str(path), env=base_env(state, SLACK_BOT_TOKEN=SLACK_TOKEN))
+    assert done.returncode == 0, done.stderr
+    assert "  no-data: built in, after 2m per series [critical] -> #nd" in done.stdout.splitlines()
+
+
+def test_check_bot_mode_names_only_what_lacks_a_channel(state: Path, tmp_path: Path) -> None:
+    """With a [no_data] channel, only the rules without one are named as needing it."""
+    path = tmp_path / "rules.toml"
+    path.write_text('[no_data]\nchannel = "#nd"\n' + rule("above = 5"), encoding="utf-8")
+    done = cli("check", "--config", str(path), env=base_env(state, SLACK_BOT_TOKEN=SLACK_TOKEN))
+    assert problem(done) == [
+        f"{path}: slack.channel: required with SLACK_BOT_TOKEN (rules r have no channel of "
+        "their own)"
+    ]
+
+
+def _service_credentials(directory: Path) -> Path:
+    """A directory like /etc/watchdog/credentials with an API key and a bot token."""
+    directory.mkdir(mode=0o700)
+    (directory / "elevenlabs_api_key").write_text(API_KEY, encoding="utf-8")
+    (directory / "slack_bot_token").write_text(SLACK_TOKEN, encoding="utf-8")
+    return directory
+
+
+def test_check_credentials_dir_sees_what_the_service_will_see(state: Path, tmp_path: Path) -> None:
+    """check --credentials-dir reads the key and token the unit hands over, never prints them."""
+    creds = _service_credentials(tmp_path / "creds")
+    done = cli(
+        "check", "--config", str(EXAMPLE), "--credentials-dir", str(creds), env=base_env(state)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"  alerts go to Slack (bot token); API key set; credentials from {creds}; state in {state}"
+    )
+    assert API_KEY not in done.stdout + done.stderr
+    assert SLACK_TOKEN not in done.stdout + done.stderr
+
+
+def test_check_reads_the_service_credentials_by_default(state: Path, tmp_path: Path) -> None:
+    """Without the flag, check reads the service's directory (here through
+    WATCHDOG_CREDENTIALS_DIR, else /etc/watchdog/credentials) when it exists."""
+    creds = tmp_path / "etc-watchdog-credentials"
+    env = base_env(state, WATCHDOG_CREDENTIALS_DIR=str(creds))
+    before = cli("check", "--config", str(EXAMPLE), env=env)
+    assert before.returncode == 0, before.stderr
+    assert "API key NOT SET (needed by run and poll); state in" in before.stdout
+    _service_credentials(creds)
+    after = cli("check", "--config", str(EXAMPLE), env=env)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.splitlines()[-1] == (
+        f"  alerts go to Slack (bot token); API key set; credentials from {creds}; state in {state}"
+    )
+
+
+def test_check_environment_still_wins_over_the_credentials_dir(state: Path, tmp_path: Path) -> None:
+    """As in the service, an environment variable beats the credential file of that name:
+    with SLACK_WEBHOOK_URL set, the directory's bot token makes two Slack modes."""
+    creds = _service_credentials(tmp_path / "creds")
+    webhook = "https://hooks.slack.com/services/T000/B000/XXXXXXXX"
+    env = base_env(state, SLACK_WEBHOOK_URL=webhook)
+    done = cli("check", "--config", str(EXAMPLE), "--credentials-dir", str(creds), env=env)
+    assert problem(done) == [
+        "environment: SLACK_BOT_TOKEN and SLACK_WEBHOOK_URL are both set: keep one"
+    ]
+
+
+def _unprivileged_check(base: Path, creds: Path, state: Path) -> list[str]:
+    """`watchdog check` as a user who cannot read `creds`, as an operator without sudo is.
+
+    As root: the system Python (the venv's may live under /root, which `nobody` cannot
+    read) as `nobody` via setpriv, with this checkout and the venv's packages on its path.
+    Otherwise the directory is made unreadable to the current user.
+    """
+    env = base_env(state, WATCHDOG_CREDENTIALS_DIR=str(creds))
+    command = [sys.executable, "-m", "watchdog"]
+    if os.geteuid() == 0:
+        system = Path("/usr/bin/python3")
+        probe = subprocess.run(
+            [str(system), "-c", "import sys; print(sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.stdout.strip() != str(sys.version_info[:2]) or not shutil.which("setpriv"):
+            pytest.skip("needs setpriv and a system Python of the venv's version")
+        nobody = pwd.getpwnam("nobody")
+        state.mkdir()
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        env["HOME"] = str(base)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])
+        command = [
+            "setpriv",
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+            str(system),
+            "-m",
+            "watchdog",
+        ]
+    else:
+        creds.chmod(0)
+    done = subprocess.run(
+        [*command, "check", "--config", str(EXAMPLE)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_check_without_sudo_says_why_it_cannot_see_the_credentials() -> None:
+    """Run by a user who cannot read the service's credentials, check says so instead of
+    only "API key NOT SET", and still checks the rest."""
+    base = Path(tempfile.mkdtemp(prefix="watchdog-check-"))  # not under root's 0700 tmp
+    try:
+        base.chmod(0o755)
+        creds = _service_credentials(base / "creds")
+        state = base / "state"
+        lines = _unprivileged_check(base, creds, state)
+        assert lines[-1] == (
+            "  alerts go to the console (no Slack configured); API key NOT SET (needed by run "
+            f"and poll); {creds} is not readable by this user: run check with sudo to see it; "
+            f"state in {state}"
+        )
+    finally:
+        with contextlib.suppress(OSError):
+            (base / "creds").chmod(0o700)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_check_credentials_dir_must_exist(state: Path, tmp_path: Path) -> None:
+    """A --credentials-dir that does not exist is a problem line, not a silent fallback."""
+    missing = tmp_path / "nope"
+    done = cli(
+        "check", "--config", str(EXAMPLE), "--credentials-dir", str(missing), env=base_env(state)
+    )
+    assert problem(done) == [f"--credentials-dir: {missing}: not a directory"]
+
+
+def test_check_warns_about_an_unknown_watchdog_variable(state: Path) -> None:
+    """A WATCHDOG_* typo is a warning naming the closest variable; check still passes."""
+    env = base_env(state, WATCHDOG_POLL_INTERVALL="5s")
+    done = cli("check", "--config", str(EXAMPLE), env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "warning: environment: WATCHDOG_POLL_INTERVALL: unknown variable, ignored: "
+        "did you mean WATCHDOG_POLL_INTERVAL?"
+    ]
+    assert done.stdout.splitlines()[0].endswith("poll every 15s")
 
 
 # -- check: bad files ---------------------------------------------------------------
@@ -256,12 +444,30 @@ BAD_RULES = [
     (
         "bad-time-zone",
         rule('above = 5\nactive = { tz = "Mars/Olympus" }'),
-        ["rules[0] (r).active.tz: unknown time zone 'Mars/Olympus'"],
+        [
+            "rules[0] (r).active.tz: unknown time zone 'Mars/Olympus': "
+            "use an IANA name such as 'Europe/Berlin'"
+        ],
     ),
     (
         "unknown-scope",
         rule('above = 5\nscope = "billing"'),
         ["rules[0] (r).scope: unknown series 'billing': not an agent name"],
+    ),
+    (
+        "near-miss-scope",
+        rule('above = 5\nscope = "suport"'),
+        ["rules[0] (r).scope: unknown series 'suport': did you mean 'support'?"],
+    ),
+    (
+        "near-miss-key",
+        rule("above = 5\nrecover_bellow = 3"),
+        ["rules[0] (r).recover_bellow: unknown key: did you mean 'recover_below'?"],
+    ),
+    (
+        "long-name",
+        rule("above = 5", name="n" * 65),
+        [f"rules[0] ({'n' * 65}).name: is 65 characters long: at most 64"],
     ),
     (
         "every-type-problem",

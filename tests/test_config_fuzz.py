@@ -154,6 +154,13 @@ WATCHDOG_KEYS = {
     "concurrency": counts,
     "no_data_severity": st.sampled_from(["info", "warning", "critical", "CRITICAL", "fatal"]),
 }
+NO_DATA_KEYS = {
+    "stale_after": durations,
+    "severity": st.sampled_from(["info", "warning", "critical", "critcal"]),
+    "channel": names,
+    "mention": unicode_text,
+    "runbook": unicode_text,
+}
 ACTIVE = st.fixed_dictionaries(
     {},
     optional={
@@ -195,6 +202,7 @@ documents = st.fixed_dictionaries(
     {},
     optional={
         "watchdog": section(WATCHDOG_KEYS) | values,
+        "no_data": section(NO_DATA_KEYS) | values,
         "slack": section({"channel": names}) | values,
         "agents": st.lists(section(AGENT_KEYS), max_size=3) | values,
         "rules": st.lists(section(RULE_KEYS), max_size=4) | values,

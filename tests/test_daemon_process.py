@@ -258,6 +258,40 @@ def test_sighup_with_invalid_file_keeps_the_old_rules(
     assert len(slack.top_level()) == 1
 
 
+def test_sighup_with_a_near_miss_suggests_the_fix(
+    site: Callable[..., Site], api: FakeElevenLabs
+) -> None:
+    """A typo reloaded with SIGHUP is rejected with the closest valid key in the problem."""
+    here = site(HIGH, with_slack=False)
+    with here.run() as daemon:
+        daemon.wait_for("poll.ok")
+        here.rewrite(rule("high", above=5, recover_bellow=3))
+        daemon.send(signal.SIGHUP)
+        rejected = daemon.wait_for("config.rejected")
+        assert f"{here.config}: rules[0] (high).recover_bellow: unknown key: did you mean " in (
+            "\n".join(rejected["problems"])
+        )
+        assert "'recover_below'?" in "\n".join(rejected["problems"])
+        assert daemon.stop() == 0
+
+
+def test_unknown_watchdog_variable_is_warned_about_at_start(
+    site: Callable[..., Site], api: FakeElevenLabs
+) -> None:
+    """A WATCHDOG_* typo in the service's environment is a config.unknown_variable warning."""
+    here = site(HIGH, with_slack=False)
+    here.env["WATCHDOG_POLL_INTERVALL"] = "5s"
+    with here.run() as daemon:
+        warned = daemon.wait_for("config.unknown_variable")
+        assert (warned["level"], warned["variable"], warned["suggestion"]) == (
+            "warning",
+            "WATCHDOG_POLL_INTERVALL",
+            "WATCHDOG_POLL_INTERVAL",
+        )
+        assert len(daemon.find("config.unknown_variable")) == 1
+        assert daemon.stop() == 0
+
+
 def test_sighup_storm_leaves_the_daemon_answering(
     site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
 ) -> None:
@@ -341,6 +375,43 @@ def test_unknown_agent_fires_no_data_for_that_agent_only(
     (post,) = slack.top_level()
     assert "ghost" in post.text
     assert "unknown agent" in post.text
+
+
+NO_DATA_ROUTE = """
+[no_data]
+severity = "warning"
+channel = "#api-down"
+mention = "<!subteam^S42>"
+runbook = "https://wiki.example.com/no-data"
+
+"""
+
+
+def test_no_data_table_routes_the_no_data_card(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """[no_data] sends the no-data card to its channel with its severity, mention and
+    runbook; a rule's card still goes to the [slack] channel without them."""
+    api.add_agent("agent_known", 2)
+    agents = [("known", "agent_known"), ("ghost", "agent_ghost")]
+    with site(NO_DATA_ROUTE + HIGH, agents=agents).run() as daemon:
+        firing = daemon.wait_for("alert.firing", rule="no-data", series="ghost")
+        assert firing["severity"] == "warning"
+        daemon.wait_for("notify.sent", kind="firing", rule="no-data")
+        api.set_count(9)
+        daemon.wait_for("notify.sent", kind="firing", rule="high")
+        assert daemon.stop() == 0
+    (no_data,) = slack.top_level("#api-down")
+    assert alert_of(no_data) == firing["alert_id"]
+    texts = [field["text"] for block in no_data.blocks for field in block.get("fields", [])]
+    texts += [block["text"]["text"] for block in no_data.blocks if "text" in block]
+    assert no_data.text.endswith(" <!subteam^S42>")
+    assert "*Severity*\nwarning" in texts
+    assert "Paging <!subteam^S42>" in texts
+    assert any("https://wiki.example.com/no-data" in text for text in texts)
+    (high,) = slack.top_level("#oncall")
+    assert "subteam" not in high.text + json.dumps(high.blocks)
+    assert "wiki.example.com" not in json.dumps(high.blocks)
 
 
 def test_server_errors_fire_no_data_after_stale_after_and_record_no_samples(

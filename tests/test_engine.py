@@ -504,6 +504,15 @@ def test_no_data_details() -> None:
     assert rejected.since == at(160)
 
 
+def test_no_data_table_sets_when_and_how_severe() -> None:
+    """[no_data] stale_after and severity are what the engine judges the built-in alert by."""
+    text = '[watchdog]\nrepeat = "0s"\n[no_data]\nstale_after = "3m"\nseverity = "info"\n'
+    engine = Engine(config(watchdog=text, agents=""), started_at=T0)
+    assert feed(engine, [(0, 5), tick(179)]) == []
+    (stale,) = engine.tick(at(180))
+    assert (stale.rule, stale.severity) == (ND, Severity.INFO)
+
+
 def test_stale_condition_mentions_last_error() -> None:
     """A stale series quotes the last poll error in its condition."""
     engine = Engine(config(watchdog=NO_DATA), started_at=T0)

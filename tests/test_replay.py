@@ -152,6 +152,10 @@ def test_read_csv_scope_column_names_agents(tmp_path: Path, config: Config) -> N
             [":2: unknown series 'billing': not 'workspace' or an agent of the config"],
         ),
         (
+            "2026-01-05T10:00:00Z,3,suport\n",
+            [":1: unknown series 'suport': did you mean 'support'?"],
+        ),
+        (
             "timestamp,count\n2026-01-05T10:00:00Z,many\n",
             [":2: invalid count 'many': expected a whole number"],
         ),
@@ -176,6 +180,7 @@ def test_read_csv_scope_column_names_agents(tmp_path: Path, config: Config) -> N
     ],
     ids=[
         "unknown-scope",
+        "near-miss-scope",
         "bad-count",
         "fractional-count",
         "negative-count",

@@ -56,7 +56,7 @@ def test_example_file_validates() -> None:
     assert [a.name for a in config.agents] == ["support", "sales"]
     assert config.scopes["agent-surge"] == ("support", "sales")
     assert config.scopes["near-concurrency-limit"] == ("workspace",)
-    assert config.watchdog.stale_after == timedelta(minutes=2)
+    assert config.no_data.stale_after == timedelta(minutes=2)
     assert config.channel_for("near-concurrency-limit") == "#voice-critical"
     assert config.channel_for("agent-surge") == "#voice-oncall"
     assert config.repeat_for("near-concurrency-limit") == timedelta(minutes=30)
@@ -112,7 +112,7 @@ def test_empty_document_gives_defaults() -> None:
     assert config.rules == ()
     assert config.series == (("workspace", None),)
     assert config.watchdog.poll_interval == timedelta(seconds=15)
-    assert config.watchdog.stale_after == timedelta(minutes=2)
+    assert config.no_data.stale_after == timedelta(minutes=2)
     assert config.watchdog.repeat == timedelta(hours=1)
 
 
@@ -209,7 +209,7 @@ ERRORS = [
     (
         "bad-rule-name",
         rule("above = 1", name="two words"),
-        "rules[0] (two words).name: use letters, digits",
+        "rules[0] (two words).name: ' ' is not allowed: use letters, digits",
     ),
     (
         "duplicate-agent",
@@ -464,7 +464,7 @@ def test_several_semantic_problems_in_one_file_are_all_reported() -> None:
     )
     found = problems(text)
     assert found == [
-        f"{SOURCE}: watchdog.stale_after: must be at least poll_interval",
+        f"{SOURCE}: watchdog.stale_after: must be at least poll_interval (1m)",
         f"{SOURCE}: rules[0] (a).above: set exactly one of 'above' or 'below'",
         f"{SOURCE}: rules[1] (a).name: duplicate rule name",
         f"{SOURCE}: rules[1] (a).scope: unknown series 'ghost': not an agent name",
@@ -534,7 +534,7 @@ def test_overrides_win_over_the_file() -> None:
     text = '[watchdog]\npoll_interval = "15s"\nstale_after = "2m"\n'
     config = parse_config(text, overrides={"poll_interval": "5s", "concurrency": "3"})
     assert config.watchdog.poll_interval == timedelta(seconds=5)
-    assert config.watchdog.stale_after == timedelta(minutes=2)
+    assert config.no_data.stale_after == timedelta(minutes=2)
     assert config.watchdog.concurrency == 3
 
 
@@ -542,7 +542,7 @@ def test_overrides_apply_without_a_watchdog_section() -> None:
     """An override creates the [watchdog] values when the file has none."""
     config = parse_config("", overrides={"repeat": "0s", "no_data_severity": "info"})
     assert config.watchdog.repeat == timedelta(0)
-    assert config.watchdog.no_data_severity == "info"
+    assert config.no_data.severity == "info"
 
 
 @pytest.mark.parametrize(
@@ -557,7 +557,10 @@ def test_overrides_apply_without_a_watchdog_section() -> None:
             "environment: WATCHDOG_CONCURRENCY: Input should be a valid integer",
         ),
         ({"colour": "blue"}, "environment: WATCHDOG_COLOUR: unknown key"),
-        ({"stale_after": "1s"}, f"{SOURCE}: watchdog.stale_after: must be at least poll_interval"),
+        (
+            {"stale_after": "1s"},
+            "environment: WATCHDOG_STALE_AFTER: must be at least poll_interval",
+        ),
     ],
 )
 def test_bad_override_is_reported_at_its_variable(overrides: dict[str, str], expected: str) -> None:
@@ -575,6 +578,345 @@ def test_override_needs_watchdog_to_be_a_table() -> None:
 def test_odd_digit_concurrency_override_is_a_config_error() -> None:
     """A concurrency override made of unicode 'digits' is a problem line, not a crash."""
     assert problems("", overrides={"concurrency": "²"})
+
+
+# -- near misses suggest the fix ------------------------------------------------------
+
+SUGGESTIONS = [
+    (
+        "rule-key",
+        rule("above = 5\nrecover_bellow = 3"),
+        "rules[0] (r).recover_bellow: unknown key: did you mean 'recover_below'?",
+    ),
+    (
+        "aliased-key",
+        rule('above = 5\nfro = "1m"'),
+        "rules[0] (r).fro: unknown key: did you mean 'for'?",
+    ),
+    (
+        "watchdog-key",
+        '[watchdog]\npol_interval = "5s"\n',
+        "watchdog.pol_interval: unknown key: did you mean 'poll_interval'?",
+    ),
+    ("slack-key", '[slack]\nchanel = "#x"\n', "slack.chanel: unknown key: did you mean 'channel'?"),
+    (
+        "no-data-key",
+        '[no_data]\nstale_afer = "5m"\n',
+        "no_data.stale_afer: unknown key: did you mean 'stale_after'?",
+    ),
+    (
+        "table-name",
+        '[no-data]\nseverity = "info"\n',
+        "no-data: unknown key: did you mean 'no_data'?",
+    ),
+    (
+        "agent-key",
+        '[[agents]]\nname = "a"\nid = "x"\nids = "y"\n',
+        "agents[0].ids: unknown key: did you mean 'id'?",
+    ),
+    (
+        "active-key",
+        rule('above = 1\nactive = { day = "mon" }'),
+        "rules[0] (r).active.day: unknown key: did you mean 'days'?",
+    ),
+    (
+        "active-synonym",
+        rule('above = 1\nactive = { timezone = "UTC" }'),
+        "rules[0] (r).active.timezone: unknown key: did you mean 'tz'?",
+    ),
+    (
+        "key-of-the-other-kind",
+        rule('window = "1m"\ndrop = 1\nabove = 3', "change"),
+        "rules[0] (r).above: unknown key: 'above' belongs to threshold rules",
+    ),
+    (
+        "kind",
+        rule("above = 1", kind="treshold"),
+        "rules[0] (r): unknown kind 'treshold': did you mean 'threshold'?",
+    ),
+    (
+        "scope",
+        rule('above = 1\nscope = "suport"'),
+        "rules[0] (r).scope: unknown series 'suport': did you mean 'support'?",
+    ),
+    (
+        "scope-workspace",
+        rule('above = 1\nscope = ["sales", "workspce"]'),
+        "rules[0] (r).scope: unknown series 'workspce': did you mean 'workspace'?",
+    ),
+    (
+        "severity",
+        rule('above = 1\nseverity = "critcal"'),
+        "rules[0] (r).severity: Input should be 'info', 'warning' or 'critical' (got 'critcal'): "
+        "did you mean 'critical'?",
+    ),
+    (
+        "no-data-severity",
+        '[no_data]\nseverity = "warn"\n',
+        "no_data.severity: Input should be 'info', 'warning' or 'critical' (got 'warn'): "
+        "did you mean 'warning'?",
+    ),
+    (
+        "old-no-data-severity",
+        '[watchdog]\nno_data_severity = "CRITICAL"\n',
+        "watchdog.no_data_severity: Input should be 'info', 'warning' or 'critical' "
+        "(got 'CRITICAL'): did you mean 'critical'?",
+    ),
+    (
+        "time-zone",
+        rule('above = 1\nactive = { tz = "Europe/Berln" }'),
+        "rules[0] (r).active.tz: unknown time zone 'Europe/Berln': did you mean 'Europe/Berlin'?",
+    ),
+    (
+        "time-zone-case",
+        rule('above = 1\nactive = { tz = "america/new_york" }'),
+        "rules[0] (r).active.tz: unknown time zone 'america/new_york': "
+        "did you mean 'America/New_York'?",
+    ),
+    (
+        "day",
+        rule('above = 1\nactive = { days = "monday" }'),
+        "rules[0] (r).active.days: invalid day 'monday': did you mean 'mon'?",
+    ),
+    (
+        "day-range",
+        rule('above = 1\nactive = { days = "mon-fir" }'),
+        "rules[0] (r).active.days: invalid day range 'mon-fir': did you mean 'fri'?",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [s[1:] for s in SUGGESTIONS], ids=[s[0] for s in SUGGESTIONS]
+)
+def test_near_miss_suggests_the_closest_valid_word(text: str, expected: str) -> None:
+    """An unknown key, kind, scope, severity, time zone or day names the closest valid one."""
+    assert f"{SOURCE}: {expected}" in problems(text)
+
+
+NO_SUGGESTION = [
+    ("key", rule("above = 1\nbogus = 1"), "rules[0] (r).bogus: unknown key"),
+    (
+        "kind",
+        rule("above = 1", kind="ratio"),
+        "rules[0] (r): unknown kind 'ratio': use 'threshold' or 'change'",
+    ),
+    (
+        "scope",
+        rule('above = 1\nscope = "nobody"'),
+        "rules[0] (r).scope: unknown series 'nobody': not an agent name",
+    ),
+    (
+        "time-zone",
+        rule('above = 1\nactive = { tz = "Mars/Olympus" }'),
+        "rules[0] (r).active.tz: unknown time zone 'Mars/Olympus': "
+        "use an IANA name such as 'Europe/Berlin'",
+    ),
+    (
+        "day",
+        rule('above = 1\nactive = { days = "funday" }'),
+        "rules[0] (r).active.days: invalid day 'funday': use mon, tue, wed, thu, fri, sat, sun",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [s[1:] for s in NO_SUGGESTION], ids=[s[0] for s in NO_SUGGESTION]
+)
+def test_far_miss_says_what_is_valid_instead_of_guessing(text: str, expected: str) -> None:
+    """With nothing close, the message lists what is valid and suggests nothing."""
+    assert problems(text) == [f"{SOURCE}: {expected}"]
+
+
+def test_override_near_miss_suggests_at_its_variable() -> None:
+    """A WATCHDOG_NO_DATA_SEVERITY typo is reported at the variable, with the closest value."""
+    assert problems("", overrides={"no_data_severity": "warnign"}) == [
+        "environment: WATCHDOG_NO_DATA_SEVERITY: Input should be 'info', 'warning' or "
+        "'critical' (got 'warnign'): did you mean 'warning'?"
+    ]
+
+
+# -- names: the limit broken is named -------------------------------------------------
+
+LONGEST = "a" * 64
+
+NAME_PROBLEMS = [
+    (
+        "rule-too-long",
+        rule("above = 1", name="r" * 65),
+        f"rules[0] ({'r' * 65}).name: is 65 characters long: at most 64",
+    ),
+    (
+        "agent-too-long",
+        f'[[agents]]\nname = "{"a" * 70}"\nid = "x"\n',
+        f"agents[0] ({'a' * 70}).name: is 70 characters long: at most 64",
+    ),
+    ("rule-empty", rule("above = 1", name=""), "rules[0] ().name: must not be empty"),
+    (
+        "rule-first-char",
+        rule("above = 1", name="_hidden"),
+        "rules[0] (_hidden).name: must start with a letter or digit, not '_'",
+    ),
+    (
+        "agent-first-char",
+        '[[agents]]\nname = "-a"\nid = "x"\n',
+        "agents[0] (-a).name: must start with a letter or digit, not '-'",
+    ),
+    (
+        "rule-bad-char",
+        rule("above = 1", name="team/high"),
+        "rules[0] (team/high).name: '/' is not allowed: use letters, digits, '_', '-', '.' or ':'",
+    ),
+    (
+        "agent-non-ascii",
+        '[[agents]]\nname = "caf\u00e9"\nid = "x"\n',
+        "agents[0] (caf\u00e9).name: '\u00e9' is not allowed: "
+        "use letters, digits, '_', '-', '.' or ':'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [n[1:] for n in NAME_PROBLEMS], ids=[n[0] for n in NAME_PROBLEMS]
+)
+def test_bad_name_message_names_the_limit(text: str, expected: str) -> None:
+    """A refused rule or agent name says which limit it broke: length, first or any character."""
+    assert problems(text) == [f"{SOURCE}: {expected}"]
+
+
+def test_names_at_the_limit_are_accepted() -> None:
+    """64 characters of every allowed kind are a valid rule and agent name."""
+    name = ("Ab9_.:-" * 10)[:63]
+    text = (
+        f'[[agents]]\nname = "{LONGEST}"\nid = "x"\n'
+        + f'[[rules]]\nname = "z{name}"\nkind = "threshold"\nabove = 1\nscope = "{LONGEST}"\n'
+    )
+    config = parse_config(text)
+    assert config.scopes[f"z{name}"] == (LONGEST,)
+
+
+# -- [no_data]: the built-in alert's own table ----------------------------------------
+
+
+def test_no_data_table_routes_and_judges_the_built_in_alert() -> None:
+    """[no_data] sets the no-data alert's stale_after, severity, channel, mention, runbook."""
+    config = parse_config(
+        '[slack]\nchannel = "#oncall"\n'
+        '[no_data]\nstale_after = "5m"\nseverity = "warning"\nchannel = "#api-outages"\n'
+        'mention = "<!subteam^S1>"\nrunbook = "https://wiki/no-data"\n'
+    )
+    assert config.no_data.stale_after == timedelta(minutes=5)
+    assert config.no_data.severity == "warning"
+    route = config.route_for("no-data")
+    assert (route.channel, route.mention, route.runbook) == (
+        "#api-outages",
+        "<!subteam^S1>",
+        "https://wiki/no-data",
+    )
+
+
+def test_no_data_without_a_channel_goes_to_the_slack_channel() -> None:
+    """Without [no_data] channel the alert goes to [slack] channel, with no mention or runbook."""
+    route = parse_config('[slack]\nchannel = "#oncall"\n').route_for("no-data")
+    assert (route.channel, route.mention, route.runbook) == ("#oncall", None, None)
+
+
+def test_rules_route_is_theirs_not_the_no_data_one() -> None:
+    """A rule keeps its own mention and runbook; [no_data] applies to no-data only."""
+    config = parse_config(
+        AGENTS + '[no_data]\nchannel = "#nd"\nmention = "@nd"\n[slack]\nchannel = "#oncall"\n'
+        '[[rules]]\nname = "r"\nkind = "threshold"\nabove = 1\nrunbook = "https://r"\n'
+    )
+    route = config.route_for("r")
+    assert (route.channel, route.mention, route.runbook) == ("#oncall", None, "https://r")
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "stale_after", "severity"),
+    [
+        ("", {}, timedelta(minutes=2), "critical"),
+        (
+            '[watchdog]\nstale_after = "4m"\nno_data_severity = "info"\n',
+            {},
+            timedelta(minutes=4),
+            "info",
+        ),
+        (
+            '[no_data]\nstale_after = "6m"\nseverity = "warning"\n',
+            {},
+            timedelta(minutes=6),
+            "warning",
+        ),
+        (
+            '[watchdog]\nstale_after = "4m"\n[no_data]\nseverity = "warning"\n',
+            {},
+            timedelta(minutes=4),
+            "warning",
+        ),
+        (
+            '[no_data]\nstale_after = "6m"\nseverity = "warning"\n',
+            {"stale_after": "3m", "no_data_severity": "info"},
+            timedelta(minutes=3),
+            "info",
+        ),
+    ],
+    ids=["defaults", "old-spelling", "no-data-table", "mixed", "environment-wins"],
+)
+def test_no_data_values_in_force(
+    text: str, overrides: dict[str, str], stale_after: timedelta, severity: str
+) -> None:
+    """The environment wins, then [no_data], then the old [watchdog] keys, then defaults."""
+    config = parse_config(text, overrides=overrides)
+    assert (config.no_data.stale_after, config.no_data.severity) == (stale_after, severity)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[watchdog]\nstale_after = "4m"\n[no_data]\nstale_after = "6m"\n',
+            "watchdog.stale_after: also set as no_data.stale_after: keep only no_data.stale_after",
+        ),
+        (
+            '[watchdog]\nno_data_severity = "info"\n[no_data]\nseverity = "warning"\n',
+            "watchdog.no_data_severity: also set as no_data.severity: keep only no_data.severity",
+        ),
+        (
+            '[watchdog]\npoll_interval = "1m"\n[no_data]\nstale_after = "30s"\n',
+            "no_data.stale_after: must be at least poll_interval (1m)",
+        ),
+        (
+            '[watchdog]\npoll_interval = "5m"\n',
+            "no_data.stale_after: must be at least poll_interval (5m)",
+        ),
+        (
+            '[no_data]\nstale_after = "never"\n',
+            "no_data.stale_after: invalid duration 'never'",
+        ),
+        ("[no_data]\nchannel = 5\n", "no_data.channel: Input should be a valid string"),
+    ],
+    ids=[
+        "both-stale-after",
+        "both-severity",
+        "stale-below-poll",
+        "default-below-poll",
+        "bad-duration",
+        "channel-type",
+    ],
+)
+def test_no_data_problems(text: str, expected: str) -> None:
+    """[no_data] mistakes, including a key set in both spellings, are one line each."""
+    assert any(line.startswith(f"{SOURCE}: {expected}") for line in problems(text)), problems(text)
+
+
+def test_no_data_problem_next_to_a_type_problem_is_still_reported() -> None:
+    """A file with a type error elsewhere still gets its [no_data] problems in the same pass."""
+    found = problems(
+        '[watchdog]\nstale_after = "4m"\n[no_data]\nstale_after = "6m"\n' + rule('above = "x"')
+    )
+    both = "watchdog.stale_after: also set as no_data.stale_after: keep only no_data.stale_after"
+    assert f"{SOURCE}: {both}" in found
+    assert any(".above: Input should be a valid integer" in line for line in found)
 
 
 # -- durations ------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from watchdog.errors import ConfigError
-from watchdog.settings import DEFAULT_BASE_URL, load_settings
+from watchdog.settings import (
+    DEFAULT_BASE_URL,
+    Settings,
+    credentials_for_check,
+    load_settings,
+    unknown_variables,
+)
 
 _PREFIXES = ("ELEVENLABS_", "SLACK_", "WATCHDOG_")
 _SYSTEMD = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "XDG_STATE_HOME")
@@ -127,6 +133,11 @@ def test_config_path_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
             "or 'error'",
         ),
         (
+            {"WATCHDOG_LOG_LEVEL": "warnign"},
+            "environment: WATCHDOG_LOG_LEVEL: Input should be 'debug', 'info', 'warning' "
+            "or 'error': did you mean 'warning'?",
+        ),
+        (
             {"SLACK_WEBHOOK_URL": "hooks.slack.com/services/T/B/x"},
             "environment: SLACK_WEBHOOK_URL: must be an https:// incoming-webhook URL",
         ),
@@ -151,6 +162,7 @@ def test_config_path_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
         "ftp-base-url",
         "slack-api-url-no-scheme",
         "log-level",
+        "log-level-near-miss",
         "webhook-no-scheme",
         "bot-and-webhook",
         "empty-key",
@@ -318,3 +330,99 @@ def test_binary_credential_file_is_a_problem_line(
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(directory))
     found = problems(monkeypatch)
     assert any("ELEVENLABS_API_KEY" in line or "elevenlabs_api_key" in line for line in found)
+
+
+def test_explicit_credentials_dir_wins_over_credentials_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """load_settings(credentials_dir=...) reads that directory instead of the service's."""
+    service = credentials(tmp_path / "service", elevenlabs_api_key="sk_service\n")
+    given = credentials(tmp_path / "given", elevenlabs_api_key="sk_given\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(service))
+    key = load_settings(credentials_dir=given).elevenlabs_api_key
+    assert key is not None
+    assert key.get_secret_value() == "sk_given"
+
+
+# -- which credentials `check` reads ----------------------------------------------------
+
+
+def test_check_reads_the_given_credentials_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--credentials-dir is read even when the service's directory exists."""
+    monkeypatch.setenv("WATCHDOG_CREDENTIALS_DIR", str(credentials(tmp_path / "service")))
+    given = credentials(tmp_path / "given")
+    assert credentials_for_check(given).directory == given
+
+
+def test_check_refuses_a_given_credentials_dir_that_is_missing(tmp_path: Path) -> None:
+    """A --credentials-dir that is not a directory is a problem line naming it."""
+    with pytest.raises(ConfigError) as caught:
+        credentials_for_check(tmp_path / "absent")
+    assert caught.value.problems == [f"--credentials-dir: {tmp_path / 'absent'}: not a directory"]
+
+
+def test_check_reads_the_service_credentials_when_they_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a flag, the service's directory is read when it exists, else none."""
+    service = tmp_path / "service"
+    monkeypatch.setenv("WATCHDOG_CREDENTIALS_DIR", str(service))
+    assert credentials_for_check(None).directory is None
+    credentials(service)
+    assert credentials_for_check(None).directory == service
+
+
+def test_check_inside_the_service_reads_its_credentials_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With $CREDENTIALS_DIRECTORY set (as systemd does), that directory is the one read."""
+    monkeypatch.setenv("WATCHDOG_CREDENTIALS_DIR", str(credentials(tmp_path / "service")))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials(tmp_path / "systemd")))
+    assert credentials_for_check(None).directory is None
+
+
+# -- unknown WATCHDOG_* variables -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {"WATCHDOG_POLL_INTERVALL": "5s"},
+            [
+                "environment: WATCHDOG_POLL_INTERVALL: unknown variable, ignored: "
+                "did you mean WATCHDOG_POLL_INTERVAL?"
+            ],
+        ),
+        (
+            {"WATCHDOG_STATEDIR": "/x", "WATCHDOG_COLOUR": "blue"},
+            [
+                "environment: WATCHDOG_COLOUR: unknown variable, ignored",
+                "environment: WATCHDOG_STATEDIR: unknown variable, ignored: "
+                "did you mean WATCHDOG_STATE_DIR?",
+            ],
+        ),
+        (
+            {"watchdog_log_levle": "debug"},
+            [
+                "environment: watchdog_log_levle: unknown variable, ignored: "
+                "did you mean WATCHDOG_LOG_LEVEL?"
+            ],
+        ),
+        ({"WATCHDOG_USEC": "60000000", "WATCHDOG_PID": "1", "OTHER_VAR": "x"}, []),
+    ],
+    ids=["typo", "two-sorted", "lower-case", "systemd-and-others"],
+)
+def test_unknown_watchdog_variables_are_named(environ: dict[str, str], expected: list[str]) -> None:
+    """A WATCHDOG_* variable nothing reads is named, with the closest real one if near."""
+    assert [str(u) for u in unknown_variables(environ)] == expected
+
+
+def test_every_setting_variable_is_known() -> None:
+    """No variable the watchdog reads is ever reported as unknown."""
+    ours = {name.upper(): "x" for name in Settings.model_fields if name.startswith("watchdog_")}
+    ours["WATCHDOG_CREDENTIALS_DIR"] = "/x"
+    assert len(ours) > 10
+    assert unknown_variables(ours) == []

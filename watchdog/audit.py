@@ -61,6 +61,7 @@ class Event(StrEnum):
     NOTIFY_FAILED = "notify.failed"
     CONFIG_LOADED = "config.loaded"
     CONFIG_REJECTED = "config.rejected"
+    CONFIG_UNKNOWN_VARIABLE = "config.unknown_variable"  # a WATCHDOG_* typo, ignored
     DAEMON_STARTED = "daemon.started"
     DAEMON_STOPPING = "daemon.stopping"
     DAEMON_RELOADED = "daemon.reloaded"

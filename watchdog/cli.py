@@ -34,8 +34,8 @@ from watchdog.errors import (
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
 from watchdog.model import WORKSPACE, AlertState, Notification
-from watchdog.rules import Config, load_config, summarize
-from watchdog.settings import Settings, load_settings
+from watchdog.rules import Config, load_config
+from watchdog.settings import Settings, credentials_for_check, load_settings, unknown_variables
 from watchdog.store import Store, Unreadable, writer_lock
 
 if TYPE_CHECKING:
@@ -91,7 +91,14 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     command("run", _cmd_run, "run the daemon (SIGHUP reloads rules, SIGTERM stops)")
-    command("check", _cmd_check, "validate settings, rules and the state directory")
+    sub = command("check", _cmd_check, "validate settings, rules and the state directory")
+    sub.add_argument(
+        "--credentials-dir",
+        type=Path,
+        metavar="DIR",
+        help="read secrets from DIR, as the service gets them from LoadCredential= "
+        "(default: /etc/watchdog/credentials when it exists)",
+    )
     sub = command("poll", _cmd_poll, "poll every series once and print the counts")
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = command("replay", _cmd_replay, "run the rules over recorded counts, offline")
@@ -118,8 +125,9 @@ def _config_path(args: argparse.Namespace, settings: Settings) -> Path:
     return path
 
 
-def _load(args: argparse.Namespace) -> tuple[Settings, Config]:
-    settings = load_settings()
+def _load(args: argparse.Namespace, settings: Settings | None = None) -> tuple[Settings, Config]:
+    if settings is None:
+        settings = load_settings()
     config = load_config(_config_path(args, settings), overrides=settings.overrides())
     _check_slack(settings, config)
     return settings, config
@@ -128,14 +136,16 @@ def _load(args: argparse.Namespace) -> tuple[Settings, Config]:
 def _check_slack(settings: Settings, config: Config) -> None:
     if settings.slack_mode != "bot" or config.slack.channel:
         return
-    missing = [rule.name for rule in config.rules if not rule.channel]
-    raise ConfigError(
-        [
-            f"{config.source}: slack.channel: required with SLACK_BOT_TOKEN (the no-data alert"
-            + (f" and rules {', '.join(missing)}" if missing else "")
-            + " have no channel of their own)"
-        ]
-    )
+    missing = ["the no-data alert"] if not config.no_data.channel else []
+    rules = [rule.name for rule in config.rules if not rule.channel]
+    missing += [f"rules {', '.join(rules)}"] if rules else []
+    if missing:
+        raise ConfigError(
+            [
+                f"{config.source}: slack.channel: required with SLACK_BOT_TOKEN "
+                f"({' and '.join(missing)} have no channel of their own)"
+            ]
+        )
 
 
 def _require_key(settings: Settings) -> None:
@@ -156,9 +166,13 @@ def _open_store(settings: Settings) -> Store:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from watchdog.checkreport import Environment, report
     from watchdog.metrics import parse_listen_addr
 
-    settings, config = _load(args)
+    for unknown in unknown_variables():
+        print(f"warning: {unknown}", file=sys.stderr)
+    credentials = credentials_for_check(args.credentials_dir)
+    settings, config = _load(args, load_settings(credentials.directory))
     if settings.watchdog_metrics_addr:
         try:
             parse_listen_addr(settings.watchdog_metrics_addr)
@@ -167,21 +181,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
     watchdog_sec = _watchdog_sec_line()
     store = _open_store(settings)
     store.close()
-    print(
-        f"{config.source}: ok: {len(config.rules)} rules, {len(config.series)} series "
-        f"(workspace + {len(config.agents)} agents), poll every "
-        f"{format_duration(config.watchdog.poll_interval)}"
+    environment = Environment(
+        slack_mode=settings.slack_mode,
+        api_key_set=settings.elevenlabs_api_key is not None,
+        state_dir=settings.state_dir,
+        credentials=credentials.directory,
+        credentials_note=credentials.note,
     )
-    for rule in config.rules:
-        print(f"  {summarize(config, rule)}")
-    print(f"  no-data: built in, after {format_duration(config.watchdog.stale_after)} per series")
-    where = {
-        "bot": "Slack (bot token)",
-        "webhook": "Slack (incoming webhook)",
-        "console": "the console (no Slack configured)",
-    }[settings.slack_mode]
-    key = "set" if settings.elevenlabs_api_key is not None else "NOT SET (needed by run and poll)"
-    print(f"  alerts go to {where}; API key {key}; state in {settings.state_dir}")
+    for line in report(config, environment):
+        print(line)
     if watchdog_sec:
         print(f"  {watchdog_sec}")
     return EXIT_OK
@@ -211,6 +219,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _require_key(settings)
     configure_logging(level=settings.watchdog_log_level, secrets=settings.secrets())
     log = get_logger()
+    for unknown in unknown_variables():
+        log.warning(
+            Event.CONFIG_UNKNOWN_VARIABLE, variable=unknown.name, suggestion=unknown.suggestion
+        )
     with writer_lock(settings.state_dir):
         store = _open_store(settings)
         log.info(

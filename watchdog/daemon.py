@@ -601,8 +601,8 @@ class Daemon:
         return max([*windows, sparkline])
 
     def _notification(self, t: Transition, config: Config) -> Notification:
-        rule = config.rule(t.rule)
-        channel = self._fixed_channel or config.channel_for(t.rule) or "console"
+        route = config.route_for(t.rule)
+        channel = self._fixed_channel or route.channel or "console"
         return Notification(
             alert_id=t.alert_id,
             kind=t.kind,
@@ -616,8 +616,8 @@ class Daemon:
             channel=channel,
             reason=t.reason,
             recent=t.recent,
-            runbook=rule.runbook if rule is not None else None,
-            mention=rule.mention if rule is not None and t.kind is TransitionKind.FIRING else None,
+            runbook=route.runbook,
+            mention=route.mention if t.kind is TransitionKind.FIRING else None,
         )
 
     # -- reporting ------------------------------------------------------------------

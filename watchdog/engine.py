@@ -368,7 +368,7 @@ class Engine:
             # After a workspace-wide outage the agents get a fresh `stale_after` to come
             # back, instead of one no-data message each for the outage just resolved.
             reference = max(reference, self._workspace_back)
-        stale_after = self._config.watchdog.stale_after
+        stale_after = self._config.no_data.stale_after
         if not force and now - reference < stale_after:
             return []
         if series.name != WORKSPACE and self._workspace_outage(series):
@@ -479,7 +479,7 @@ class Engine:
 
     def _severity(self, rule_name: str) -> Severity:
         rule = self._config.rule(rule_name)
-        return rule.severity if rule is not None else self._config.watchdog.no_data_severity
+        return rule.severity if rule is not None else self._config.no_data.severity
 
 
 def _recovery(rule: ThresholdRule) -> str:

@@ -16,6 +16,7 @@ from watchdog.engine import Engine
 from watchdog.errors import InputError
 from watchdog.model import NO_DATA_RULE, WORKSPACE, Sample, Transition, TransitionKind
 from watchdog.rules import Config
+from watchdog.suggest import did_you_mean
 
 _SHOWN = (TransitionKind.FIRING, TransitionKind.RESOLVED)
 _MAX_TICKS_PER_GAP = 10_000
@@ -81,7 +82,8 @@ def _row(row: list[str], known: set[str]) -> Sample:
         raise ValueError(f"invalid count {count}: must be >= 0")
     series = row[2].strip() if len(row) == 3 and row[2].strip() else WORKSPACE
     if series not in known:
-        raise ValueError(f"unknown series {series!r}: not 'workspace' or an agent of the config")
+        hint = did_you_mean(series, sorted(known)) or ": not 'workspace' or an agent of the config"
+        raise ValueError(f"unknown series {series!r}{hint}")
     return Sample(series=series, at=at, count=count)
 
 

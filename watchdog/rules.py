@@ -1,8 +1,11 @@
 """The rules file: TOML in, validated `Config` out, or every problem at once.
 
 Problems are reported as `FILE: rules[N] (name).key: what is wrong` so an operator can
-fix a whole file in one pass. This module knows what a rule means but never reads the
-environment or secrets: overrides from `WATCHDOG_*` variables are passed in by `settings`.
+fix a whole file in one pass; a message names the limit that was broken, and a near miss
+(an unknown key, kind, scope, severity, day or time zone) suggests the closest valid
+word. This module knows what a rule means but never reads the environment or secrets:
+overrides from `WATCHDOG_*` variables are passed in by `settings`. What `watchdog check`
+prints about a valid file lives in `checkreport`.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     BaseModel,
@@ -34,10 +37,15 @@ from pydantic import (
 from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import ConfigError
 from watchdog.model import NO_DATA_RULE, WORKSPACE, Severity
+from watchdog.suggest import did_you_mean, expected_choice
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9_.:-]")
+NAME_MAX = 64
+"""Longest rule or agent name: it is a label in /metrics and a word in every Slack card."""
+KINDS = ("threshold", "change")
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def _duration(value: object) -> timedelta:
@@ -58,14 +66,17 @@ def _parse_days(text: str) -> frozenset[int]:
         if "-" in part:
             first, _, last = part.partition("-")
             if first not in _DAYS or last not in _DAYS:
-                raise ValueError(f"invalid day range {part!r}: use e.g. 'mon-fri'")
+                wrong = last if first in _DAYS else first
+                hint = did_you_mean(wrong, _DAYS) or ": use e.g. 'mon-fri'"
+                raise ValueError(f"invalid day range {part!r}{hint}")
             start, end = _DAYS.index(first), _DAYS.index(last)
             span = range(start, end + 1) if start <= end else [*range(start, 7), *range(end + 1)]
             days.update(span)
         elif part in _DAYS:
             days.add(_DAYS.index(part))
         else:
-            raise ValueError(f"invalid day {part!r}: use mon, tue, wed, thu, fri, sat, sun")
+            hint = did_you_mean(part, _DAYS) or ": use mon, tue, wed, thu, fri, sat, sun"
+            raise ValueError(f"invalid day {part!r}{hint}")
     return frozenset(days)
 
 
@@ -81,6 +92,12 @@ def _parse_hours(text: str) -> tuple[time, time | None]:
     if end == start:
         raise ValueError(f"invalid hours {text!r}: start and end are equal")
     return start, end
+
+
+@cache
+def _zones() -> frozenset[str]:
+    """Every IANA zone name (read once, and only when a zone was not found)."""
+    return frozenset(available_timezones())
 
 
 class ActiveWindow(BaseModel):
@@ -103,7 +120,8 @@ class ActiveWindow(BaseModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError, OSError):
             # OSError: keys such as "America" name a tzdata directory, not a zone.
-            raise ValueError(f"unknown time zone {value!r}") from None
+            hint = did_you_mean(value, _zones()) or ": use an IANA name such as 'Europe/Berlin'"
+            raise ValueError(f"unknown time zone {value!r}{hint}") from None
         return value
 
     @field_validator("days")
@@ -240,15 +258,37 @@ class Agent(BaseModel):
 
 
 class WatchdogSection(BaseModel):
+    """`[watchdog]`: timing and limits of the loop.
+
+    `stale_after` and `no_data_severity` are the old spelling of `[no_data]` keys; they
+    keep working, and `Config.no_data` holds the values in force.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     poll_interval: Duration = timedelta(seconds=15)
-    stale_after: Duration = timedelta(minutes=2)
+    stale_after: Duration | None = None
     repeat: Duration = timedelta(hours=1)
     retention: Duration = timedelta(days=7)
     timeout: Duration = timedelta(seconds=10)
     concurrency: Annotated[StrictInt, Field(ge=1, le=256)] = 8
-    no_data_severity: Severity = Severity.CRITICAL
+    no_data_severity: Severity | None = None
+
+
+class NoDataSection(BaseModel):
+    """`[no_data]`: when the built-in no-data alert fires, how severe it is, where it goes.
+
+    It is the alert that pages for a revoked key, an unknown agent or an API outage, so it
+    is routed like a rule: its own channel, mention and runbook.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stale_after: Duration = timedelta(minutes=2)
+    severity: Severity = Severity.CRITICAL
+    channel: StrictStr | None = None
+    mention: StrictStr | None = None
+    runbook: StrictStr | None = None
 
 
 class SlackSection(BaseModel):
@@ -261,14 +301,24 @@ class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     watchdog: WatchdogSection = WatchdogSection()
+    no_data: NoDataSection = NoDataSection()
     slack: SlackSection = SlackSection()
     agents: list[Agent] = []
     rules: list[Rule] = []
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where an alert's messages go and whom a firing one pages."""
+
+    channel: str | None
+    mention: str | None
+    runbook: str | None
+
+
+@dataclass(frozen=True)
 class Config:
-    """A validated rules file plus `[watchdog]` and `[slack]` settings."""
+    """A validated rules file: `[watchdog]`, `[no_data]` (values in force), `[slack]`, ..."""
 
     source: str
     watchdog: WatchdogSection
@@ -276,6 +326,7 @@ class Config:
     agents: tuple[Agent, ...]
     rules: tuple[ThresholdRule | ChangeRule, ...]
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    no_data: NoDataSection = field(default_factory=NoDataSection)
 
     @property
     def series(self) -> tuple[tuple[str, str | None], ...]:
@@ -289,9 +340,20 @@ class Config:
     def rule(self, name: str) -> ThresholdRule | ChangeRule | None:
         return self._by_name.get(name)
 
+    def route_for(self, rule: str) -> Route:
+        """The rule's own channel (else `[slack] channel`), mention and runbook.
+
+        The built-in no-data alert is routed by the `[no_data]` table.
+        """
+        found: ThresholdRule | ChangeRule | NoDataSection | None = (
+            self.no_data if rule == NO_DATA_RULE else self.rule(rule)
+        )
+        if found is None:
+            return Route(self.slack.channel, None, None)
+        return Route(found.channel or self.slack.channel, found.mention, found.runbook)
+
     def channel_for(self, rule: str) -> str | None:
-        found = self.rule(rule)
-        return (found.channel if found else None) or self.slack.channel
+        return self.route_for(rule).channel
 
     def repeat_for(self, rule: str) -> timedelta:
         found = self.rule(rule)
@@ -315,7 +377,7 @@ def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
                 out = _with_rule_name(data, out, part)
             parent = part
             continue
-        if part in ("threshold", "change") or "[" in part or part in _TYPE_TAGS:
+        if part in KINDS or "[" in part or part in _TYPE_TAGS:
             continue
         out += ("." if out else "") + _printable(part.replace("for_", "for"))
         parent = part
@@ -339,14 +401,55 @@ def _printable(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
+# The table each key path names, to suggest the closest key of the same table.
+_TABLES: dict[tuple[str, ...], type[BaseModel]] = {
+    (): _ConfigFile,
+    ("watchdog",): WatchdogSection,
+    ("no_data",): NoDataSection,
+    ("slack",): SlackSection,
+    ("agents",): Agent,
+    ("rules", "threshold"): ThresholdRule,
+    ("rules", "change"): ChangeRule,
+    ("rules", "threshold", "active"): ActiveWindow,
+    ("rules", "change", "active"): ActiveWindow,
+}
+# Keys people reach for whose spelling no string distance finds.
+_SYNONYMS = {"timezone": "tz", "time_zone": "tz", "zone": "tz"}
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _unknown_key(loc: Sequence[int | str]) -> str:
+    """`unknown key`, with the closest key of the same table when one is near."""
+    *parents, key = (str(part) for part in loc if not isinstance(part, int))
+    table = tuple(parents)
+    model = _TABLES.get(table)
+    if model is None:
+        return "unknown key"
+    if key in _SYNONYMS and _SYNONYMS[key] in _keys_of(model):
+        return f"unknown key: did you mean {_SYNONYMS[key]!r}?"
+    hint = did_you_mean(key, _keys_of(model))
+    if not hint and len(table) == 2 and table[0] == "rules":
+        other, other_kind = (
+            (ChangeRule, "change") if model is ThresholdRule else (ThresholdRule, "threshold")
+        )
+        if key in _keys_of(other):
+            return f"unknown key: {key!r} belongs to {other_kind} rules"
+    return "unknown key" + hint
+
+
 def _message(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return _unknown_key(error["loc"])
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        return f"unknown kind {error['input'].get('kind')!r}: use 'threshold' or 'change'"
+        given = error["input"].get("kind")
+        hint = did_you_mean(given, KINDS) if isinstance(given, str) else ""
+        return f"unknown kind {given!r}" + (hint or ": use 'threshold' or 'change'")
     if kind == "union_tag_not_found":
         return "required key 'kind' is missing: use 'threshold' or 'change'"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -354,20 +457,103 @@ def _message(error: Mapping[str, Any]) -> str:
         shown = repr(error["input"])
         if len(shown) <= 60:
             message += f" (got {shown})"
-    return message
+    return message + expected_choice(error)
+
+
+def _name_problem(name: str) -> str | None:
+    """Why `name` cannot name a rule or an agent, naming the limit broken; None if it can."""
+    if not name:
+        return "must not be empty"
+    if len(name) > NAME_MAX:
+        return f"is {len(name)} characters long: at most {NAME_MAX}"
+    first = name[0]
+    if not (first.isascii() and first.isalnum()):
+        return f"must start with a letter or digit, not {first!r}"
+    bad = next((c for c in name if not _NAME_CHAR.fullmatch(c)), None)
+    if bad is not None:
+        return f"{bad!r} is not allowed: use letters, digits, '_', '-', '.' or ':'"
+    return None
+
+
+# The old `[watchdog]` spelling of `[no_data]` keys, and the new one.
+_OLD_NO_DATA_KEYS = (("stale_after", "stale_after"), ("no_data_severity", "severity"))
+
+
+def _no_data_in_force(
+    watchdog: WatchdogSection, no_data: NoDataSection, from_env: Collection[str]
+) -> NoDataSection:
+    """`[no_data]` with the old `[watchdog]` keys applied: the environment wins, then
+    `[no_data]`, then the old spelling, then the defaults."""
+    update: dict[str, Any] = {}
+    for old, new in _OLD_NO_DATA_KEYS:
+        value = getattr(watchdog, old)
+        if value is not None and (old in from_env or new not in no_data.model_fields_set):
+            update[new] = value
+    return no_data.model_copy(update=update)
+
+
+def _stale_after_origin(
+    watchdog: WatchdogSection, no_data: NoDataSection, from_env: Collection[str]
+) -> str:
+    """Where the `stale_after` in force was set, to report a problem with it there."""
+    if "stale_after" in from_env:
+        return "environment: WATCHDOG_STALE_AFTER"
+    if watchdog.stale_after is not None and "stale_after" not in no_data.model_fields_set:
+        return "watchdog.stale_after"
+    return "no_data.stale_after"
+
+
+def _spelling_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A no-data key set in both spellings: which one is meant would be a guess."""
+    old, new = data.get("watchdog"), data.get("no_data")
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    return [
+        (f"watchdog.{old_key}", f"also set as no_data.{new_key}: keep only no_data.{new_key}")
+        for old_key, new_key in _OLD_NO_DATA_KEYS
+        if old_key in old and new_key in new
+    ]
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The sections and items of a file that are valid on their own."""
+
+    watchdog: WatchdogSection | None
+    no_data: NoDataSection | None
+    agents: Sequence[tuple[int, Agent]]
+    rules: Sequence[tuple[int, ThresholdRule | ChangeRule]]
 
 
 def _semantic_problems(
-    watchdog: WatchdogSection | None,
-    agents: Sequence[tuple[int, Agent]],
-    rules: Sequence[tuple[int, ThresholdRule | ChangeRule]],
-    known_agents: set[str],
+    parts: _Parts, known_agents: set[str], from_env: Collection[str]
 ) -> list[tuple[str, str]]:
     """Checks across fields and sections, as (location, message) pairs.
 
     Runs on whatever parts of the file passed the type checks, so a file with a type
     problem still gets its other problems reported in the same pass.
     """
+    problems = _agent_problems(parts.agents)
+    problems += _timing_problems(parts.watchdog, parts.no_data, from_env)
+    seen: set[str] = set()
+    for i, rule in parts.rules:
+        where = f"rules[{i}] ({_printable(rule.name)})"
+        if rule.name in seen:
+            problems.append((f"{where}.name", "duplicate rule name"))
+        if rule.name == NO_DATA_RULE:
+            problems.append((f"{where}.name", f"{NO_DATA_RULE!r} is the built-in rule's name"))
+        elif (wrong := _name_problem(rule.name)) is not None:
+            problems.append((f"{where}.name", wrong))
+        seen.add(rule.name)
+        problems.extend(_scope_problems(where, rule, known_agents))
+        if isinstance(rule, ThresholdRule):
+            problems.extend(_threshold_problems(where, rule))
+        else:
+            problems.extend(_change_problems(where, rule))
+    return problems
+
+
+def _agent_problems(agents: Sequence[tuple[int, Agent]]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     agent_names: set[str] = set()
     for i, agent in agents:
@@ -376,38 +562,48 @@ def _semantic_problems(
             problems.append((f"{where}.name", "duplicate agent name"))
         if agent.name in (WORKSPACE, "*"):
             problems.append((f"{where}.name", f"{agent.name!r} is reserved"))
-        elif not _NAME.match(agent.name):
-            problems.append((f"{where}.name", "use letters, digits, '_', '-', '.' or ':'"))
+        elif (wrong := _name_problem(agent.name)) is not None:
+            problems.append((f"{where}.name", wrong))
         if not agent.id.strip():
             problems.append((f"{where}.id", "must not be empty"))
         agent_names.add(agent.name)
-    w = watchdog
-    if w is not None and w.poll_interval < timedelta(milliseconds=100):
+    return problems
+
+
+def _timing_problems(
+    watchdog: WatchdogSection | None, no_data: NoDataSection | None, from_env: Collection[str]
+) -> list[tuple[str, str]]:
+    if watchdog is None:
+        return []
+    problems: list[tuple[str, str]] = []
+    if watchdog.poll_interval < timedelta(milliseconds=100):
         problems.append(("watchdog.poll_interval", "must be at least 100ms"))
-    if w is not None and w.stale_after < w.poll_interval:
-        problems.append(("watchdog.stale_after", "must be at least poll_interval"))
-    if w is not None and w.timeout <= timedelta(0):
+    if no_data is not None:
+        stale_after = _no_data_in_force(watchdog, no_data, from_env).stale_after
+        if stale_after < watchdog.poll_interval:
+            problems.append(
+                (
+                    _stale_after_origin(watchdog, no_data, from_env),
+                    f"must be at least poll_interval ({format_duration(watchdog.poll_interval)})",
+                )
+            )
+    if watchdog.timeout <= timedelta(0):
         problems.append(("watchdog.timeout", "must be more than 0s"))
-    seen: set[str] = set()
-    for i, rule in rules:
-        where = f"rules[{i}] ({_printable(rule.name)})"
-        if rule.name in seen:
-            problems.append((f"{where}.name", "duplicate rule name"))
-        if rule.name == NO_DATA_RULE:
-            problems.append((f"{where}.name", f"{NO_DATA_RULE!r} is the built-in rule's name"))
-        elif not _NAME.match(rule.name):
-            problems.append((f"{where}.name", "use letters, digits, '_', '-', '.' or ':'"))
-        seen.add(rule.name)
-        scope = [rule.scope] if isinstance(rule.scope, str) else rule.scope
-        if not scope:
-            problems.append((f"{where}.scope", "must name at least one series"))
-        for name in scope:
-            if name not in (WORKSPACE, "*") and name not in known_agents:
-                problems.append((f"{where}.scope", f"unknown series {name!r}: not an agent name"))
-        if isinstance(rule, ThresholdRule):
-            problems.extend(_threshold_problems(where, rule))
-        else:
-            problems.extend(_change_problems(where, rule))
+    return problems
+
+
+def _scope_problems(
+    where: str, rule: ThresholdRule | ChangeRule, known_agents: set[str]
+) -> list[tuple[str, str]]:
+    scope = [rule.scope] if isinstance(rule.scope, str) else rule.scope
+    if not scope:
+        return [(f"{where}.scope", "must name at least one series")]
+    valid = [WORKSPACE, "*", *sorted(known_agents)]
+    problems: list[tuple[str, str]] = []
+    for name in scope:
+        if name not in valid:
+            hint = did_you_mean(name, valid) or ": not an agent name"
+            problems.append((f"{where}.scope", f"unknown series {name!r}{hint}"))
     return problems
 
 
@@ -481,7 +677,8 @@ def parse_config(
         raise ConfigError([f"{source}: TOML syntax error: {exc}"]) from None
     except RecursionError:
         raise ConfigError([f"{source}: TOML nested too deeply"]) from None
-    problems: list[str] = []
+    spelling = _spelling_problems(data)  # of the file itself, before the environment
+    from_env = tuple(overrides or ())
     if overrides:
         section = data.setdefault("watchdog", {})
         if not isinstance(section, dict):
@@ -495,6 +692,11 @@ def parse_config(
         for a in (raw_agents if isinstance(raw_agents, list) else [])
         if isinstance(a, dict) and isinstance(a.get("name"), str)
     }
+
+    def where(location: str) -> str:
+        return location if location.startswith("environment: ") else f"{source}: {location}"
+
+    problems: list[str] = []
     try:
         parsed = _ConfigFile.model_validate(data)
     except ValidationError as exc:
@@ -502,20 +704,17 @@ def parse_config(
             loc = tuple(error["loc"])
             if overrides and len(loc) == 2 and loc[0] == "watchdog" and loc[1] in overrides:
                 # The environment's value is at fault, not the file's.
-                where = f"environment: WATCHDOG_{str(loc[1]).upper()}"
-                problems.append(f"{where}: {_message(error)}")
+                problems.append(f"environment: WATCHDOG_{str(loc[1]).upper()}: {_message(error)}")
                 continue
-            location = _loc(data, loc)
-            problems.append(f"{source}: {location}: {_message(error)}")
-        watchdog, agents, rules = _valid_parts(data)
-        for location, message in _semantic_problems(watchdog, agents, rules, known_agents):
-            problems.append(f"{source}: {location}: {message}")
+            problems.append(f"{source}: {_loc(data, loc)}: {_message(error)}")
+        for location, message in _semantic_problems(_valid_parts(data), known_agents, from_env):
+            problems.append(f"{where(location)}: {message}")
+        problems += [f"{where(location)}: {message}" for location, message in spelling]
         raise ConfigError(problems) from None
-    semantic = _semantic_problems(
-        parsed.watchdog, list(enumerate(parsed.agents)), list(enumerate(parsed.rules)), known_agents
-    )
-    for location, message in semantic:
-        problems.append(f"{source}: {location}: {message}")
+    agents, rules = list(enumerate(parsed.agents)), list(enumerate(parsed.rules))
+    parts = _Parts(parsed.watchdog, parsed.no_data, agents, rules)
+    for location, message in [*_semantic_problems(parts, known_agents, from_env), *spelling]:
+        problems.append(f"{where(location)}: {message}")
     if problems:
         raise ConfigError(problems)
     return Config(
@@ -525,24 +724,15 @@ def parse_config(
         agents=tuple(parsed.agents),
         rules=tuple(parsed.rules),
         scopes=_expand_scopes(parsed),
+        no_data=_no_data_in_force(parsed.watchdog, parsed.no_data, from_env),
     )
 
 
 _RULE: TypeAdapter[ThresholdRule | ChangeRule] = TypeAdapter(Rule)
 
 
-def _valid_parts(
-    data: Mapping[str, Any],
-) -> tuple[
-    WatchdogSection | None,
-    list[tuple[int, Agent]],
-    list[tuple[int, ThresholdRule | ChangeRule]],
-]:
+def _valid_parts(data: Mapping[str, Any]) -> _Parts:
     """The sections and items of a file that failed validation which are valid alone."""
-    try:
-        watchdog: WatchdogSection | None = WatchdogSection.model_validate(data.get("watchdog", {}))
-    except ValidationError:
-        watchdog = None
     agents: list[tuple[int, Agent]] = []
     rules: list[tuple[int, ThresholdRule | ChangeRule]] = []
     raw_agents, raw_rules = data.get("agents"), data.get("rules")
@@ -552,7 +742,15 @@ def _valid_parts(
     for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         with contextlib.suppress(ValidationError):
             rules.append((i, _RULE.validate_python(raw)))
-    return watchdog, agents, rules
+    watchdog = _valid_or_none(WatchdogSection, data.get("watchdog", {}))
+    return _Parts(watchdog, _valid_or_none(NoDataSection, data.get("no_data", {})), agents, rules)
+
+
+def _valid_or_none(model: type[_Model], raw: object) -> _Model | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 def load_config(path: Path, *, overrides: Mapping[str, str] | None = None) -> Config:
@@ -566,15 +764,3 @@ def load_config(path: Path, *, overrides: Mapping[str, str] | None = None) -> Co
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     return parse_config(text, source=str(path), overrides=overrides)
-
-
-def summarize(config: Config, rule: ThresholdRule | ChangeRule) -> str:
-    """One line per rule for `watchdog check`."""
-    scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
-    parts = [f"{rule.name}: {rule.kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
-    if rule.active is not None:
-        parts.append(f"active {rule.active.describe()}")
-    channel = rule.channel or config.slack.channel
-    if channel:
-        parts.append(f"-> {channel}")
-    return " ".join(parts)

@@ -4,12 +4,16 @@ Secrets come from environment variables or from files in `$CREDENTIALS_DIRECTORY
 (systemd's `LoadCredential=`), never from the rules file, so the rules file can be
 committed and shared. `WATCHDOG_<KEY>` variables override the rules file's `[watchdog]`
 section (the environment wins), which `overrides()` hands to `rules.load_config`.
+A `WATCHDOG_*` variable that is none of ours is a typo until proven otherwise:
+`unknown_variables()` names it and the closest real one.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -18,8 +22,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from watchdog.errors import ConfigError
+from watchdog.suggest import closest, expected_choice
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+SERVICE_CREDENTIALS_DIR = Path("/etc/watchdog/credentials")
+"""Where the README's systemd install keeps the files the unit hands over with
+`LoadCredential=`; `watchdog check` reads them from here so that it sees what the service
+will see. `WATCHDOG_CREDENTIALS_DIR` points it elsewhere."""
 _OVERRIDABLE = (
     "poll_interval",
     "stale_after",
@@ -130,10 +139,97 @@ class Settings(BaseSettings):
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
-def load_settings() -> Settings:
-    """Read settings; every problem becomes one `ConfigError` line, never a traceback."""
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+_PREFIX = "WATCHDOG_"
+CREDENTIALS_DIR_VARIABLE = "WATCHDOG_CREDENTIALS_DIR"
+# Read outside `Settings`: systemd sets the first two for the service (sd_watchdog_enabled);
+# the third is read before `Settings` exists, since it says where its secrets are.
+_OTHER_VARIABLES = ("WATCHDOG_USEC", "WATCHDOG_PID", CREDENTIALS_DIR_VARIABLE)
+
+
+def known_variables() -> tuple[str, ...]:
+    """Every `WATCHDOG_*` variable the watchdog reads."""
+    ours = (name.upper() for name in Settings.model_fields if name.startswith("watchdog_"))
+    return (*ours, *_OTHER_VARIABLES)
+
+
+@dataclass(frozen=True)
+class UnknownVariable:
+    """A `WATCHDOG_*` variable that nothing reads, and the known one it most resembles."""
+
+    name: str
+    suggestion: str | None
+
+    def __str__(self) -> str:
+        hint = f": did you mean {self.suggestion}?" if self.suggestion else ""
+        return f"environment: {self.name}: unknown variable, ignored{hint}"
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[UnknownVariable]:
+    """The `WATCHDOG_*` variables in `environ` (default: this process's) that are not ours."""
+    known = known_variables()
+    env = os.environ if environ is None else environ
+    return [
+        UnknownVariable(name, _closest_variable(name.upper(), known))
+        for name in sorted(env)
+        if name.upper().startswith(_PREFIX) and name.upper() not in known
+    ]
+
+
+def _closest_variable(name: str, known: tuple[str, ...]) -> str | None:
+    """Compared without the shared prefix, which would make every name look close."""
+    found = closest(name.removeprefix(_PREFIX), [k.removeprefix(_PREFIX) for k in known])
+    return None if found is None else _PREFIX + found
+
+
+@dataclass(frozen=True)
+class CheckCredentials:
+    """Which credentials directory `watchdog check` reads, and why not the service's."""
+
+    directory: Path | None
+    """Read instead of `$CREDENTIALS_DIRECTORY`; None: that variable (set in the service)."""
+    note: str | None = None
+    """Set when the service's directory exists but this user cannot read it."""
+
+
+def credentials_for_check(given: Path | None) -> CheckCredentials:
+    """The credentials `watchdog check` reads, so that it sees what the service will see.
+
+    `given` (`--credentials-dir`) first; inside the service, `$CREDENTIALS_DIRECTORY`;
+    else the service's directory when it exists (`WATCHDOG_CREDENTIALS_DIR`, by default
+    `/etc/watchdog/credentials`). A given directory must be usable; the default is
+    skipped with a note when this user cannot read it (check without sudo).
+    """
+    if given is not None:
+        if not given.is_dir():
+            raise ConfigError([f"--credentials-dir: {given}: not a directory"])
+        return CheckCredentials(given)
+    if os.environ.get("CREDENTIALS_DIRECTORY"):
+        return CheckCredentials(None)
+    service = Path(os.environ.get(CREDENTIALS_DIR_VARIABLE) or SERVICE_CREDENTIALS_DIR)
+    if not service.is_dir():
+        return CheckCredentials(None)
+    if not _readable(service):
+        return CheckCredentials(
+            None, f"{service} is not readable by this user: run check with sudo to see it"
+        )
+    return CheckCredentials(service)
+
+
+def _readable(directory: Path) -> bool:
+    return os.access(directory, os.R_OK | os.X_OK)
+
+
+def load_settings(credentials_dir: Path | None = None) -> Settings:
+    """Read settings; every problem becomes one `ConfigError` line, never a traceback.
+
+    Secret files come from `credentials_dir` if given, else `$CREDENTIALS_DIRECTORY`.
+    """
+    credentials = (
+        str(credentials_dir) if credentials_dir else os.environ.get("CREDENTIALS_DIRECTORY")
+    )
     secrets_dir = Path(credentials) if credentials and Path(credentials).is_dir() else None
+    if secrets_dir is not None and not _readable(secrets_dir):
+        raise ConfigError([f"credentials: {secrets_dir}: not readable by this user"])
     try:
         settings = Settings(_secrets_dir=secrets_dir)
     except SettingsError as exc:
@@ -152,7 +248,7 @@ def load_settings() -> Settings:
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "settings"
             message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"environment: {name}: {message}")
+            problems.append(f"environment: {name}: {message}{expected_choice(error)}")
         raise ConfigError(problems) from None
     if settings.slack_bot_token is not None and settings.slack_webhook_url is not None:
         raise ConfigError(

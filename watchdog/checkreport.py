@@ -1,0 +1,91 @@
+"""What `watchdog check` prints about a valid configuration: one line per rule and where
+alerts will go, as the running service would route them.
+
+Pure: it reads a `Config` and a few facts about the settings and returns lines; parsing
+and validating the rules file is `rules`' job, printing is the `cli`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.durations import format_duration
+from watchdog.rules import ChangeRule, Config, ThresholdRule
+from watchdog.settings import SlackMode
+
+WEBHOOK_IGNORES_CHANNEL = "an incoming webhook posts to the channel it was created for"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The facts about the settings that the report states (never a secret)."""
+
+    slack_mode: SlackMode
+    api_key_set: bool
+    state_dir: Path
+    credentials: Path | None = None
+    credentials_note: str | None = None
+
+
+def report(config: Config, env: Environment) -> list[str]:
+    """The lines of a successful `watchdog check`."""
+    lines = [
+        f"{config.source}: ok: {len(config.rules)} rules, {len(config.series)} series "
+        f"(workspace + {len(config.agents)} agents), poll every "
+        f"{format_duration(config.watchdog.poll_interval)}"
+    ]
+    lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
+    lines.append(f"  {_no_data_line(config, env.slack_mode)}")
+    if env.slack_mode == "webhook" and config.slack.channel:
+        lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
+    lines.append(f"  {_delivery_line(env)}")
+    return lines
+
+
+def summarize(
+    config: Config, rule: ThresholdRule | ChangeRule, slack_mode: SlackMode = "bot"
+) -> str:
+    """One line for a rule: what it watches, how severe, and where its alerts go."""
+    scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
+    parts = [f"{rule.name}: {rule.kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
+    if rule.active is not None:
+        parts.append(f"active {rule.active.describe()}")
+    parts += _destination(config, rule.channel, slack_mode)
+    return " ".join(parts)
+
+
+def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
+    no_data = config.no_data
+    parts = [
+        f"no-data: built in, after {format_duration(no_data.stale_after)} per series",
+        f"[{no_data.severity}]",
+        *_destination(config, no_data.channel, slack_mode),
+    ]
+    return " ".join(parts)
+
+
+def _destination(config: Config, own: str | None, slack_mode: SlackMode) -> Sequence[str]:
+    """`-> #channel`, or in webhook mode why a rule's own channel is not used."""
+    if slack_mode == "webhook":
+        return [f"(channel {own} unused: {WEBHOOK_IGNORES_CHANNEL})"] if own else []
+    channel = own or config.slack.channel
+    return [f"-> {channel}"] if channel else []
+
+
+def _delivery_line(env: Environment) -> str:
+    where = {
+        "bot": "Slack (bot token)",
+        "webhook": "Slack (incoming webhook)",
+        "console": "the console (no Slack configured)",
+    }[env.slack_mode]
+    parts = [f"alerts go to {where}", "API key " + ("set" if env.api_key_set else "NOT SET")]
+    if not env.api_key_set:
+        parts[-1] += " (needed by run and poll)"
+    if env.credentials is not None:
+        parts.append(f"credentials from {env.credentials}")
+    if env.credentials_note:
+        parts.append(env.credentials_note)
+    parts.append(f"state in {env.state_dir}")
+    return "; ".join(parts)
