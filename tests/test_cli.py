@@ -619,10 +619,18 @@ def test_run_and_poll_need_an_api_key(state: Path, command: str) -> None:
     ]
 
 
-def test_poll_non_ascii_key_is_a_problem_line(state: Path, poll_rules: Path) -> None:
-    """A key with a non-ASCII character is reported, not a traceback."""
-    env = base_env(state, ELEVENLABS_BASE_URL="http://127.0.0.1:9", ELEVENLABS_API_KEY="sk\xa0x")
-    problem(cli("poll", "--config", str(poll_rules), env=env))
+def test_poll_non_ascii_key_is_a_problem_line(
+    state: Path, poll_rules: Path, fake: FakeElevenLabs
+) -> None:
+    """A key with a non-ASCII character is one line naming the variable, and nothing is polled."""
+    env = base_env(state, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_API_KEY="sk\xa0x")
+    done = cli("poll", "--config", str(poll_rules), env=env)
+    assert problem(done) == [
+        "environment: ELEVENLABS_API_KEY: must be one line of printable ASCII without spaces "
+        "(a pasted key often carries a stray character)"
+    ]
+    assert done.stdout == ""
+    assert fake.requests == []
 
 
 def test_poll_malformed_base_url_is_a_problem_line(state: Path, poll_rules: Path) -> None:
