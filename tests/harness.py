@@ -281,3 +281,17 @@ def alert_of(call: Any) -> str | None:
     """The alert id a firing card (or its resolved edit) names in its context block."""
     match = _ALERT_ID.search(json.dumps(call.blocks, ensure_ascii=False))
     return match.group(1) if match else None
+
+
+def without_file_privileges(argv: list[str]) -> list[str]:
+    """`argv` run so that file modes bind it, as they bind the service's own user.
+
+    Root reads and writes whatever a file's mode says (CAP_DAC_OVERRIDE), and CI runs as
+    root: there the child keeps uid 0 but starts without that capability (`setpriv` from
+    util-linux), so a mode-0 file or a 0500 directory is refused to it as to anyone else.
+    Not a switch to `nobody`: the child must still read the checkout and the virtualenv,
+    wherever they are. For any other user the modes already apply and `argv` is returned.
+    """
+    if os.geteuid() != 0:
+        return argv
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *argv]

@@ -22,7 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.elevenlabs import FakeElevenLabs
-from tests.harness import API_KEY, ROOT, SLACK_TOKEN, base_env, daemon_env, write_rules
+from tests.harness import (
+    API_KEY,
+    ROOT,
+    SLACK_TOKEN,
+    base_env,
+    daemon_env,
+    without_file_privileges,
+    write_rules,
+)
 from watchdog import __version__
 from watchdog.cli import main
 from watchdog.model import (
@@ -40,10 +48,16 @@ COMMANDS = ("run", "check", "poll", "replay", "status", "demo")
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run `python -m watchdog ARGS` in a clean environment and capture its output."""
+def cli(
+    *args: str, env: dict[str, str], timeout: float = 30, bound_by_file_modes: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m watchdog ARGS` in a clean environment and capture its output.
+
+    `bound_by_file_modes` runs it without root's licence to ignore file modes.
+    """
+    command = [sys.executable, "-m", "watchdog", *args]
     return subprocess.run(
-        [sys.executable, "-m", "watchdog", *args],
+        without_file_privileges(command) if bound_by_file_modes else command,
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -571,11 +585,10 @@ def test_check_unusable_rules_file(state: Path, tmp_path: Path, kind: str) -> No
     elif kind == "not-utf8":
         path.write_bytes(b"# r\xe9gles\n[watchdog]\n")
     elif kind == "unreadable":
-        if os.geteuid() == 0:
-            pytest.skip("root reads files whatever their mode")
         path.write_text("[watchdog]\n", encoding="utf-8")
         path.chmod(0)
-    assert problem(cli("check", "--config", str(path), env=base_env(state))) == [expected]
+    done = cli("check", "--config", str(path), env=base_env(state), bound_by_file_modes=True)
+    assert problem(done) == [expected]
 
 
 @pytest.mark.parametrize(
@@ -825,10 +838,18 @@ def test_run_and_poll_need_an_api_key(state: Path, command: str) -> None:
     ]
 
 
-def test_poll_non_ascii_key_is_a_problem_line(state: Path, poll_rules: Path) -> None:
-    """A key with a non-ASCII character is reported, not a traceback."""
-    env = base_env(state, ELEVENLABS_BASE_URL="http://127.0.0.1:9", ELEVENLABS_API_KEY="sk\xa0x")
-    problem(cli("poll", "--config", str(poll_rules), env=env))
+def test_poll_non_ascii_key_is_a_problem_line(
+    state: Path, poll_rules: Path, fake: FakeElevenLabs
+) -> None:
+    """A key with a non-ASCII character is one line naming the variable, and nothing is polled."""
+    env = base_env(state, ELEVENLABS_BASE_URL=fake.url, ELEVENLABS_API_KEY="sk\xa0x")
+    done = cli("poll", "--config", str(poll_rules), env=env)
+    assert problem(done) == [
+        "environment: ELEVENLABS_API_KEY: must be one line of printable ASCII without spaces "
+        "(a pasted key often carries a stray character)"
+    ]
+    assert done.stdout == ""
+    assert fake.requests == []
 
 
 def test_poll_malformed_base_url_is_a_problem_line(state: Path, poll_rules: Path) -> None:

@@ -367,11 +367,13 @@ def test_run_wakes_for_new_entries_and_stops_promptly(store: Store) -> None:
             if notifier.calls[-1].note.alert_id == "a2":
                 break
             await asyncio.sleep(0.01)
+        assert [(c.note.alert_id, c.ok) for c in notifier.calls] == [("a1", True), ("a2", False)]
         stop.set()
         await asyncio.wait_for(task, timeout=2)
 
     asyncio.run(scenario())
-    assert store.outbox_depth() == 1
+    [retrying] = store.outbox_heads()
+    assert (retrying.notification.alert_id, retrying.attempts) == ("a2", 1)
 
 
 def test_run_once_on_an_empty_outbox_returns_none(store: Store) -> None:

@@ -1,9 +1,10 @@
 """The engine against a plain reference model of the rule semantics, over random series.
 
 The reference below is written from the product spec, not from the engine: it keeps the
-full sample history of every series and answers each question with a straightforward
-loop (the base of a change window is found by scanning every sample so far, an active
-window is a list of local wall-clock intervals, percentages are exact fractions).
+full sample history and every poll outcome of every series and answers each question with
+a straightforward loop (the base of a change window is found by scanning every sample so
+far, an active window is a list of local wall-clock intervals, percentages are exact
+fractions, staleness and workspace outages are read off the list of poll outcomes).
 """
 
 from __future__ import annotations
@@ -140,43 +141,78 @@ def expand(scope: tuple[str, ...]) -> list[str]:
 
 
 def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
-    """Every PENDING/FIRING/RESOLVED/CANCELLED the spec calls for, in a plain loop."""
+    """Every PENDING/FIRING/RESOLVED/CANCELLED the spec calls for, in a plain loop.
+
+    No-data follows the README ("fires after `stale_after` without a good poll, or at once
+    when the key is rejected ...; while the workspace series itself is failing, agents
+    don't add one alert each; it resolves on the next good poll") and the engine's module
+    docstring (after the workspace recovers, agents get a fresh `stale_after`: one message
+    for one outage). Every answer is recomputed from the full list of poll outcomes.
+
+    Where the spec is silent, this model reads it so (and the engine agrees, over
+    thousands of random scenarios):
+    - "Agents don't add one alert each": once the workspace's no-data alert fires, no agent
+      raises its own; that alert already says no agent's data can be had.
+    - Before it fires, "the workspace is failing" means its latest poll failed, and that
+      holds back only the agents that went quiet *with* it: those that last answered no
+      earlier than the workspace did (polls at most one poll interval apart count as one
+      moment, since a cycle spreads its polls over the interval), or any agent while the
+      workspace has never answered. An agent quiet since before the workspace last
+      answered, or never heard from while the workspace was, is a problem of its own: one
+      failed workspace poll does not hide it.
+    - "A fresh `stale_after`" counts from the moment the workspace's no-data resolved.
+    """
     history: dict[str, list[tuple[datetime, int]]] = {s: [] for s in SERIES}
-    last_good: dict[str, datetime | None] = dict.fromkeys(SERIES)
-    immediate: dict[str, bool] = dict.fromkeys(SERIES, False)
-    failing: dict[str, bool] = dict.fromkeys(SERIES, False)  # the latest poll failed
-    workspace_back: list[datetime] = []  # when the workspace's no-data last resolved
+    polls: dict[str, list[tuple[datetime, str]]] = {s: [] for s in SERIES}  # good|failed|rejected
     state: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> ("pending"|"firing", since)
     by_name = {rule.name: rule for rule in scenario.rules}
     out: list[tuple[str, str, str, datetime]] = []
     stale_after = timedelta(seconds=scenario.stale_after)
-    poll_interval = timedelta(seconds=1)  # the poll_interval of the generated config
+    one_moment = timedelta(seconds=1)  # the poll_interval of the generated config
 
     def end(key: tuple[str, str], at: datetime) -> None:
         phase, _since = state.pop(key)
         out.append(("resolved" if phase == "firing" else "cancelled", key[0], key[1], at))
 
-    def no_data(series: str, at: datetime, *, force: bool) -> None:
+    def latest_poll(series: str) -> str | None:
+        return polls[series][-1][1] if polls[series] else None
+
+    def last_answer(series: str) -> datetime | None:
+        answers = [at for at, outcome in polls[series] if outcome == "good"]
+        return answers[-1] if answers else None
+
+    def quiet_since(series: str) -> datetime:
+        """Where `stale_after` counts from: the last good poll, the start, a recovery."""
+        moments = [scenario.start]
+        answered = last_answer(series)
+        if answered is not None:
+            moments.append(answered)
+        if series != WORKSPACE:
+            moments += [
+                at
+                for kind, rule, name, at in out
+                if (kind, rule, name) == ("resolved", NO_DATA_RULE, WORKSPACE)
+            ]
+        return max(moments)
+
+    def in_workspace_outage(agent: str) -> bool:
+        if (NO_DATA_RULE, WORKSPACE) in state:
+            return True
+        if latest_poll(WORKSPACE) not in ("failed", "rejected"):
+            return False
+        workspace_answered, agent_answered = last_answer(WORKSPACE), last_answer(agent)
+        if workspace_answered is None:
+            return True
+        return agent_answered is not None and agent_answered >= workspace_answered - one_moment
+
+    def no_data(series: str, at: datetime) -> None:
         if (NO_DATA_RULE, series) in state:
             return
-        reference_time = max(last_good[series] or scenario.start, scenario.start)
-        if series != WORKSPACE and workspace_back:
-            # After a workspace outage, agents get a fresh stale_after to come back.
-            reference_time = max(reference_time, workspace_back[-1])
-        if not force and at - reference_time < stale_after:
+        rejected = latest_poll(series) == "rejected"
+        if not rejected and at - quiet_since(series) < stale_after:
             return
-        # One message for one outage: while the workspace's no-data fires, or while the
-        # workspace is failing too and went quiet no earlier than this series (within a
-        # poll interval), agents raise no no-data of their own.
-        if series != WORKSPACE:
-            if (NO_DATA_RULE, WORKSPACE) in state:
-                return
-            if failing[WORKSPACE]:
-                ws_good, own_good = last_good[WORKSPACE], last_good[series]
-                if ws_good is None:
-                    return
-                if own_good is not None and ws_good <= own_good + poll_interval:
-                    return
+        if series != WORKSPACE and in_workspace_outage(series):
+            return
         state[(NO_DATA_RULE, series)] = ("firing", at)
         out.append(("firing", NO_DATA_RULE, series, at))
 
@@ -184,7 +220,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
         at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
         if event[0] == "tick":
             for series in SERIES:
-                no_data(series, at, force=immediate[series])
+                no_data(series, at)
             for key in list(state):
                 rule = by_name.get(key[0])
                 if rule is not None and rule.active is not None and not rule.active.contains(at):
@@ -193,22 +229,17 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
         if event[0] == "fail":
             series, is_immediate = event[2], event[3]
             assert isinstance(series, str)
-            immediate[series] = bool(is_immediate)
-            failing[series] = True
+            polls[series].append((at, "rejected" if is_immediate else "failed"))
             if is_immediate:
-                no_data(series, at, force=True)
+                no_data(series, at)
             continue
         series, count = event[2], event[3]
         assert isinstance(series, str)
         assert isinstance(count, int)
         history[series].append((at, count))
-        last_good[series] = at
-        immediate[series] = False
-        failing[series] = False
+        polls[series].append((at, "good"))
         if (NO_DATA_RULE, series) in state:
             end((NO_DATA_RULE, series), at)
-            if series == WORKSPACE:
-                workspace_back.append(at)
         for rule in scenario.rules:
             if series not in expand(rule.scope):
                 continue
@@ -458,3 +489,50 @@ def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
     ]
     assert ordered(reference(scenario)) == ordered(expected)
     assert ordered(engine_transitions(scenario)) == ordered(expected)
+
+
+def test_workspace_outage_readings_on_hand_written_scenarios() -> None:
+    """A workspace outage is one alert, agents get a fresh stale_after; a dead agent its own."""
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    outage = (
+        ("sample", 0, WORKSPACE, 5),
+        ("sample", 1, AGENT, 5),
+        ("fail", 30, WORKSPACE, False),
+        ("fail", 31, AGENT, False),
+        ("tick", 300),
+        ("sample", 400, WORKSPACE, 5),
+        ("sample", 650, WORKSPACE, 5),
+        ("tick", 699),
+        ("tick", 700),
+    )
+    dead_agent = (
+        ("sample", 0, AGENT, 5),
+        ("sample", 200, WORKSPACE, 5),
+        ("fail", 250, WORKSPACE, False),
+        ("tick", 300),
+    )
+    same_cycle = (  # the agent answered one poll interval before the workspace last did
+        ("sample", 99, AGENT, 5),
+        ("sample", 100, WORKSPACE, 5),
+        ("fail", 110, WORKSPACE, False),
+        ("tick", 399),
+        ("tick", 400),
+    )
+    never_answered = (("fail", 10, WORKSPACE, False), ("fail", 20, AGENT, True), ("tick", 30))
+    cases = [
+        (same_cycle, [("firing", NO_DATA_RULE, WORKSPACE, start + timedelta(seconds=400))]),
+        (never_answered, []),
+        (
+            outage,
+            [
+                ("firing", NO_DATA_RULE, WORKSPACE, start + timedelta(seconds=300)),
+                ("resolved", NO_DATA_RULE, WORKSPACE, start + timedelta(seconds=400)),
+                ("firing", NO_DATA_RULE, AGENT, start + timedelta(seconds=700)),
+            ],
+        ),
+        (dead_agent, [("firing", NO_DATA_RULE, AGENT, start + timedelta(seconds=300))]),
+    ]
+    for events, expected in cases:
+        scenario = Scenario(start, 300, (), events)
+        assert ordered(reference(scenario)) == expected
+        assert ordered(engine_transitions(scenario)) == expected

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from tests.fakes.slack import Fail, FakeSlack, channel_id
+from watchdog.delivery import OutboxWorker
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
 from watchdog.notify import ConsoleNotifier, Notifier, SlackBotNotifier, SlackWebhookNotifier
+from watchdog.store import Store
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 CHANNEL = "#voice-oncall"
@@ -450,16 +454,36 @@ def test_webhook_with_wrong_secret_is_permanent(slack: FakeSlack) -> None:
 # the fake and the protocol
 
 
-def test_fake_records_pace_per_channel(slack: FakeSlack, bot: SlackBotNotifier) -> None:
-    """The fake keeps per-channel post times so pacing tests can check the spacing."""
-    bot.deliver(note(), None)
-    bot.deliver(note(channel="#other"), None)
-    bot.deliver(note(), None)
-    assert len(slack.post_times(CHANNEL)) == 2
-    spacing = slack.min_spacing(CHANNEL)
-    assert spacing is not None
-    assert spacing >= 0
-    assert slack.min_spacing("#other") is None
+def test_bot_through_the_outbox_keeps_slacks_pace_per_channel(
+    slack: FakeSlack, bot: SlackBotNotifier, tmp_path: Path
+) -> None:
+    """Slack receives one channel's posts at least `pace` apart; another channel is not held."""
+    pace = 0.5
+    with Store.open(tmp_path / "watchdog.db") as store:
+        store.apply(
+            notifications=[
+                note(alert_id="a1"),
+                note(alert_id="a2"),
+                note(alert_id="b1", channel="#other"),
+            ]
+        )
+        worker = OutboxWorker(
+            store, bot, now=lambda: datetime.now(UTC), sleep=asyncio.sleep, pace=pace
+        )
+
+        async def deliver_all() -> None:
+            stop, wake = asyncio.Event(), asyncio.Event()
+            task = asyncio.create_task(worker.run(stop, wake))
+            await asyncio.to_thread(slack.wait_for, 3, 10.0)
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+
+        asyncio.run(deliver_all())
+    first, second = slack.post_times(CHANNEL)
+    [other] = slack.post_times("#other")
+    # Arrival times also carry each request's own latency: allow 0.1 s of it.
+    assert second - first >= pace - 0.1
+    assert other < second
 
 
 def test_fake_wait_for_times_out_with_what_it_saw(slack: FakeSlack) -> None:

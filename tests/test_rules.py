@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -991,16 +992,39 @@ def test_format_duration(delta: timedelta, expected: str) -> None:
     assert format_duration(delta) == expected
 
 
-@given(st.integers(min_value=0, max_value=366 * 86400), st.sampled_from(["s", "m", "h", "d"]))
-def test_single_unit_durations_round_trip(amount: int, unit: str) -> None:
-    """A whole number of one unit formats to something that parses back to the same value."""
-    size = {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-    if amount * size > 366 * 86400:
-        amount = 366 * 86400 // size
+UNIT_SIZE = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+}
+ROLLOVER = {"ms": 1000, "s": 60, "m": 60, "h": 24}
+"""A part never reaches the count that makes one of the next coarser unit ("90m", "24h")."""
+
+
+@given(
+    st.integers(min_value=0, max_value=366 * 86400 * 1000),
+    st.sampled_from(["ms", "s", "m", "h", "d"]),
+)
+def test_formatted_durations_parse_back_cut_below_their_last_unit(amount: int, unit: str) -> None:
+    """Each part of a formatted duration parses; they add up to the value cut at the last unit."""
+    amount = min(amount, 366 * 86400 * 1000 // (UNIT_SIZE[unit] // UNIT_SIZE["ms"]))
     delta = parse_duration(f"{amount}{unit}")
     text = format_duration(delta)
-    if " " not in text:
-        assert parse_duration(text) == delta
+    parts = [re.fullmatch(r"(\d+)(ms|s|m|h|d)", part) for part in text.split(" ")]
+    assert 1 <= len(parts) <= 2, text
+    assert all(parts), text
+    numbers = [int(part.group(1)) for part in parts if part]
+    units = [part.group(2) for part in parts if part]
+    sizes = [UNIT_SIZE[u] for u in units]
+    assert sizes == sorted(set(sizes), reverse=True), f"coarsest unit first, each once: {text}"
+    assert all(n < ROLLOVER.get(u, n + 1) for n, u in zip(numbers, units, strict=True)), text
+    assert text == "0s" or all(numbers), f"no empty part: {text}"
+    shown = sum(
+        (parse_duration(f"{n}{u}") for n, u in zip(numbers, units, strict=True)), timedelta()
+    )
+    assert timedelta(0) <= delta - shown < sizes[-1], f"{delta} shown as {text}"
 
 
 # -- scopes -----------------------------------------------------------------------------

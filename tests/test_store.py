@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.harness import without_file_privileges
 from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
@@ -459,15 +460,41 @@ def test_a_directory_where_the_file_should_be_is_refused(db_path: Path) -> None:
     assert "not a regular file" in _open_fails(db_path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_refused(db_path: Path) -> None:  # pragma: no cover - not as root
+_OPEN = """
+import sys
+from pathlib import Path
+from watchdog.errors import StateError
+from watchdog.store import Store
+try:
+    Store.open(Path(sys.argv[1])).close()
+except StateError as exc:
+    print(exc)
+    sys.exit(1)
+"""
+
+
+def _open_fails_bound_by_file_modes(path: Path) -> str:
+    """Like `_open_fails`, in a child that file modes bind even when the tests run as root."""
+    done = subprocess.run(
+        without_file_privileges([sys.executable, "-c", _OPEN, str(path)]),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (1, ""), (done.returncode, done.stdout, done.stderr)
+    message = done.stdout.strip()
+    assert str(path) in message or str(path.parent) in message
+    return message
+
+
+def test_unreadable_file_is_refused(db_path: Path) -> None:
     """A database file without read permission gives a clear StateError."""
     Store.open(db_path).close()
     db_path.chmod(0)
-    try:
-        _open_fails(db_path)
-    finally:
-        db_path.chmod(0o600)
+    message = _open_fails_bound_by_file_modes(db_path)
+    assert message == f"{db_path}: cannot read the database file: Permission denied"
 
 
 def test_state_directory_under_a_file_is_refused(tmp_path: Path) -> None:
@@ -478,15 +505,15 @@ def test_state_directory_under_a_file_is_refused(tmp_path: Path) -> None:
     assert "not a directory" in _open_fails(blocker / "watchdog.db")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
-def test_read_only_state_directory_is_refused(db_path: Path) -> None:  # pragma: no cover
+def test_read_only_state_directory_is_refused(db_path: Path) -> None:
     """A state directory without write permission gives a clear StateError."""
     db_path.parent.mkdir(parents=True)
     db_path.parent.chmod(0o500)
     try:
-        assert "not writable" in _open_fails(db_path)
+        message = _open_fails_bound_by_file_modes(db_path)
     finally:
         db_path.parent.chmod(0o700)
+    assert message == (f"{db_path.parent}: the state directory is not writable: Permission denied")
 
 
 def test_database_from_a_newer_watchdog_is_refused(db_path: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from watchdog.audit import configure_logging, reset_logging
 from watchdog.systemd import LivenessPinger, SdNotifier
@@ -93,16 +94,24 @@ def test_abstract_socket_address() -> None:
         sock.close()
 
 
+def open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
 def test_noop_without_notify_socket() -> None:
-    """Without NOTIFY_SOCKET every call does nothing and no watchdog is reported."""
+    """Without NOTIFY_SOCKET no call opens a socket or logs a word, and no watchdog is reported."""
     notifier = SdNotifier.from_env({"WATCHDOG_USEC": "60000000"})
     assert not notifier.enabled
     assert notifier.watchdog_interval is None
-    notifier.ready()
-    notifier.status("x")
-    notifier.reloading()
-    notifier.watchdog()
-    notifier.stopping()
+    before = open_descriptors()
+    with capture_logs() as logs:
+        notifier.ready()
+        notifier.status("x")
+        notifier.reloading()
+        notifier.watchdog()
+        notifier.stopping()
+    assert logs == []
+    assert open_descriptors() <= before
 
 
 def test_watchdog_interval_is_half_of_watchdog_usec(
