@@ -20,21 +20,34 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from watchdog import __version__
-from watchdog.audit import Event, configure_logging, get_logger
+from watchdog.audit import Event, add_secret, configure_logging, get_logger
 from watchdog.clock import SystemClock
 from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import ConfigError, InputError, SourceError, StateError, WatchdogError
 from watchdog.model import WORKSPACE, AlertState
-from watchdog.rules import Config, load_config, summarize
+from watchdog.rules import MAX_CONCURRENCY, Config, load_config, summarize
 from watchdog.settings import Settings, load_settings
 from watchdog.store import Store, writer_lock
 
 if TYPE_CHECKING:
+    from watchdog.daemon import Reloaded
     from watchdog.notify import Notifier
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
+
+RESTART_ONLY = (
+    "watchdog_config",
+    "watchdog_state_dir",
+    "state_directory",
+    "watchdog_metrics_addr",
+    "watchdog_log_level",
+    "slack_bot_token",
+    "slack_webhook_url",
+    "slack_api_url",
+)
+"""Settings a SIGHUP cannot apply: the files and listener in use, and the Slack sender."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,14 +223,12 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     metrics = Metrics() if settings.watchdog_metrics_addr else None
     path = _config_path(args, settings)
 
-    def reload() -> Config:
-        new = load_config(path, overrides=settings.overrides())
-        _check_slack(settings, new)
-        return new
+    def reload() -> Reloaded:
+        return _reload(settings, path)
 
+    # The pool allows the most any reload may ask for; the source caps what is in flight.
     async with build_http_client(
-        timeout=config.watchdog.timeout.total_seconds(),
-        max_connections=config.watchdog.concurrency,
+        timeout=config.watchdog.timeout.total_seconds(), max_connections=MAX_CONCURRENCY
     ) as client:
         source = LiveCountSource(
             client,
@@ -232,7 +243,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
             store=store,
             notifier=notifier,
             clock=clock,
-            load_config=reload,
+            load=reload,
             fixed_channel=fixed_channel,
             sd=sd,
             metrics=metrics,
@@ -258,6 +269,32 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         finally:
             if server is not None:
                 server.close()
+
+
+def _reload(running: Settings, path: Path) -> Reloaded:
+    """SIGHUP: settings (with `$CREDENTIALS_DIRECTORY`'s files) and rules, read afresh.
+
+    The process environment cannot change under a running process; credential files can,
+    so a rotated API key is picked up here. Restart-only settings that changed are named.
+    """
+    from watchdog.daemon import Reloaded
+
+    settings = load_settings()
+    config = load_config(path, overrides=settings.overrides())
+    _check_slack(running, config)
+    _require_key(settings)
+    assert settings.elevenlabs_api_key is not None
+    for secret in settings.secrets():
+        add_secret(secret)
+    changed = [
+        name.upper() for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)
+    ]
+    return Reloaded(
+        config=config,
+        api_key=settings.elevenlabs_api_key,
+        base_url=settings.elevenlabs_base_url,
+        needs_restart=tuple(changed),
+    )
 
 
 def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:

@@ -22,7 +22,9 @@ import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import SecretStr
 
 from watchdog.audit import Event, get_logger
 from watchdog.clock import Clock
@@ -79,6 +81,29 @@ class _Unsaved:
         return bool(self.samples or self.alerts or self.notifications)
 
 
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """What a reload (SIGHUP) read afresh: the rules, and how to reach the API now.
+
+    `needs_restart` names settings that changed but cannot change under a running
+    process (they are logged with `config.loaded`, and keep their old values).
+    """
+
+    config: Config
+    api_key: SecretStr
+    base_url: str
+    needs_restart: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class ReconfigurableSource(Protocol):
+    """A source that takes reloaded settings (the real API poller does; a simulation not)."""
+
+    def reconfigure(
+        self, *, api_key: SecretStr, base_url: str, timeout: float, concurrency: int
+    ) -> None: ...
+
+
 class Daemon:
     """One watchdog process's loop over one store, one source and one notifier."""
 
@@ -90,7 +115,7 @@ class Daemon:
         store: Store,
         notifier: Notifier,
         clock: Clock,
-        load_config: Callable[[], Config] | None = None,
+        load: Callable[[], Reloaded] | None = None,
         fixed_channel: str | None = None,
         sd: SdNotifier | None = None,
         metrics: Metrics | None = None,
@@ -100,7 +125,7 @@ class Daemon:
         self._store = store
         self._notifier = notifier
         self._clock = clock
-        self._load_config = load_config
+        self._load = load
         self._fixed_channel = fixed_channel
         self._sd = sd or SdNotifier.from_env({})
         self._metrics = metrics
@@ -359,17 +384,22 @@ class Daemon:
             self.reload()
 
     def reload(self) -> bool:
-        """Apply a new config now; an invalid one is rejected and the old rules keep running."""
-        if self._load_config is None:
+        """Apply new rules and settings now; an invalid config is rejected, the old one kept.
+
+        Applied live: every rule and `[watchdog]` key (the source takes the new timeout,
+        concurrency, API key and base URL from its next poll on), and series removed
+        from the config leave `/metrics`. Alerts follow the engine's redefinition rules.
+        """
+        if self._load is None:
             return False
         self._sd.reloading()
         try:
-            new = self._load_config()
+            reloaded = self._load()
         except ConfigError as exc:
             self._log.error(Event.CONFIG_REJECTED, problems=exc.problems, kept=self.config.source)
             self._sd.ready()
             return False
-        old = self.config
+        old, new = self.config, reloaded.config
         now = self._clock.now()
         windows = [r.window for r in new.rules if isinstance(r, ChangeRule)]
         history: list[Sample] = []
@@ -380,8 +410,21 @@ class Daemon:
                     since=now - max(windows) - new.watchdog.poll_interval
                 )
         transitions = self._engine.reconfigure(new, now, history)
+        # Alerts kept across the reload may carry a new severity or condition: save them.
+        self._unsaved.alerts.update({(r.rule, r.series): r for r in self._engine.records()})
         self._commit(transitions, config=old)
         self.config = new
+        if isinstance(self._source, ReconfigurableSource):
+            self._source.reconfigure(
+                api_key=reloaded.api_key,
+                base_url=reloaded.base_url,
+                timeout=new.watchdog.timeout.total_seconds(),
+                concurrency=new.watchdog.concurrency,
+            )
+        if self._metrics is not None:
+            kept = {name for name, _ in new.series}
+            self._metrics.forget_series(name for name, _ in old.series if name not in kept)
+            self._update_firing_metric()
         self._log.info(
             Event.CONFIG_LOADED,
             source=new.source,
@@ -389,6 +432,7 @@ class Daemon:
             agents=len(new.agents),
             resolved=len(transitions),
             reload=True,
+            needs_restart=list(reloaded.needs_restart),
         )
         self._sd.ready()
         self._sd.status(self._status_line())
@@ -506,12 +550,16 @@ class Daemon:
             fields["reason"] = t.reason
         level = "warning" if t.kind is TransitionKind.FIRING else "info"
         getattr(self._log, level)(_TRANSITION_EVENTS[t.kind], **fields)
-        if self._metrics is not None:
-            by_rule: dict[str, int] = {}
-            for record in self._engine.records():
-                if record.state is AlertState.FIRING:
-                    by_rule[record.rule] = by_rule.get(record.rule, 0) + 1
-            self._metrics.set_alerts_firing(by_rule)
+        self._update_firing_metric()
+
+    def _update_firing_metric(self) -> None:
+        if self._metrics is None:
+            return
+        by_rule: dict[str, int] = {}
+        for record in self._engine.records():
+            if record.state is AlertState.FIRING:
+                by_rule[record.rule] = by_rule.get(record.rule, 0) + 1
+        self._metrics.set_alerts_firing(by_rule)
 
     def _delivered(self, outcome: Literal["sent", "retry", "failed"]) -> None:
         if self._metrics is not None:

@@ -40,6 +40,10 @@ _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
+MAX_CONCURRENCY = 256
+"""The most polls `[watchdog] concurrency` may allow in flight (the HTTP pool's size)."""
+
+
 def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
@@ -247,7 +251,7 @@ class WatchdogSection(BaseModel):
     repeat: Duration = timedelta(hours=1)
     retention: Duration = timedelta(days=7)
     timeout: Duration = timedelta(seconds=10)
-    concurrency: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+    concurrency: Annotated[StrictInt, Field(ge=1, le=MAX_CONCURRENCY)] = 8
     no_data_severity: Severity = Severity.CRITICAL
 
 
