@@ -12,8 +12,9 @@ import contextlib
 import io
 import signal
 import socket
+import threading
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -328,10 +329,13 @@ class SteppedClock:
     def monotonic(self) -> float:
         return self._elapsed
 
-    async def sleep(self, seconds: float) -> None:
-        until = self._elapsed + max(0.0, seconds)
+    def sleep(self, seconds: float) -> Coroutine[None, None, None]:
+        """Counted from the call, as a real sleep is (not from when it is first awaited)."""
+        return self._until(self._elapsed + max(0.0, seconds))
+
+    async def _until(self, elapsed: float) -> None:
         async with self._moved:
-            await self._moved.wait_for(lambda: self._elapsed >= until)
+            await self._moved.wait_for(lambda: self._elapsed >= elapsed)
 
     async def advance(self, seconds: float) -> None:
         async with self._moved:
@@ -353,9 +357,23 @@ min_base = 5
 """
 
 
+class HeldStore(Store):
+    """A store whose pruning waits (in whatever thread runs it) until the test lets it go."""
+
+    entered = threading.Event()
+    released = threading.Event()
+    starved = False
+
+    def prune_samples(self, before: datetime, *, series: Iterable[str] | None = None) -> int:
+        type(self).entered.set()
+        if not type(self).released.wait(timeout=5):
+            type(self).starved = True  # nobody could release it: the event loop was held up
+        return super().prune_samples(before, series=series)
+
+
 @contextlib.asynccontextmanager
 async def stepped_daemon(
-    tmp_path: Path, api: FakeElevenLabs
+    tmp_path: Path, api: FakeElevenLabs, store_class: type[Store] = Store
 ) -> AsyncIterator[tuple[SteppedClock, AuditStream]]:
     """The real daemon loop and source over the fake API, on a clock the test steps."""
     path = tmp_path / "rules.toml"
@@ -364,7 +382,7 @@ async def stepped_daemon(
     audit = AuditStream(clock)
     configure_logging(level="debug", stream=audit, secrets=[API_KEY])
     try:
-        with Store.open(Store.default_path(tmp_path / "state")) as store:
+        with store_class.open(Store.default_path(tmp_path / "state")) as store:
             async with build_http_client(timeout=5.0) as client:
                 source = LiveCountSource(client, SecretStr(API_KEY), api.url, now=clock.now)
                 daemon = Daemon(
@@ -408,5 +426,22 @@ def test_four_hour_poll_gap_before_a_collapse_raises_no_false_alert(
             api.set_count(2)  # a real collapse against that base still fires
             await _poll_after(clock, audit, 15)
             await audit.wait_for("alert.firing", rule="collapse")
+
+    asyncio.run(scenario())
+
+
+def test_hourly_housekeeping_never_holds_up_polling(tmp_path: Path, api: FakeElevenLabs) -> None:
+    """While the hourly prune is stuck in the database, the daemon still polls on time."""
+
+    async def scenario() -> None:
+        async with stepped_daemon(tmp_path, api, HeldStore) as (clock, audit):
+            await audit.wait_for("poll.ok")
+            await _poll_after(clock, audit, 3600)  # this cycle starts the hourly housekeeping
+            loop = asyncio.get_running_loop()
+            assert await loop.run_in_executor(None, HeldStore.entered.wait, 10)
+            await _poll_after(clock, audit, 15)  # polled while the prune waits
+            HeldStore.released.set()
+            await audit.wait_for("state.pruned")
+        assert not HeldStore.starved
 
     asyncio.run(scenario())

@@ -66,6 +66,7 @@ class Event(StrEnum):
     DAEMON_RELOADED = "daemon.reloaded"
     DAEMON_STALLED = "daemon.stalled"  # no poll progress: the systemd watchdog ping is withheld
     STATE_ERROR = "state.error"
+    STATE_PRUNED = "state.pruned"
     SYSTEMD_NOTIFY_FAILED = "systemd.notify_failed"
 
 
