@@ -28,7 +28,7 @@ from tests.harness import API_KEY, SLACK_TOKEN, DaemonProcess, Site, alert_of, d
 from tests.harness import write_rules as write_fast_rules
 from tests.test_faults import AuditStream
 from watchdog.audit import configure_logging, reset_logging
-from watchdog.daemon import Daemon
+from watchdog.daemon import Daemon, Reloaded
 from watchdog.notify import ConsoleNotifier
 from watchdog.rules import load_config
 from watchdog.source import LiveCountSource, build_http_client
@@ -445,3 +445,40 @@ def test_hourly_housekeeping_never_holds_up_polling(tmp_path: Path, api: FakeEle
         assert not HeldStore.starved
 
     asyncio.run(scenario())
+
+
+def test_settings_the_source_refuses_reject_the_whole_reload(
+    tmp_path: Path, api: FakeElevenLabs
+) -> None:
+    """A reload whose settings the source refuses changes nothing: old rules, old API access."""
+    path = tmp_path / "rules.toml"
+    path.write_text(COLLAPSE, encoding="utf-8")
+    old = load_config(path)
+    path.write_text(COLLAPSE.replace('window = "5m"', 'window = "10m"'), encoding="utf-8")
+    new = load_config(path)
+
+    async def scenario() -> None:
+        clock = SteppedClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+        audit = AuditStream(clock)
+        configure_logging(level="debug", stream=audit, secrets=[API_KEY])
+        with Store.open(Store.default_path(tmp_path / "state")) as store:
+            async with build_http_client(timeout=5.0) as client:
+                source = LiveCountSource(client, SecretStr(API_KEY), api.url, now=clock.now)
+                daemon = Daemon(
+                    config=old,
+                    source=source,
+                    store=store,
+                    notifier=ConsoleNotifier(io.StringIO()),
+                    clock=clock,
+                    load=lambda: Reloaded(new, SecretStr(NEW_KEY), "ftp://nowhere.example"),
+                )
+                assert daemon.reload() is False
+                assert daemon.config is old
+                (rejected,) = audit.find("config.rejected")
+                assert "base_url must be an http(s) URL" in rejected["problems"][0]
+                assert (await source.poll("workspace", None)).count == 1  # old key, old URL
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reset_logging()

@@ -405,6 +405,18 @@ class Daemon:
             self._sd.ready()
             return False
         old, new = self.config, reloaded.config
+        if isinstance(self._source, ReconfigurableSource):
+            try:  # first: a source refusing the settings leaves everything as it was
+                self._source.reconfigure(
+                    api_key=reloaded.api_key,
+                    base_url=reloaded.base_url,
+                    timeout=new.watchdog.timeout.total_seconds(),
+                    concurrency=new.watchdog.concurrency,
+                )
+            except ValueError as exc:
+                self._log.error(Event.CONFIG_REJECTED, problems=[str(exc)], kept=old.source)
+                self._sd.ready()
+                return False
         now = self._clock.now()
         windows = [r.window for r in new.rules if isinstance(r, ChangeRule)]
         history: list[Sample] = []
@@ -419,13 +431,6 @@ class Daemon:
         self._unsaved.alerts.update({(r.rule, r.series): r for r in self._engine.records()})
         self._commit(transitions, config=old)
         self.config = new
-        if isinstance(self._source, ReconfigurableSource):
-            self._source.reconfigure(
-                api_key=reloaded.api_key,
-                base_url=reloaded.base_url,
-                timeout=new.watchdog.timeout.total_seconds(),
-                concurrency=new.watchdog.concurrency,
-            )
         if self._metrics is not None:
             kept = {name for name, _ in new.series}
             self._metrics.forget_series(name for name, _ in old.series if name not in kept)
