@@ -35,6 +35,7 @@ from watchdog.source import LiveCountSource, build_http_client
 from watchdog.store import Store
 
 NEW_KEY = "sk_rotated0123456789abcdefghijklmnopq"
+NEW_SLACK_TOKEN = "xoxb-2222222222-3333333333-RotatedTokenValue7"
 HIGH = rule("high", above=5, recover_below=2)
 
 
@@ -115,10 +116,10 @@ def test_key_rotated_in_the_credentials_directory_applies_on_sighup(
 
 
 @pytest.mark.slow
-def test_rotated_slack_token_is_named_as_needing_a_restart(
+def test_slack_token_rotated_in_the_credentials_directory_applies_on_sighup(
     tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack
 ) -> None:
-    """A Slack token changed in the credentials directory is listed in needs_restart."""
+    """A new bot token file plus SIGHUP: the next alert is posted with the new token."""
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "slack_bot_token").write_text(SLACK_TOKEN, encoding="utf-8")
@@ -127,14 +128,42 @@ def test_rotated_slack_token_is_named_as_needing_a_restart(
     env["SLACK_API_URL"] = slack.api_url
     with DaemonProcess(["run", "--config", str(config)], env).start() as daemon:
         daemon.wait_for("poll.ok")
-        (credentials / "slack_bot_token").write_text(
-            "xoxb-0000-1111-RotatedToken", encoding="utf-8"
-        )
+        (credentials / "slack_bot_token").write_text(NEW_SLACK_TOKEN, encoding="utf-8")
+        slack.token = NEW_SLACK_TOKEN  # the old token is revoked
         daemon.send(signal.SIGHUP)
         loaded = daemon.wait_for("config.loaded", reload=True)
-        assert loaded["needs_restart"] == ["SLACK_BOT_TOKEN"]
+        assert loaded["needs_restart"] == []
+        api.set_count(9)
+        daemon.wait_for("notify.sent", kind="firing")
+        assert not daemon.find("notify.failed")
         assert daemon.stop() == 0
+    (card,) = slack.top_level()
+    assert "high" in card.text
     assert "RotatedToken" not in "".join(daemon.stdout_lines + daemon.stderr_lines)
+
+
+@pytest.mark.slow
+def test_switching_slack_from_bot_to_webhook_is_named_as_needing_a_restart(
+    tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """Replacing the bot token by a webhook URL is listed in needs_restart, not applied."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "slack_bot_token").write_text(SLACK_TOKEN, encoding="utf-8")
+    config = write_fast_rules(tmp_path / "rules.toml", HIGH)
+    env = daemon_env(tmp_path / "state", api_url=api.url, CREDENTIALS_DIRECTORY=str(credentials))
+    env["SLACK_API_URL"] = slack.api_url
+    with DaemonProcess(["run", "--config", str(config)], env).start() as daemon:
+        daemon.wait_for("poll.ok")
+        (credentials / "slack_bot_token").unlink()
+        (credentials / "slack_webhook_url").write_text(slack.webhook_url, encoding="utf-8")
+        daemon.send(signal.SIGHUP)
+        loaded = daemon.wait_for("config.loaded", reload=True)
+        assert loaded["needs_restart"] == ["SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL"]
+        api.set_count(9)
+        daemon.wait_for("notify.sent", kind="firing", notifier="slack-bot")
+        assert daemon.stop() == 0
+    assert len(slack.top_level()) == 1
 
 
 # -- [watchdog] keys ------------------------------------------------------------------

@@ -43,11 +43,13 @@ RESTART_ONLY = (
     "state_directory",
     "watchdog_metrics_addr",
     "watchdog_log_level",
-    "slack_bot_token",
-    "slack_webhook_url",
     "slack_api_url",
 )
-"""Settings a SIGHUP cannot apply: the files and listener in use, and the Slack sender."""
+"""Settings a SIGHUP cannot apply: the files and listener in use, Slack's API URL.
+
+A rotated Slack token or webhook URL applies live; switching between bot, webhook and
+console (one of them set or unset) needs a restart."""
+_SLACK_SECRETS = ("slack_bot_token", "slack_webhook_url")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,7 +277,8 @@ def _reload(running: Settings, path: Path) -> Reloaded:
     """SIGHUP: settings (with `$CREDENTIALS_DIRECTORY`'s files) and rules, read afresh.
 
     The process environment cannot change under a running process; credential files can,
-    so a rotated API key is picked up here. Restart-only settings that changed are named.
+    so a rotated API key, Slack token or webhook URL is picked up here. Restart-only
+    settings that changed are named.
     """
     from watchdog.daemon import Reloaded
 
@@ -286,14 +289,21 @@ def _reload(running: Settings, path: Path) -> Reloaded:
     assert settings.elevenlabs_api_key is not None
     for secret in settings.secrets():
         add_secret(secret)
-    changed = [
-        name.upper() for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)
+    changed = [name for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)]
+    notifier = None
+    slack_changed = [
+        name for name in _SLACK_SECRETS if getattr(settings, name) != getattr(running, name)
     ]
+    if slack_changed and settings.slack_mode != running.slack_mode:
+        changed += slack_changed
+    elif slack_changed:
+        notifier, _ = _notifier(settings)
     return Reloaded(
         config=config,
         api_key=settings.elevenlabs_api_key,
         base_url=settings.elevenlabs_base_url,
-        needs_restart=tuple(changed),
+        notifier=notifier,
+        needs_restart=tuple(name.upper() for name in changed),
     )
 
 

@@ -88,13 +88,15 @@ class _Unsaved:
 class Reloaded:
     """What a reload (SIGHUP) read afresh: the rules, and how to reach the API now.
 
-    `needs_restart` names settings that changed but cannot change under a running
-    process (they are logged with `config.loaded`, and keep their old values).
+    `notifier` replaces the sender when a Slack credential changed. `needs_restart` names
+    settings that changed but cannot change under a running process (they are logged with
+    `config.loaded`, and keep their old values).
     """
 
     config: Config
     api_key: SecretStr
     base_url: str
+    notifier: Notifier | None = None  # a new Slack sender (rotated token or webhook URL)
     needs_restart: tuple[str, ...] = ()
 
 
@@ -142,6 +144,7 @@ class Daemon:
         self._cycles = 0
         self._last_prune = clock.monotonic()
         self._housekeeping: asyncio.Task[tuple[int, int]] | None = None
+        self._worker: OutboxWorker | None = None
         self._overruns = 0
         self._last_overrun_log = float("-inf")
         self._wall_at, self._mono_at = clock.now(), clock.monotonic()
@@ -174,7 +177,7 @@ class Daemon:
     async def run(self, *, max_cycles: int | None = None) -> None:
         """Run until `request_stop()` (or `max_cycles` cycles): the daemon's whole life."""
         self._restore()
-        worker = OutboxWorker(
+        worker = self._worker = OutboxWorker(
             self._store,
             self._notifier,
             now=self._clock.now,
@@ -392,8 +395,9 @@ class Daemon:
         """Apply new rules and settings now; an invalid config is rejected, the old one kept.
 
         Applied live: every rule and `[watchdog]` key (the source takes the new timeout,
-        concurrency, API key and base URL from its next poll on), and series removed
-        from the config leave `/metrics`. Alerts follow the engine's redefinition rules.
+        concurrency, API key and base URL from its next poll on), a new Slack sender (from
+        the next delivery attempt on), and series removed from the config leave
+        `/metrics`. Alerts follow the engine's redefinition rules.
         """
         if self._load is None:
             return False
@@ -426,6 +430,10 @@ class Daemon:
                 history = self._store.load_samples(
                     since=now - max(windows) - new.watchdog.poll_interval
                 )
+        if reloaded.notifier is not None:
+            self._notifier = reloaded.notifier
+            if self._worker is not None:
+                self._worker.use(reloaded.notifier)
         transitions = self._engine.reconfigure(new, now, history)
         # Alerts kept across the reload may carry a new severity or condition: save them.
         self._unsaved.alerts.update({(r.rule, r.series): r for r in self._engine.records()})

@@ -112,6 +112,13 @@ class OutboxWorker:
         self._last_send: dict[str, datetime] = {}
         self._on_outcome = on_outcome or (lambda _outcome: None)
 
+    def use(self, notifier: Notifier) -> None:
+        """Deliver through `notifier` from the next attempt on (a reload's new Slack secret).
+
+        An attempt already in flight finishes with the notifier it started with.
+        """
+        self._notifier = notifier
+
     async def run_once(self) -> float | None:
         """Attempt every channel head that is due and paced; return seconds until the next.
 
