@@ -546,6 +546,7 @@ class Daemon:
                 )
         except StateError as exc:
             self._log.error(Event.STATE_ERROR, error=str(exc))
+            return expired, thinned
         self._log.debug(Event.STATE_PRUNED, expired=expired, thinned=thinned)
         return expired, thinned
 
