@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import engine, idle, latency, scale
+from benchmarks import engine, housekeeping, idle, latency, scale
 from benchmarks.common import PROFILE, Figure, machine, progress
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "latency": latency.run,
     "scale": scale.run,
     "idle": idle.run,
+    "housekeeping": housekeeping.run,
 }
 
 

@@ -233,6 +233,24 @@ CASES = [
         [],
     ),
     (
+        "change-base-older-than-two-windows-is-not-used",  # a 4-hour poll gap, then a dip
+        change('window = "5m"\ndrop_pct = 50\nmin_base = 5'),
+        [(0, 20), (15, 20), (15 + 4 * 3600, 6), (15 + 4 * 3600 + 60, 6)],
+        [],
+    ),
+    (
+        "change-base-exactly-two-windows-old-is-used",
+        change('window = "1m"\ndrop = 5'),
+        [(0, 20), (120, 10)],
+        [("firing", "c", W, 120)],
+    ),
+    (
+        "change-after-gap-evaluates-once-a-fitting-base-exists",
+        change('window = "1m"\ndrop = 5'),
+        [(0, 20), (3600, 20), (3630, 20), (3660, 14), (3690, 14), (3720, 14)],
+        [("firing", "c", W, 3660), ("resolved", "c", W, 3720)],
+    ),
+    (
         "change-rise",
         change('window = "1m"\nrise = 5'),
         [(0, 10), (60, 15), (120, 15)],
@@ -723,6 +741,83 @@ def test_reconfigure_keeps_pending_and_applies_new_definition() -> None:
     feed(engine, [(0, 11)])
     assert engine.reconfigure(config(threshold('above = 10\nfor = "30s"')), at(10)) == []
     assert brief(feed(engine, [(30, 11)])) == [("firing", "r", W, 30)]
+
+
+def test_reconfigure_kind_change_resolves_with_a_note_and_starts_afresh() -> None:
+    """A rule whose kind changed resolves its alert with a note; the new kind starts over."""
+    engine = Engine(config(threshold("above = 10", name="c")), started_at=T0)
+    (fired,) = feed(engine, [(0, 11), (30, 11)])
+    history = [Sample(W, at(0), 11), Sample(W, at(30), 11)]
+    (resolved,) = engine.reconfigure(config(change('window = "1m"\ndrop = 5')), at(40), history)
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, fired.alert_id)
+    assert resolved.reason == "rule changed from threshold to change: starting afresh"
+    assert engine.record("c", W) is None
+    (again,) = feed(engine, [(90, 4)])  # 11 -> 4 within a minute: the change rule fires anew
+    assert again.kind is TransitionKind.FIRING
+    assert again.alert_id != fired.alert_id
+    assert again.condition == "dropped by >= 5 within 1m: 11 -> 4"
+
+
+def test_reconfigure_threshold_change_judges_a_firing_alert_at_the_next_sample() -> None:
+    """A firing alert whose new threshold no longer holds resolves at the next sample."""
+    engine = Engine(config(threshold("above = 5\nrecover_below = 2")), started_at=T0)
+    (fired,) = feed(engine, [(0, 9)])
+    assert engine.reconfigure(config(threshold("above = 20\nrecover_below = 2")), at(10)) == []
+    kept = engine.record("r", W)
+    assert kept is not None
+    assert (kept.state, kept.alert_id) == (AlertState.FIRING, fired.alert_id)
+    assert kept.condition == "count > 20 (resolves below 2)"
+    (resolved,) = feed(engine, [(15, 9)])  # 9 is no recovery under either rule, but 9 <= 20
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, fired.alert_id)
+    assert resolved.reason == (
+        "count 9: does not match the redefined rule (count > 20 (resolves below 2))"
+    )
+
+
+def test_reconfigure_threshold_change_that_still_holds_keeps_firing_with_hysteresis() -> None:
+    """A redefined alert that still holds stays firing; hysteresis applies afterwards."""
+    engine = Engine(config(threshold("above = 5")), started_at=T0)
+    (fired,) = feed(engine, [(0, 30)])
+    engine.reconfigure(config(threshold("above = 20\nrecover_below = 10")), at(10))
+    assert feed(engine, [(15, 30), (30, 15)]) == []  # 15: no longer above 20, not below 10
+    (resolved,) = feed(engine, [(45, 9)])
+    assert resolved.alert_id == fired.alert_id
+
+
+def test_reconfigure_severity_change_applies_to_the_firing_alert() -> None:
+    """A new severity is the alert's at once: its later transitions carry it."""
+    engine = Engine(config(threshold("above = 5\nrecover_below = 2")), started_at=T0)
+    (fired,) = feed(engine, [(0, 9)])
+    assert fired.severity is Severity.WARNING
+    raised = threshold('above = 5\nrecover_below = 2\nseverity = "critical"')
+    assert engine.reconfigure(config(raised), at(10)) == []
+    record = engine.record("r", W)
+    assert record is not None
+    assert record.severity is Severity.CRITICAL
+    assert feed(engine, [(15, 4)]) == []  # unchanged condition: hysteresis still applies
+    (resolved,) = feed(engine, [(30, 1)])
+    assert (resolved.alert_id, resolved.severity) == (fired.alert_id, Severity.CRITICAL)
+
+
+def test_reconfigure_no_data_severity_applies_to_a_firing_no_data_alert() -> None:
+    """`no_data_severity` changed on reload is the severity of a no-data alert already firing."""
+    engine = Engine(config(watchdog=NO_DATA), started_at=T0)
+    (fired,) = feed(engine, [fail(0)])
+    assert fired.severity is Severity.CRITICAL
+    engine.reconfigure(config(watchdog=NO_DATA + 'no_data_severity = "info"\n'), at(10))
+    (resolved,) = feed(engine, [(20, 5)])
+    assert (resolved.alert_id, resolved.severity) == (fired.alert_id, Severity.INFO)
+
+
+def test_reconfigure_change_window_change_judges_a_firing_alert_at_the_next_sample() -> None:
+    """A firing change alert is judged against its new window's base at the next sample."""
+    engine = Engine(config(change('window = "1m"\ndrop = 5')), started_at=T0)
+    seen = [(0, 20), (30, 20), (60, 10)]
+    (fired,) = feed(engine, seen)
+    history = [Sample(W, at(s), count) for s, count in seen]
+    engine.reconfigure(config(change('window = "1m"\ndrop = 15')), at(70), history)
+    (resolved,) = feed(engine, [(90, 10)])  # base 20 (at 30): a drop of 10 < 15
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, fired.alert_id)
 
 
 def test_reconfigure_resolves_series_out_of_scope() -> None:

@@ -264,11 +264,12 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 elif rule.recovered(count):
                     end(key, at)
                 continue
-            base = None
+            base, base_at = None, at
+            window = timedelta(seconds=rule.window_seconds)
             for seen, old in history[series]:
-                if seen <= at - timedelta(seconds=rule.window_seconds):
-                    base = old  # history is in time order: the last one is the latest
-            if base is None:
+                if seen <= at - window:
+                    base, base_at = old, seen  # in time order: the last one is the latest
+            if base is None or at - base_at > 2 * window:  # a base from before a gap
                 continue
             holds = rule.holds(base, count)
             if key not in state and holds:
@@ -474,7 +475,8 @@ def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
         ("sample", 90, WORKSPACE, 4),
         ("sample", 350, WORKSPACE, 4),
         ("tick", 400),
-        ("sample", 500, AGENT, 4),
+        ("sample", 500, AGENT, 4),  # its base (60 s) is older than two windows: not judged
+        ("sample", 560, AGENT, 4),
     )
     scenario = Scenario(datetime(2026, 3, 29, 0, 30, tzinfo=UTC), 300, rules, events)
     start = scenario.start
@@ -485,7 +487,7 @@ def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
         ("resolved", "high", WORKSPACE, start + timedelta(seconds=90)),
         ("firing", NO_DATA_RULE, AGENT, start + timedelta(seconds=400)),
         ("resolved", NO_DATA_RULE, AGENT, start + timedelta(seconds=500)),
-        ("resolved", "drop", AGENT, start + timedelta(seconds=500)),
+        ("resolved", "drop", AGENT, start + timedelta(seconds=560)),
     ]
     assert ordered(reference(scenario)) == ordered(expected)
     assert ordered(engine_transitions(scenario)) == ordered(expected)

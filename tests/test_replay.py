@@ -312,6 +312,13 @@ def test_replay_change_rule_compares_with_the_window_base(config: Config) -> Non
     ]
 
 
+def test_replay_after_a_four_hour_gap_reports_no_false_collapse(config: Config) -> None:
+    """After 4 hours without samples a lower count is not a drop against the pre-gap count."""
+    before = [(0, 10, "support"), (1, 10, "support")]
+    after = [(241 + minute, 3, "support") for minute in range(6)]
+    assert [e for e in replayed(config, before + after) if e["rule"] == "drop"] == []
+
+
 def test_replay_no_data_on_a_gap_of_a_present_series(config: Config) -> None:
     """A gap raises no-data stale_after (10m) after the last sample, as the daemon would."""
     rows = [(0, 5, WORKSPACE), (1, 5, WORKSPACE), (15, 5, WORKSPACE)]

@@ -646,3 +646,21 @@ def test_thin_samples_keeps_one_per_bucket_and_leaves_recent_history(tmp_path: P
     first_five = [s for s in kept if s.at < t0 + timedelta(minutes=5)]
     assert [s.count for s in first_five] == [0, 4, 8, 12, 16]
     assert [s.count for s in kept if s.at >= t0 + timedelta(minutes=5)] == list(range(20, 40))
+
+
+def test_prune_and_thin_can_work_on_a_few_series_at_a_time(tmp_path: Path) -> None:
+    """With `series=`, pruning and thinning touch only those series (and skip unknown names)."""
+    t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    names = ("workspace", "agent_a", "agent_b")
+    samples = [Sample(name, t0 + timedelta(seconds=15 * i), i) for i in range(8) for name in names]
+    with Store.open(tmp_path / "w.db") as store:
+        store.apply(samples=samples)
+        assert store.sample_series() == list(names)
+        minute = timedelta(minutes=1)
+        thinned = store.thin_samples(
+            after=t0, before=t0 + 2 * minute, resolution=minute, series=["agent_a", "nobody"]
+        )
+        expired = store.prune_samples(t0 + minute, series=["agent_b"])
+        left = {name: len(store.load_samples(since=t0, series=name)) for name in names}
+    assert (thinned, expired) == (6, 4)
+    assert left == {"workspace": 8, "agent_a": 2, "agent_b": 4}

@@ -69,6 +69,7 @@ class Event(StrEnum):
     DAEMON_CRASHED = "daemon.crashed"  # a long-lived task failed: the process exits with 70
     DAEMON_READY = "daemon.ready"  # READY=1 sent (after the first cycle or the start-up bound)
     STATE_ERROR = "state.error"
+    STATE_PRUNED = "state.pruned"
     SYSTEMD_NOTIFY_FAILED = "systemd.notify_failed"
     SYSTEMD_WATCHDOG_UNWORKABLE = "systemd.watchdog_unworkable"  # WatchdogSec= cannot work
 

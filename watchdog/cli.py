@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from watchdog import __version__
-from watchdog.audit import Event, configure_logging, get_logger
+from watchdog.audit import Event, add_secret, configure_logging, get_logger
 from watchdog.clock import SystemClock
 from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import (
@@ -34,11 +34,12 @@ from watchdog.errors import (
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
 from watchdog.model import WORKSPACE, AlertState, Notification
-from watchdog.rules import Config, load_config
+from watchdog.rules import MAX_CONCURRENCY, Config, load_config
 from watchdog.settings import Settings, credentials_for_check, load_settings, unknown_variables
 from watchdog.store import Store, Unreadable, writer_lock
 
 if TYPE_CHECKING:
+    from watchdog.daemon import Reloaded
     from watchdog.notify import Notifier
 
 EXIT_OK = 0
@@ -46,6 +47,20 @@ EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_CRASHED = 70
 """EX_SOFTWARE: a task of `run` failed unexpectedly; systemd's Restart= starts it again."""
+
+RESTART_ONLY = (
+    "watchdog_config",
+    "watchdog_state_dir",
+    "state_directory",
+    "watchdog_metrics_addr",
+    "watchdog_log_level",
+    "slack_api_url",
+)
+"""Settings a SIGHUP cannot apply: the files and listener in use, Slack's API URL.
+
+A rotated Slack token or webhook URL applies live; switching between bot, webhook and
+console (one of them set or unset) needs a restart."""
+_SLACK_SECRETS = ("slack_bot_token", "slack_webhook_url")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,14 +277,12 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     metrics = Metrics() if settings.watchdog_metrics_addr else None
     path = _config_path(args, settings)
 
-    def reload() -> Config:
-        new = load_config(path, overrides=settings.overrides())
-        _check_slack(settings, new)
-        return new
+    def reload() -> Reloaded:
+        return _reload(settings, path)
 
+    # The pool allows the most any reload may ask for; the source caps what is in flight.
     async with build_http_client(
-        timeout=config.watchdog.timeout.total_seconds(),
-        max_connections=config.watchdog.concurrency,
+        timeout=config.watchdog.timeout.total_seconds(), max_connections=MAX_CONCURRENCY
     ) as client:
         source = LiveCountSource(
             client,
@@ -284,7 +297,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
             store=store,
             notifier=notifier,
             clock=clock,
-            load_config=reload,
+            load=reload,
             fixed_channel=fixed_channel,
             sd=sd,
             metrics=metrics,
@@ -310,6 +323,40 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         finally:
             if server is not None:
                 server.close()
+
+
+def _reload(running: Settings, path: Path) -> Reloaded:
+    """SIGHUP: settings (with `$CREDENTIALS_DIRECTORY`'s files) and rules, read afresh.
+
+    The process environment cannot change under a running process; credential files can,
+    so a rotated API key, Slack token or webhook URL is picked up here. Restart-only
+    settings that changed are named.
+    """
+    from watchdog.daemon import Reloaded
+
+    settings = load_settings()
+    config = load_config(path, overrides=settings.overrides())
+    _check_slack(running, config)
+    _require_key(settings)
+    assert settings.elevenlabs_api_key is not None
+    for secret in settings.secrets():
+        add_secret(secret)
+    changed = [name for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)]
+    notifier = None
+    slack_changed = [
+        name for name in _SLACK_SECRETS if getattr(settings, name) != getattr(running, name)
+    ]
+    if slack_changed and settings.slack_mode != running.slack_mode:
+        changed += slack_changed
+    elif slack_changed:
+        notifier, _ = _notifier(settings)
+    return Reloaded(
+        config=config,
+        api_key=settings.elevenlabs_api_key,
+        base_url=settings.elevenlabs_base_url,
+        notifier=notifier,
+        needs_restart=tuple(name.upper() for name in changed),
+    )
 
 
 def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:

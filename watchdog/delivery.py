@@ -136,6 +136,13 @@ class OutboxWorker:
             return None
         return self._monotonic() - self._round_started
 
+    def use(self, notifier: Notifier) -> None:
+        """Deliver through `notifier` from the next attempt on (a reload's new Slack secret).
+
+        An attempt already in flight finishes with the notifier it started with.
+        """
+        self._notifier = notifier
+
     async def run_once(self) -> float | None:
         """Attempt every channel head that is due and paced; return seconds until the next.
 

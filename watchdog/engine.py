@@ -10,9 +10,12 @@ Semantics, per alert instance (rule x series):
   at the first sample where it has held for `for` (at every sample since); PENDING ->
   INACTIVE (cancelled) at a sample where it does not hold; FIRING -> INACTIVE (resolved)
   at a sample where `recovered` (hysteresis) is true.
-- change: compares the sample with the latest sample at least `window` old on that series
-  (none yet = not evaluated); fires at once and resolves at the first sample where the
-  condition no longer holds.
+- change: compares the sample with its base, the latest sample at least `window` old on
+  that series; fires at once and resolves at the first sample where the condition no
+  longer holds. A base older than twice the window does not fit (after a poll gap of
+  hours, comparing with the count from before the gap would report a collapse or surge
+  that nobody saw happen): until a fitting base exists, `window` after the gap, the rule
+  is not evaluated (an alert already firing keeps firing). No base yet: not evaluated.
 - active hours: outside its window a rule is off; a firing alert resolves, a pending one
   is cancelled (at a sample or a tick).
 - no-data (built in, per series): fires when a series had no good poll for `stale_after`
@@ -22,6 +25,15 @@ Semantics, per alert instance (rule x series):
   own no-data alert, and once it recovers they get a fresh `stale_after` to recover too:
   one message for one outage instead of one per agent.
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
+- redefinition (`reconfigure`, i.e. a reload): an alert whose rule is removed, or whose
+  series left the rule's scope, resolves. A rule whose kind changed (threshold <-> change)
+  resolves its alerts with a note and starts afresh. A rule whose condition changed
+  (threshold, hysteresis, `for`, window, amounts) keeps its pending or firing alert, and
+  the next sample judges it under the new definition as if it had just started: a
+  firing alert whose new condition does not hold resolves, one that holds stays firing
+  (hysteresis applies from then on). A new severity is the alert's severity at once,
+  and every later notification of it (repeat, resolution, the card's edit) shows it.
+  No alert is ever evaluated against a definition the config no longer has.
 """
 
 from __future__ import annotations
@@ -48,6 +60,9 @@ from watchdog.rules import ChangeRule, Config, ThresholdRule
 SPARKLINE_LENGTH = 24
 """How many recent counts per series travel with a transition (for the sparkline)."""
 
+MAX_BASE_AGE = 2
+"""A change rule's base may be at most this many windows old (see the module docstring)."""
+
 _Rule = ThresholdRule | ChangeRule
 
 
@@ -68,6 +83,7 @@ class _Instance:
     last_notified: datetime | None
     condition: str
     severity: Severity
+    redefined: bool = False  # the rule's condition changed: see _threshold and _change
 
     def record(self) -> AlertRecord:
         return AlertRecord(
@@ -89,18 +105,21 @@ class _Window:
 
     The front is the latest sample at least `span` older than the newest one; everything
     before it is dropped, so the cost per sample is amortised O(1) whatever the window.
+    A front older than `MAX_BASE_AGE` windows (a poll gap) is not a base.
     """
 
     span: timedelta
     samples: deque[tuple[datetime, int]] = field(default_factory=deque)
 
     def push(self, at: datetime, count: int) -> int | None:
-        """Add a sample; return the count of the latest sample at least `span` old."""
+        """Add a sample; return the base: the latest sample at least `span` old, if it fits."""
         samples = self.samples
         cutoff = at - self.span
         while len(samples) >= 2 and samples[1][0] <= cutoff:
             samples.popleft()
-        base = samples[0][1] if samples and samples[0][0] <= cutoff else None
+        base = None
+        if samples and at - MAX_BASE_AGE * self.span <= samples[0][0] <= cutoff:
+            base = samples[0][1]
         samples.append((at, count))
         return base
 
@@ -192,24 +211,32 @@ class Engine:
     def reconfigure(
         self, config: Config, now: datetime, history: Iterable[Sample] = ()
     ) -> list[Transition]:
-        """Swap in new rules; alerts of removed rules (or series out of scope) resolve.
+        """Swap in new rules: resolve, restart or redefine their alerts (see the docstring).
 
-        Alerts of rules that keep their name keep their state; the next sample
-        re-evaluates them under the new definition. `history` (recent samples, oldest
-        first, from the store) fills change windows that are new or changed, which the
-        engine alone could not answer for up to a window's length.
+        `history` (recent samples, oldest first, from the store) fills change windows that
+        are new or changed, which the engine alone could not answer for up to a window's
+        length.
         """
         out: list[Transition] = []
+        series_names = {name for name, _ in config.series}
         for key, inst in list(self._instances.items()):
             rule_name, series = key
             if rule_name == NO_DATA_RULE:
-                if series not in {name for name, _ in config.series}:
+                if series not in series_names:
                     out.append(self._end(inst, now, None, "series removed from config"))
+                else:
+                    inst.severity = config.no_data.severity
                 continue
-            if config.rule(rule_name) is None:
+            old, new = self._config.rule(rule_name), config.rule(rule_name)
+            if new is None:
                 out.append(self._end(inst, now, inst.last_count, "rule removed from config"))
             elif series not in config.scopes.get(rule_name, ()):
                 out.append(self._end(inst, now, inst.last_count, "series no longer in scope"))
+            elif old is not None and old.kind != new.kind:
+                reason = f"rule changed from {old.kind} to {new.kind}: starting afresh"
+                out.append(self._end(inst, now, inst.last_count, reason))
+            else:
+                _redefine(inst, old, new)
         self._config = config
         fresh = self._build_series()
         known: dict[str, dict[datetime, int]] = {}
@@ -330,11 +357,15 @@ class Engine:
                 out.append(self._transition(inst, TransitionKind.PENDING, at, count))
             return
         inst.last_count = count
+        redefined, inst.redefined = inst.redefined, False
         if inst.state is AlertState.PENDING:
             if not rule.holds(count):
                 out.append(self._end(inst, at, count, f"count {count} no longer matches"))
             elif at - inst.since >= rule.for_:
                 self._fire(inst, at, out)
+        elif redefined and not rule.holds(count):
+            reason = f"count {count}: does not match the redefined rule ({rule.describe()})"
+            out.append(self._end(inst, at, count, reason))
         elif rule.recovered(count):
             out.append(self._end(inst, at, count, f"count {count}: {_recovery(rule)}"))
 
@@ -358,6 +389,9 @@ class Engine:
         inst.last_count = count
         if not holds:
             out.append(self._end(inst, at, count, f"{base} -> {count} no longer matches"))
+        elif inst.redefined:
+            inst.condition = f"{rule.describe()}: {base} -> {count}"
+        inst.redefined = False
 
     def _check_no_data(self, series: _Series, now: datetime, *, force: bool) -> list[Transition]:
         key = (NO_DATA_RULE, series.name)
@@ -480,6 +514,15 @@ class Engine:
     def _severity(self, rule_name: str) -> Severity:
         rule = self._config.rule(rule_name)
         return rule.severity if rule is not None else self._config.no_data.severity
+
+
+def _redefine(inst: _Instance, old: _Rule | None, new: _Rule) -> None:
+    """Carry an alert over to its rule's new definition (same name, same kind)."""
+    inst.severity = new.severity
+    if old is not None and old.describe() != new.describe():
+        inst.redefined = True
+        if isinstance(new, ThresholdRule):
+            inst.condition = new.describe()
 
 
 def _recovery(rule: ThresholdRule) -> str:

@@ -48,6 +48,10 @@ KINDS = ("threshold", "change")
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+MAX_CONCURRENCY = 256
+"""The most polls `[watchdog] concurrency` may allow in flight (the HTTP pool's size)."""
+
+
 def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
@@ -271,7 +275,7 @@ class WatchdogSection(BaseModel):
     repeat: Duration = timedelta(hours=1)
     retention: Duration = timedelta(days=7)
     timeout: Duration = timedelta(seconds=10)
-    concurrency: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+    concurrency: Annotated[StrictInt, Field(ge=1, le=MAX_CONCURRENCY)] = 8
     no_data_severity: Severity | None = None
 
 

@@ -142,14 +142,28 @@ class LiveCountSource:
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        url = httpx.URL(base_url.rstrip("/") + LIVE_COUNT_PATH)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         self._client = client
         self._api_key = api_key
-        self._url = url
+        self._url = _live_count_url(base_url)
         self._now = now
         self._slots = asyncio.Semaphore(max_concurrency)
+
+    def reconfigure(
+        self, *, api_key: pydantic.SecretStr, base_url: str, timeout: float, concurrency: int
+    ) -> None:
+        """Apply reloaded settings from the next poll on; polls in flight finish as they were.
+
+        The client's pool must allow `concurrency` connections (see `build_http_client`);
+        the source's own limit is what caps requests in flight.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self._url = _live_count_url(base_url)
+        self._api_key = api_key
+        self._client.timeout = httpx.Timeout(timeout)
+        self._slots = asyncio.Semaphore(concurrency)
 
     def __repr__(self) -> str:
         return f"LiveCountSource(url={str(self._url)!r})"
@@ -255,6 +269,13 @@ class LiveCountSource:
         """Belt and braces: no text we did not write ourselves may carry the key."""
         secret = self._api_key.get_secret_value()
         return text.replace(secret, "**********") if secret else text
+
+
+def _live_count_url(base_url: str) -> httpx.URL:
+    url = httpx.URL(base_url.rstrip("/") + LIVE_COUNT_PATH)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+    return url
 
 
 def _describe(exc: pydantic.ValidationError) -> str:

@@ -33,7 +33,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -496,35 +496,48 @@ class Store:
             ).fetchall()
         return {name: Sample(series=name, at=_from_ms(at), count=count) for name, at, count in rows}
 
-    def prune_samples(self, before: datetime) -> int:
-        """Delete samples older than `before`; return how many went.
+    def sample_series(self) -> list[str]:
+        """Every series the history has ever held (removed ones too), oldest first."""
+        with self._reading("listing series") as conn:
+            return [name for (name,) in conn.execute("SELECT name FROM series ORDER BY id")]
+
+    def prune_samples(self, before: datetime, *, series: Iterable[str] | None = None) -> int:
+        """Delete samples older than `before` (of `series`, else all); return how many went.
 
         Works series by series so each delete is a range scan of the primary key rather
-        than a scan of the whole table.
+        than a scan of the whole table. Passing a few series at a time keeps each
+        transaction, and so each hold of the store's lock, short.
         """
         cutoff = _to_ms(before)
         removed = 0
         with self._writing("pruning samples") as conn:
-            for (series_id,) in conn.execute("SELECT id FROM series").fetchall():
+            for series_id in _series_ids(conn, series):
                 cursor = conn.execute(
                     "DELETE FROM samples WHERE series_id = ? AND at < ?", (series_id, cutoff)
                 )
                 removed += cursor.rowcount
         return removed
 
-    def thin_samples(self, *, after: datetime, before: datetime, resolution: timedelta) -> int:
+    def thin_samples(
+        self,
+        *,
+        after: datetime,
+        before: datetime,
+        resolution: timedelta,
+        series: Iterable[str] | None = None,
+    ) -> int:
         """Keep one sample per series per `resolution` between `after` and `before`.
 
         Recent history stays at full resolution for change windows and sparklines; older
         history only needs to show the shape of the day for `replay --history`, so it is
         thinned to the first sample of each bucket. This keeps a week of 1,000 agents at
-        15 s polls to a few hundred MB instead of most of a GB.
+        15 s polls to a few hundred MB instead of most of a GB. `series` as for `prune_samples`.
         """
         low, high = _to_ms(after), _to_ms(before)
         bucket = max(1, int(resolution.total_seconds() * 1000))
         removed = 0
         with self._writing("thinning samples") as conn:
-            for (series_id,) in conn.execute("SELECT id FROM series").fetchall():
+            for series_id in _series_ids(conn, series):
                 cursor = conn.execute(
                     """DELETE FROM samples
                        WHERE series_id = ?1 AND at >= ?2 AND at < ?3
@@ -681,6 +694,13 @@ class Store:
 
 
 # --- opening --------------------------------------------------------------------------
+
+
+def _series_ids(conn: sqlite3.Connection, names: Iterable[str] | None) -> list[int]:
+    if names is None:
+        return [series_id for (series_id,) in conn.execute("SELECT id FROM series")]
+    found = (conn.execute("SELECT id FROM series WHERE name = ?", (n,)).fetchone() for n in names)
+    return [row[0] for row in found if row is not None]
 
 
 def _check_directory(directory: Path) -> None:
