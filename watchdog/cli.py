@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -170,7 +171,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     }[settings.slack_mode]
     key = "set" if settings.elevenlabs_api_key is not None else "NOT SET (needed by run and poll)"
     print(f"  alerts go to {where}; API key {key}; state in {settings.state_dir}")
+    _print_guarantee(settings)
     return EXIT_OK
+
+
+def _print_guarantee(settings: Settings) -> None:
+    """Say whether Slack posts are exactly once; in bot mode this asks Slack (`auth.test`)."""
+    from watchdog.notify import SlackBotNotifier, SlackWebhookNotifier
+
+    notifier, _ = _notifier(settings)
+    if isinstance(notifier, SlackBotNotifier | SlackWebhookNotifier):
+        guarantee = notifier.guarantee()
+        print(f"  delivery: {guarantee.name}: {guarantee.reason}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -206,6 +218,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     notifier, fixed_channel = _notifier(settings)
     if settings.slack_mode == "console":
         log.warning("notify.console", reason="no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL set")
+    _announce_guarantee(notifier)
     sd = SdNotifier.from_env()
     metrics = Metrics() if settings.watchdog_metrics_addr else None
     path = _config_path(args, settings)
@@ -258,6 +271,24 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         finally:
             if server is not None:
                 server.close()
+
+
+def _announce_guarantee(notifier: Notifier) -> None:
+    """Log once at start whether posts are exactly once (`notify.guarantee`).
+
+    The bot asks Slack in a background thread, so an unreachable Slack never delays start.
+    """
+    from watchdog.notify import SlackBotNotifier, SlackWebhookNotifier
+
+    if isinstance(notifier, SlackBotNotifier):
+        threading.Thread(
+            target=notifier.announce_guarantee, name="slack-guarantee", daemon=True
+        ).start()
+    elif isinstance(notifier, SlackWebhookNotifier):
+        guarantee = notifier.guarantee()
+        get_logger().warning(
+            Event.NOTIFY_GUARANTEE, guarantee=guarantee.name, reason=guarantee.reason
+        )
 
 
 def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:

@@ -56,7 +56,12 @@ SPREAD_SHARE = 0.8
 CLOCK_JUMP = timedelta(seconds=5)
 """A disagreement between wall and monotonic time this large is a clock being set."""
 STOP_GRACE_SECONDS = 3.0
-"""On stop, how long an in-flight Slack call may take to finish and be recorded."""
+"""On stop, how long an in-flight Slack call may take to finish and be recorded.
+
+Shorter than the Slack timeout on purpose: a call still running then is abandoned. Its
+entry was put in doubt before the call, so the next start looks for the post before
+posting again (exactly once in bot mode with the history scopes; see `watchdog.delivery`).
+"""
 
 _TRANSITION_EVENTS = {
     TransitionKind.PENDING: Event.ALERT_PENDING,
@@ -177,7 +182,7 @@ class Daemon:
             self._stop.set()
             loop.cancel()
             # The outbox worker returns by itself once an attempt in flight is recorded;
-            # cancelling it mid-call could make Slack's accepted message go out again.
+            # one still running after the grace is abandoned, in doubt, for the next start.
             outbox = tasks[0]
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(outbox), STOP_GRACE_SECONDS)

@@ -12,8 +12,13 @@ What is guaranteed:
   the notifier) are retried for as long as it takes, with capped exponential backoff and
   jitter, never sooner than Slack's Retry-After. Permanent failures are dead-lettered.
   The schedule lives in the store, so retries continue across restarts.
-* An entry is removed only after the notifier returned, so delivery is at-least-once: a
-  crash between Slack accepting a message and the store recording it repeats that message.
+* An entry is removed only after the notifier returned. Each attempt puts its entry "in
+  doubt" in the store before the request leaves; only an answer saying the post was not
+  made clears the doubt. An attempt that starts in doubt (an answer was lost: timeout,
+  reset, 5xx, or the process stopped or died mid-call) hands the notifier the time of the
+  first attempt, and the Slack bot looks for the post there before posting again. So a
+  post reaches Slack exactly once in bot mode with the history scopes, and at least once
+  otherwise (webhook, console, a token without those scopes).
 * Every attempt is audited: `notify.sent`, `notify.retry` or `notify.failed`, each with
   the alert's id and the attempt number.
 
@@ -31,7 +36,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 
@@ -123,6 +128,8 @@ class OutboxWorker:
         ready = [h for h in self._store.outbox_heads() if self._ready_at(h, now) <= now]
         for entry in ready:
             self._last_send[entry.channel] = now
+        # On disk before any request leaves: a death mid-call leaves the entry in doubt.
+        self._store.begin_attempts([entry.id for entry in ready], at=now)
         originals = [self._original(entry) for entry in ready]
         outcomes = await asyncio.gather(
             *(
@@ -169,14 +176,20 @@ class OutboxWorker:
         self, entry: OutboxEntry, original: MessageRef | None
     ) -> MessageRef | NotifyError | None:
         """Call the notifier in a thread; any failure comes back as a NotifyError value."""
+        in_doubt_since = entry.first_attempt_at if entry.in_doubt else None
         try:
-            return await _in_daemon_thread(self._notifier.deliver, entry.notification, original)
+            return await _in_daemon_thread(
+                self._notifier.deliver, entry.notification, original, in_doubt_since
+            )
         except NotifyError as exc:
             return exc
         except Exception as exc:
             # A notifier bug must not stop delivery: retried like an outage, logged
-            # by message only (a traceback's locals could hold the token).
-            return NotifyError(f"unexpected {type(exc).__name__}: {exc}", recoverable=True)
+            # by message only (a traceback's locals could hold the token). It may have
+            # struck after the post, so the post is looked for first.
+            return NotifyError(
+                f"unexpected {type(exc).__name__}: {exc}", recoverable=True, in_doubt=True
+            )
 
     def _record(
         self, entry: OutboxEntry, outcome: MessageRef | NotifyError | None, now: datetime
@@ -206,6 +219,7 @@ class OutboxWorker:
                 attempts=attempt,
                 next_attempt_at=now + timedelta(seconds=retry_in),
                 error=outcome.reason,
+                in_doubt=outcome.in_doubt,
             )
             self._log.warning(
                 "notify.retry", error=outcome.reason, retry_in=round(retry_in, 3), **fields
@@ -260,16 +274,30 @@ async def _set(event: asyncio.Event) -> None:
     await event.wait()
 
 
+class _Deliver(Protocol):
+    """`Notifier.deliver`, as the delivery thread calls it."""
+
+    def __call__(
+        self,
+        note: Notification,
+        original: MessageRef | None,
+        *,
+        in_doubt_since: datetime | None = None,
+    ) -> MessageRef | None: ...
+
+
 async def _in_daemon_thread(
-    call: Callable[[Notification, MessageRef | None], MessageRef | None],
+    call: _Deliver,
     note: Notification,
     original: MessageRef | None,
+    in_doubt_since: datetime | None,
 ) -> MessageRef | None:
     """Run a blocking Slack call in a daemon thread.
 
     Not `asyncio.to_thread`: the default executor is joined at exit, so a Slack call
     hanging until its timeout would hold a stopping watchdog past systemd's patience.
-    A daemon thread is abandoned at exit instead (the entry stays in the outbox).
+    A daemon thread is abandoned at exit instead (the entry stays in the outbox, in
+    doubt, so the next start looks for the post before posting again).
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[MessageRef | None] = loop.create_future()
@@ -284,7 +312,7 @@ async def _in_daemon_thread(
 
     def work() -> None:
         try:
-            result = call(note, original)
+            result = call(note, original, in_doubt_since=in_doubt_since)
         except BaseException as exc:  # handed to the awaiting coroutine
             with contextlib.suppress(RuntimeError):  # the loop may be closed by now
                 loop.call_soon_threadsafe(settle, None, exc)
