@@ -161,13 +161,18 @@ def test_check_env_override_beats_the_file(state: Path) -> None:
 
 
 def test_check_reports_slack_mode_and_key_without_printing_secrets(state: Path) -> None:
-    """With a key and a bot token, check says so but prints neither secret."""
-    env = base_env(state, ELEVENLABS_API_KEY=API_KEY, SLACK_BOT_TOKEN=SLACK_TOKEN)
+    """With a key and a bot token, check says so but prints neither secret; a Slack it
+    cannot ask leaves the delivery guarantee unknown."""
+    unreachable = "http://127.0.0.1:9/api/"  # the discard port: nothing listens
+    env = base_env(
+        state, ELEVENLABS_API_KEY=API_KEY, SLACK_BOT_TOKEN=SLACK_TOKEN, SLACK_API_URL=unreachable
+    )
     done = cli("check", "--config", str(EXAMPLE), env=env)
     assert done.returncode == 0
-    assert done.stdout.splitlines()[-1] == (
-        f"  alerts go to Slack (bot token); API key set; state in {state}"
-    )
+    assert done.stdout.splitlines()[-2:] == [
+        f"  alerts go to Slack (bot token); API key set; state in {state}",
+        "  delivery: unknown: cannot tell: auth.test: unreachable: [Errno 111] Connection refused",
+    ]
     assert API_KEY not in done.stdout + done.stderr
     assert SLACK_TOKEN not in done.stdout + done.stderr
 

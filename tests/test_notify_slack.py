@@ -606,9 +606,13 @@ def test_a_post_that_never_arrived_is_posted_after_the_lookup(
         (Fail.hang(5), True),
         (Fail.status(500), True),
         (Fail.status(502, body="<html>bad gateway</html>"), True),
-        (Fail.status(503), True),
+        (Fail.status(504), True),
         (Fail.error("fatal_error"), True),
         (Fail.error("internal_error"), True),
+        (Fail.status(503), False),
+        (Fail.error("service_unavailable"), False),
+        (Fail.status(408), False),
+        (Fail.error("request_timeout"), False),
         (Fail.status(429), False),
         (Fail.error("ratelimited"), False),
         (Fail.error("channel_not_found"), False),
@@ -619,8 +623,8 @@ def test_a_post_that_never_arrived_is_posted_after_the_lookup(
 def test_which_failed_posts_are_in_doubt(
     slack: FakeSlack, bot: SlackBotNotifier, spec: Fail, in_doubt: bool
 ) -> None:
-    """A lost answer, 5xx and Slack's 'maybe partly done' errors leave the post in doubt;
-    429 and other errors say it was not made."""
+    """A lost answer, 5xx but 503 and Slack's 'maybe partly done' errors leave the post in
+    doubt; 503, 408, 429 and other errors say it was not made."""
     slack.fail_next([spec])
     assert failure(bot, note()).in_doubt is in_doubt
 
@@ -628,13 +632,14 @@ def test_which_failed_posts_are_in_doubt(
 def test_refused_connections_and_failed_edits_are_not_in_doubt(
     slack: FakeSlack, bot: SlackBotNotifier
 ) -> None:
-    """Nothing listening: the post certainly never left. A failed edit posts nothing."""
-    refused = SlackBotNotifier(
-        SecretStr("xoxb-x"), api_url=f"http://127.0.0.1:{closed_port()}/api/", timeout=0.3
-    )
-    assert not failure(refused, note()).in_doubt
+    """Nothing listening or no such host: the post certainly never left. A failed edit
+    posts nothing."""
+    for url in (f"http://127.0.0.1:{closed_port()}/api/", "http://no-such-host.invalid/api/"):
+        unreachable = SlackBotNotifier(SecretStr("xoxb-x"), api_url=url, timeout=0.3)
+        error = failure(unreachable, note())
+        assert (error.recoverable, error.in_doubt) == (True, False)
     ref = bot.deliver(note(), None)
-    slack.fail_next([Fail.status(503)])
+    slack.fail_next([Fail.status(500)])
     assert not failure(bot, RESOLVED, ref).in_doubt
 
 
@@ -691,12 +696,14 @@ def test_channel_names_resolve_through_every_page_of_the_list(slack: FakeSlack) 
     assert len(slack.top_level("#by-id")) == 1
 
 
+@pytest.mark.parametrize("code", [503, 429])
 def test_a_failed_lookup_posts_nothing_and_stays_in_doubt(
-    slack: FakeSlack, bot: SlackBotNotifier
+    slack: FakeSlack, bot: SlackBotNotifier, code: int
 ) -> None:
-    """If the history cannot be read just now (503), nothing is posted: retried, in doubt."""
+    """If the history cannot be read just now (503, 429), nothing is posted: retried, in
+    doubt."""
     started = datetime.now(UTC)
-    slack.fail_next([Fail.reset(accept=True), Fail.status(503, method="conversations.history")])
+    slack.fail_next([Fail.reset(accept=True), Fail.status(code, method="conversations.history")])
     failure(bot, note())
     error = failure_in_doubt(bot, note(), started)
     assert (error.recoverable, error.in_doubt) == (True, True)
@@ -710,6 +717,24 @@ def failure_in_doubt(
     with pytest.raises(NotifyError) as info:
         notifier.deliver(notification, None, in_doubt_since=since)
     return info.value
+
+
+def test_a_lookup_refused_for_good_posts_again_and_says_why(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """not_in_channel on the lookup (the bot posts with chat:write.public but is not a
+    member): posted again, at least once, said with the reason."""
+    started = datetime.now(UTC)
+    slack.fail_next(
+        [Fail.reset(accept=True), Fail.error("not_in_channel", method="conversations.history")]
+    )
+    failure(bot, note())
+    with capture_logs() as logs:
+        assert bot.deliver(note(), None, in_doubt_since=started) is not None
+    assert len(slack.top_level(CHANNEL)) == 2
+    [said] = logs
+    assert (said["event"], said["guarantee"]) == ("notify.guarantee", "at-least-once")
+    assert "not_in_channel" in said["reason"]
 
 
 def test_without_the_history_scope_it_posts_again_and_says_so_once(

@@ -18,7 +18,8 @@ What is guaranteed:
   reset, 5xx, or the process stopped or died mid-call) hands the notifier the time of the
   first attempt, and the Slack bot looks for the post there before posting again. So a
   post reaches Slack exactly once in bot mode with the history scopes, and at least once
-  otherwise (webhook, console, a token without those scopes).
+  otherwise (webhook, console, a token without those scopes). While the store refuses
+  that write (a full disk), nothing is sent.
 * Every attempt is audited: `notify.sent`, `notify.retry` or `notify.failed`, each with
   the alert's id and the attempt number.
 

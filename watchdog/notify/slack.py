@@ -16,11 +16,11 @@ at least once, reported once per cause as `notify.guarantee`. Webhooks cannot re
 history: webhook delivery is at least once.
 
 Which failures leave a post in doubt (`NotifyError.in_doubt`): a timeout or a connection
-closed or reset after the request was sent, HTTP 5xx or 408 (a proxy's 502/504 says
-nothing about Slack behind it) and `ok: false` with `fatal_error`, `internal_error`,
-`request_timeout` or `service_unavailable` (Slack documents that part of such a call may
-have succeeded). A refused connection, a failed name lookup, 429 and every other Slack
-error say the post was not made.
+closed or reset after the request was sent, an answer that is not JSON, HTTP 5xx other
+than 503 (a proxy's 502/504 says nothing about Slack behind it), and `ok: false` with
+`fatal_error` or `internal_error` (Slack documents that part of such a call may have
+succeeded). A refused connection, a failed name lookup, 503 and `service_unavailable`,
+408 and `request_timeout`, 429 and every other Slack error say the post was not made.
 
 Every failure leaves as a `NotifyError` whose `recoverable` flag decides retry versus dead
 letter. The SDK's exceptions are never chained onto it: their frames hold the token (in
@@ -90,6 +90,10 @@ _LOOKUP_MAX_PAGES = 50
 """Beyond 10,000 messages since the first attempt the search gives up (posts again)."""
 _RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 _TRANSIENT = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
+_MAYBE_DONE = frozenset({"fatal_error", "internal_error"})
+"""Slack documents that part of a call failing with these may have succeeded."""
+_NOT_PROCESSED_STATUS = frozenset({408, 429, 503})
+"""Refused before the request was processed: timeout reading it, rate limit, unavailable."""
 _MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message"})
 _RECOVERABLE_STATUS = frozenset({408, 429})
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
@@ -513,7 +517,7 @@ class SlackBotNotifier:
                 f"{where}: Slack failed (HTTP {status}): {error}",
                 recoverable=True,
                 retry_after=retry_after,
-                in_doubt=posting,
+                in_doubt=posting and _maybe_done(status, error),
             )
         else:
             notify = NotifyError(f"{where}: {error}", recoverable=False)
@@ -622,6 +626,13 @@ def _header(headers: Mapping[str, Any], name: str) -> str | None:
             raw = value[0] if isinstance(value, list | tuple) and value else value
             return str(raw)
     return None
+
+
+def _maybe_done(status: int, error: str) -> bool:
+    """Whether a failed answer leaves it open that Slack kept the post."""
+    if error in _MAYBE_DONE:
+        return True
+    return status >= 500 and status not in _NOT_PROCESSED_STATUS
 
 
 def _maybe_sent(exc: BaseException) -> bool:
