@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import socket
 import threading
@@ -672,6 +673,24 @@ def test_the_lookup_pages_through_the_history(slack: FakeSlack, bot: SlackBotNot
     assert ref == MessageRef(channel_id(CHANNEL), slack.top_level(CHANNEL)[0].ts)
     assert len(slack.top_level(CHANNEL)) == 6
     assert read_methods(slack) == ["conversations.history"] * 3
+
+
+def test_a_search_past_its_page_limit_gives_up_and_says_so(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """Fifty pages without the post: the search stops, posts again and reports it."""
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True)])
+    failure(bot, note())
+    for number in range(50):
+        bot.deliver(note(alert_id=f"other-{number}"), None)
+    slack.cap_pages(1)
+    with capture_logs() as logs:
+        assert bot.deliver(note(), None, in_doubt_since=started) is not None
+    assert read_methods(slack) == ["conversations.history"] * 50
+    assert len([m for m in slack.top_level(CHANNEL) if "al-1" in json.dumps(m.metadata)]) == 2
+    [said] = logs
+    assert "more than 50 pages" in said["reason"]
 
 
 def test_channel_names_resolve_through_every_page_of_the_list(slack: FakeSlack) -> None:

@@ -87,7 +87,7 @@ LOOKUP_SCOPES = ("channels:history", "channels:read", "groups:history", "groups:
 
 _LOOKUP_PAGE = 200
 _LOOKUP_MAX_PAGES = 50
-"""Beyond 10,000 messages since the first attempt the search gives up (posts again)."""
+"""Beyond this many pages the search gives up: posted again, and reported."""
 _RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 _TRANSIENT = frozenset({"fatal_error", "internal_error", "service_unavailable", "request_timeout"})
 _MAYBE_DONE = frozenset({"fatal_error", "internal_error"})
@@ -334,7 +334,7 @@ class SlackBotNotifier:
         oldest = _slack_ts(since - LOOKUP_MARGIN)
         try:
             if original is not None:
-                if self._search_thread(note, original, oldest) is not None:
+                if self._in_thread(note, original, oldest):
                     self._found(note, original)
                     return original
                 if note.kind is not TransitionKind.RESOLVED:
@@ -376,9 +376,7 @@ class SlackBotNotifier:
                 return MessageRef(channel=channel, ts=str(message["ts"]))
         return None
 
-    def _search_thread(
-        self, note: Notification, original: MessageRef, oldest: str
-    ) -> Mapping[str, Any] | None:
+    def _in_thread(self, note: Notification, original: MessageRef, oldest: str) -> bool:
         where = f"conversations.replies of {original.channel}/{original.ts}"
         try:
             for message in self._pages(
@@ -394,11 +392,11 @@ class SlackBotNotifier:
                 ),
             ):
                 if _is_post_of(message, note):
-                    return message
+                    return True
         except _LookupUnavailable as unavailable:
             if unavailable.cause != "thread_not_found":
                 raise
-        return None  # no thread (the card is gone): nothing was replied there
+        return False  # also when there is no thread (the card is gone): nothing replied there
 
     def _channel_id(self, channel: str) -> str | None:
         """The id of `channel` (an id, or a `#name` resolved with `conversations.list`).
@@ -448,6 +446,8 @@ class SlackBotNotifier:
             cursor = meta.get("next_cursor") if isinstance(meta, Mapping) else None
             if not cursor:
                 return
+        reason = f"{where}: more than {_LOOKUP_MAX_PAGES} pages since the first attempt"
+        raise _LookupUnavailable("too_many_pages", reason)
 
     def _lookup_call(self, where: str, call: Callable[[], SlackResponse]) -> _Answer:
         """A lookup call: transient failures keep the post in doubt, others end the search."""
@@ -457,7 +457,7 @@ class SlackBotNotifier:
             error = exc.error
             if not error.recoverable:
                 cause = exc.slack_error or "unusable"
-                raise _LookupUnavailable(cause, f"{where}: {error.reason}") from None
+                raise _LookupUnavailable(cause, error.reason) from None
             failure = _Failure(
                 NotifyError(
                     f"looking for an earlier post: {error.reason}",
