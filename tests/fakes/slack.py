@@ -45,7 +45,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Attempt", "Fail", "FakeSlack", "SlackCall", "channel_id"]
+__all__ = ["ALL_SCOPES", "Attempt", "Fail", "FakeSlack", "SlackCall", "channel_id"]
 
 _T = TypeVar("_T")
 
