@@ -50,6 +50,7 @@ class Call:
     original: MessageRef | None
     at: datetime
     ok: bool
+    in_doubt_since: datetime | None = None
 
 
 @dataclass
@@ -66,11 +67,19 @@ class ScriptedNotifier:
     calls: list[Call] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+    def deliver(
+        self,
+        note: Notification,
+        original: MessageRef | None,
+        *,
+        in_doubt_since: datetime | None = None,
+    ) -> MessageRef | None:
         with self._lock:
             failures = self.script.get(note.alert_id)
             error = failures.pop(0) if failures else None
-            self.calls.append(Call(note, original, self.clock(), ok=error is None))
+            self.calls.append(
+                Call(note, original, self.clock(), ok=error is None, in_doubt_since=in_doubt_since)
+            )
             if error is not None:
                 raise error
             return original or MessageRef(channel=f"C{note.channel}", ts=f"{len(self.calls)}.0001")
@@ -335,6 +344,62 @@ def test_an_unreadable_payload_is_dead_lettered_without_a_call(store: Store) -> 
     (dead,) = store.dead_letters()
     assert isinstance(dead.notification, Unreadable)
     assert dead.notification.alert_id == "a1"
+
+
+def test_after_a_lost_answer_the_next_attempt_is_told_when_the_first_began(
+    store: Store,
+) -> None:
+    """An in-doubt failure hands the first attempt's start to the next attempt (to look
+    for the post); a failure that says nothing was posted clears the doubt again."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(
+        clock,
+        {
+            "a1": [
+                NotifyError("timed out", recoverable=True, in_doubt=True),
+                NotifyError("ratelimited", recoverable=True),
+            ]
+        },
+    )
+    store.apply(notifications=[note("a1")])
+    asyncio.run(drain(worker(store, notifier), clock))
+    assert [c.in_doubt_since for c in notifier.calls] == [None, T0, None]
+    assert notifier.delivered() == ["a1"]
+
+
+def test_an_attempt_abandoned_mid_call_is_in_doubt_at_the_next_start(tmp_path: Path) -> None:
+    """A call still running when the worker is abandoned (a stop past its grace, or a kill)
+    leaves the entry in doubt: the next worker passes when the first attempt began."""
+    path = tmp_path / "watchdog.db"
+    clock = FakeClock()
+    release = threading.Event()
+
+    class Hanging(ScriptedNotifier):
+        def deliver(
+            self,
+            note: Notification,
+            original: MessageRef | None,
+            *,
+            in_doubt_since: datetime | None = None,
+        ) -> MessageRef | None:
+            release.wait(10)
+            raise NotifyError("never answered", recoverable=True)
+
+    async def abandon(subject: OutboxWorker) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(subject.run_once(), 0.2)
+
+    with Store.open(path) as store:
+        store.apply(notifications=[note("a1")])
+        asyncio.run(abandon(worker(store, Hanging(clock))))
+    release.set()
+
+    clock.now += timedelta(minutes=5)
+    second = ScriptedNotifier(clock)
+    with Store.open(path) as store:
+        asyncio.run(drain(worker(store, second), clock))
+    assert [c.in_doubt_since for c in second.calls] == [T0]
+    assert second.delivered() == ["a1"]
 
 
 def test_run_wakes_for_new_entries_and_stops_promptly(store: Store) -> None:

@@ -42,20 +42,22 @@ def api() -> Iterator[FakeElevenLabs]:
 
 
 class ArrivingSlack(FakeSlack):
-    """A FakeSlack that also counts calls as they arrive, before any scripted delay."""
+    """A FakeSlack that also counts posting calls as they arrive, before any scripted delay
+    (reads such as the start-up `auth.test` are not counted)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.arrived = 0
 
     def _handle(self, handler: Any) -> None:
-        with self._cond:
-            self.arrived += 1
-            self._cond.notify_all()
+        if "/api/chat." in handler.path or "/services/" in handler.path:
+            with self._cond:
+                self.arrived += 1
+                self._cond.notify_all()
         super()._handle(handler)
 
     def wait_for_arrivals(self, n: int, timeout: float = 5.0) -> None:
-        """Block until `n` calls have reached the server (answered or not)."""
+        """Block until `n` posting calls have reached the server (answered or not)."""
         with self._cond:
             if not self._cond.wait_for(lambda: self.arrived >= n, timeout):
                 raise TimeoutError(f"only {self.arrived} of {n} Slack calls within {timeout}s")

@@ -371,7 +371,13 @@ class HangingNotifier:
         self.called = threading.Event()
         self.release = threading.Event()
 
-    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+    def deliver(
+        self,
+        note: Notification,
+        original: MessageRef | None,
+        *,
+        in_doubt_since: datetime | None = None,
+    ) -> MessageRef | None:
         self.called.set()
         self.release.wait(60)
         return None

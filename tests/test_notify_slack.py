@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import socket
 import threading
@@ -14,12 +15,14 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from tests.fakes.slack import Fail, FakeSlack, channel_id
 from watchdog.delivery import OutboxWorker
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
 from watchdog.notify import ConsoleNotifier, Notifier, SlackBotNotifier, SlackWebhookNotifier
+from watchdog.notify.slack import EVENT_TYPE, LOOKUP_MARGIN
 from watchdog.store import Store
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -509,3 +512,334 @@ def test_unnotified_kinds_are_dead_lettered(
     """Handing a sender an audit-only transition is a permanent error, and sends nothing."""
     assert not failure(bot, note(kind=kind)).recoverable
     assert slack.attempts == []
+
+
+# bot: exactly once when an answer is lost
+
+LOST_ANSWERS = [Fail.reset(accept=True), Fail.hang(5, accept=True)]
+
+
+def fresh_bot(slack: FakeSlack) -> SlackBotNotifier:
+    """A notifier that has learned nothing yet, as after a restart."""
+    return SlackBotNotifier(SecretStr(slack.token), api_url=slack.api_url, timeout=0.3)
+
+
+def read_methods(slack: FakeSlack) -> list[str]:
+    return [read.method for read in slack.reads]
+
+
+def test_every_post_carries_metadata_naming_its_notification(
+    slack: FakeSlack, bot: SlackBotNotifier, hook: SlackWebhookNotifier
+) -> None:
+    """Cards, thread replies and webhook posts carry metadata with alert id, transition, time."""
+    later = AT + timedelta(hours=1)
+    ref = bot.deliver(note(), None)
+    assert ref is not None
+    bot.deliver(dataclasses.replace(REPEAT, at=later), ref)
+    bot.deliver(RESOLVED, ref)
+    bot.deliver(REPEAT, None)
+    hook.deliver(note(alert_id="al-2"), None)
+    posts = [m for m in slack.messages if m.method != "chat.update"]
+    assert [(m.metadata or {}).get("event_type") for m in posts] == [EVENT_TYPE] * 5
+    assert [
+        {k: (m.metadata or {})["event_payload"][k] for k in ("alert_id", "transition", "at")}
+        for m in posts
+    ] == [
+        {"alert_id": "al-1", "transition": "firing", "at": AT.isoformat()},
+        {"alert_id": "al-1", "transition": "repeat", "at": later.isoformat()},
+        {"alert_id": "al-1", "transition": "resolved", "at": AT.isoformat()},
+        {"alert_id": "al-1", "transition": "repeat", "at": AT.isoformat()},
+        {"alert_id": "al-2", "transition": "firing", "at": AT.isoformat()},
+    ]
+
+
+@pytest.mark.parametrize("lost", LOST_ANSWERS, ids=["reset", "timeout"])
+def test_a_card_whose_answer_was_lost_is_found_not_posted_again(
+    slack: FakeSlack, bot: SlackBotNotifier, lost: Fail
+) -> None:
+    """Slack keeps the card but the answer is lost: the failure is in doubt, and the next
+    attempt (after a restart: the channel name is resolved again) adopts the card."""
+    started = datetime.now(UTC)
+    slack.fail_next([lost])
+    error = failure(bot, note())
+    assert (error.recoverable, error.in_doubt) == (True, True)
+    with capture_logs() as logs:
+        ref = fresh_bot(slack).deliver(note(), None, in_doubt_since=started)
+    [card] = slack.top_level(CHANNEL)
+    assert ref == MessageRef(card.channel, card.ts)
+    assert read_methods(slack) == ["conversations.list", "conversations.history"]
+    assert [(e["event"], e["ts"]) for e in logs] == [("notify.found", card.ts)]
+
+
+def test_a_lost_repeat_is_found_in_the_thread(slack: FakeSlack, bot: SlackBotNotifier) -> None:
+    """A thread reply whose answer was lost is looked for among the thread's replies."""
+    ref = bot.deliver(note(), None)
+    assert ref is not None
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True)])
+    assert failure(bot, REPEAT, ref).in_doubt
+    assert bot.deliver(REPEAT, ref, in_doubt_since=started) == ref
+    assert len(slack.replies(ref.ts)) == 1
+    assert read_methods(slack) == ["conversations.replies"]
+
+
+def test_a_lost_resolution_reply_is_found_and_not_repeated(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """RESOLVED: the card was edited and the reply kept, its answer lost: nothing is posted
+    again on the next attempt."""
+    ref = bot.deliver(note(), None)
+    assert ref is not None
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True, method="chat.postMessage")])
+    assert failure(bot, RESOLVED, ref).in_doubt
+    assert bot.deliver(RESOLVED, ref, in_doubt_since=started) == ref
+    assert len(slack.replies(ref.ts)) == 1
+    assert len(slack.updates(ref.ts)) == 1
+
+
+def test_another_repeat_of_the_same_alert_is_not_adopted(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """Repeats of one alert differ by time: an earlier repeat is not taken for a lost one."""
+    started = datetime.now(UTC)
+    ref = bot.deliver(note(), None)
+    assert ref is not None
+    bot.deliver(REPEAT, ref)
+    later = dataclasses.replace(REPEAT, at=AT + timedelta(hours=1))
+    assert bot.deliver(later, ref, in_doubt_since=started) == ref
+    assert len(slack.replies(ref.ts)) == 2
+
+
+def test_a_post_that_never_arrived_is_posted_after_the_lookup(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """A reset before Slack kept anything is in doubt too; the lookup finds nothing, so the
+    card is posted, once."""
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset()])
+    assert failure(bot, note()).in_doubt
+    ref = bot.deliver(note(), None, in_doubt_since=started)
+    [card] = slack.top_level(CHANNEL)
+    assert ref == MessageRef(card.channel, card.ts)
+
+
+@pytest.mark.parametrize(
+    ("spec", "in_doubt"),
+    [
+        (Fail.reset(), True),
+        (Fail.hang(5), True),
+        (Fail.status(500), True),
+        (Fail.status(502, body="<html>bad gateway</html>"), True),
+        (Fail.status(504), True),
+        (Fail.error("fatal_error"), True),
+        (Fail.error("internal_error"), True),
+        (Fail.status(503), False),
+        (Fail.error("service_unavailable"), False),
+        (Fail.status(408), False),
+        (Fail.error("request_timeout"), False),
+        (Fail.status(429), False),
+        (Fail.error("ratelimited"), False),
+        (Fail.error("channel_not_found"), False),
+        (Fail.error("invalid_blocks"), False),
+    ],
+    ids=lambda v: v if isinstance(v, bool) else f"{v.action}-{v.code}-{v.slack_error}",
+)
+def test_which_failed_posts_are_in_doubt(
+    slack: FakeSlack, bot: SlackBotNotifier, spec: Fail, in_doubt: bool
+) -> None:
+    """A lost answer, 5xx but 503 and Slack's 'maybe partly done' errors leave the post in
+    doubt; 503, 408, 429 and other errors say it was not made."""
+    slack.fail_next([spec])
+    assert failure(bot, note()).in_doubt is in_doubt
+
+
+def test_refused_connections_and_failed_edits_are_not_in_doubt(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """Nothing listening or no such host: the post certainly never left. A failed edit
+    posts nothing."""
+    for url in (f"http://127.0.0.1:{closed_port()}/api/", "http://no-such-host.invalid/api/"):
+        unreachable = SlackBotNotifier(SecretStr("xoxb-x"), api_url=url, timeout=0.3)
+        error = failure(unreachable, note())
+        assert (error.recoverable, error.in_doubt) == (True, False)
+    ref = bot.deliver(note(), None)
+    slack.fail_next([Fail.status(500)])
+    assert not failure(bot, RESOLVED, ref).in_doubt
+
+
+def test_the_lookup_starts_a_little_before_the_first_attempt(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """The history is searched from LOOKUP_MARGIN before the first attempt, not earlier."""
+    posted = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True)])
+    failure(bot, note())
+    too_late = posted + LOOKUP_MARGIN + timedelta(seconds=30)
+    in_time = posted + LOOKUP_MARGIN - timedelta(seconds=30)
+    assert bot.deliver(note(), None, in_doubt_since=in_time) == MessageRef(
+        channel_id(CHANNEL), slack.top_level()[0].ts
+    )
+    assert len(slack.top_level(CHANNEL)) == 1
+    bot.deliver(note(), None, in_doubt_since=too_late)
+    assert len(slack.top_level(CHANNEL)) == 2
+
+
+def test_the_lookup_pages_through_the_history(slack: FakeSlack, bot: SlackBotNotifier) -> None:
+    """With Slack answering two messages a page, a card behind five newer ones is found."""
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True)])
+    failure(bot, note())
+    for number in range(5):
+        bot.deliver(note(alert_id=f"other-{number}"), None)
+    slack.cap_pages(2)
+    ref = bot.deliver(note(), None, in_doubt_since=started)
+    assert ref == MessageRef(channel_id(CHANNEL), slack.top_level(CHANNEL)[0].ts)
+    assert len(slack.top_level(CHANNEL)) == 6
+    assert read_methods(slack) == ["conversations.history"] * 3
+
+
+def test_a_search_past_its_page_limit_gives_up_and_says_so(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """Fifty pages without the post: the search stops, posts again and reports it."""
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True)])
+    failure(bot, note())
+    for number in range(50):
+        bot.deliver(note(alert_id=f"other-{number}"), None)
+    slack.cap_pages(1)
+    with capture_logs() as logs:
+        assert bot.deliver(note(), None, in_doubt_since=started) is not None
+    assert read_methods(slack) == ["conversations.history"] * 50
+    assert len([m for m in slack.top_level(CHANNEL) if "al-1" in json.dumps(m.metadata)]) == 2
+    [said] = logs
+    assert "more than 50 pages" in said["reason"]
+
+
+def test_channel_names_resolve_through_every_page_of_the_list(slack: FakeSlack) -> None:
+    """After a restart the name is looked up in conversations.list, page by page; a channel
+    named by id needs no list."""
+    for number in range(5):
+        slack.add_channel(f"#other-{number}")
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True)])
+    failure(fresh_bot(slack), note())
+    slack.cap_pages(2)
+    assert fresh_bot(slack).deliver(note(), None, in_doubt_since=started) is not None
+    assert len(slack.top_level(CHANNEL)) == 1
+    assert read_methods(slack).count("conversations.list") == 3
+
+    by_id = note(alert_id="al-2", channel=channel_id("#by-id"))
+    slack.fail_next([Fail.reset(accept=True)])
+    failure(fresh_bot(slack), by_id)
+    before = len(slack.reads)
+    assert fresh_bot(slack).deliver(by_id, None, in_doubt_since=started) is not None
+    assert read_methods(slack)[before:] == ["conversations.history"]
+    assert len(slack.top_level("#by-id")) == 1
+
+
+@pytest.mark.parametrize("code", [503, 429])
+def test_a_failed_lookup_posts_nothing_and_stays_in_doubt(
+    slack: FakeSlack, bot: SlackBotNotifier, code: int
+) -> None:
+    """If the history cannot be read just now (503, 429), nothing is posted: retried, in
+    doubt."""
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True), Fail.status(code, method="conversations.history")])
+    failure(bot, note())
+    error = failure_in_doubt(bot, note(), started)
+    assert (error.recoverable, error.in_doubt) == (True, True)
+    assert "looking for an earlier post" in error.reason
+    assert len(slack.top_level(CHANNEL)) == 1
+
+
+def failure_in_doubt(
+    notifier: SlackBotNotifier, notification: Notification, since: datetime
+) -> NotifyError:
+    with pytest.raises(NotifyError) as info:
+        notifier.deliver(notification, None, in_doubt_since=since)
+    return info.value
+
+
+def test_a_lookup_refused_for_good_posts_again_and_says_why(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """not_in_channel on the lookup (the bot posts with chat:write.public but is not a
+    member): posted again, at least once, said with the reason."""
+    started = datetime.now(UTC)
+    slack.fail_next(
+        [Fail.reset(accept=True), Fail.error("not_in_channel", method="conversations.history")]
+    )
+    failure(bot, note())
+    with capture_logs() as logs:
+        assert bot.deliver(note(), None, in_doubt_since=started) is not None
+    assert len(slack.top_level(CHANNEL)) == 2
+    [said] = logs
+    assert (said["event"], said["guarantee"]) == ("notify.guarantee", "at-least-once")
+    assert "not_in_channel" in said["reason"]
+
+
+def test_without_the_history_scope_it_posts_again_and_says_so_once(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """missing_scope on the lookup: the post is made again (at least once) and
+    notify.guarantee says so once, however many lookups fail."""
+    slack.set_scopes(["chat:write", "channels:read", "groups:read"])
+    started = datetime.now(UTC)
+    with capture_logs() as logs:
+        for alert_id in ("al-1", "al-2"):
+            slack.fail_next([Fail.reset(accept=True)])
+            failure(bot, note(alert_id=alert_id))
+            assert bot.deliver(note(alert_id=alert_id), None, in_doubt_since=started)
+    assert len(slack.top_level(CHANNEL)) == 4
+    [said] = [e for e in logs if e["event"] == "notify.guarantee"]
+    assert said["guarantee"] == "at-least-once"
+    assert "missing_scope" in said["reason"]
+
+
+def test_the_guarantee_follows_the_token_scopes(slack: FakeSlack, bot: SlackBotNotifier) -> None:
+    """auth.test's x-oauth-scopes decide: all history scopes → exactly once; without them
+    at least once, naming what is missing (private channels only when only those lack)."""
+    assert bot.guarantee().exactly_once is True
+    slack.set_scopes(["chat:write", "channels:read"])
+    public = bot.guarantee()
+    assert public.exactly_once is False
+    assert "channels:history" in public.reason
+    assert "groups:history" in public.reason
+    assert "private" not in public.reason
+    slack.set_scopes(["chat:write", "channels:read", "channels:history"])
+    private = bot.guarantee()
+    assert private.exactly_once is False
+    assert "in private channels" in private.reason
+    assert read_methods(slack) == ["auth.test"] * 3
+
+
+def test_the_guarantee_is_unknown_when_slack_cannot_be_asked() -> None:
+    """Slack unreachable: the guarantee is unknown, not claimed."""
+    bot = SlackBotNotifier(
+        SecretStr("xoxb-x"), api_url=f"http://127.0.0.1:{closed_port()}/api/", timeout=0.3
+    )
+    guarantee = bot.guarantee()
+    assert (guarantee.exactly_once, guarantee.name) == (None, "unknown")
+    assert "unreachable" in guarantee.reason
+
+
+def test_announcing_a_missing_scope_at_start_is_not_repeated_by_lookups(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """Said once at start; a lookup failing for the same missing scope says nothing more."""
+    slack.set_scopes(["chat:write", "channels:read"])
+    started = datetime.now(UTC)
+    with capture_logs() as logs:
+        assert bot.announce_guarantee().exactly_once is False
+        slack.fail_next([Fail.reset(accept=True)])
+        failure(bot, note())
+        bot.deliver(note(), None, in_doubt_since=started)
+    assert [e["event"] for e in logs] == ["notify.guarantee"]
+    assert logs[0]["log_level"] == "warning"
+
+
+def test_webhooks_are_at_least_once(hook: SlackWebhookNotifier) -> None:
+    """A webhook cannot read history, so it never claims exactly once."""
+    assert hook.guarantee().exactly_once is False

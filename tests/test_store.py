@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -29,7 +30,7 @@ from watchdog.model import (
     Severity,
     TransitionKind,
 )
-from watchdog.store import SCHEMA_VERSION, Store
+from watchdog.store import _MIGRATIONS, SCHEMA_VERSION, Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -308,6 +309,45 @@ def test_outbox_offers_only_each_channels_oldest_entry_once_due(store: Store) ->
     assert [e.id for e in store.outbox_heads(T0)] == [a2]
     store.mark_delivered(a2, alert_id="a2", ref=None)
     assert store.next_due() is None
+
+
+def test_an_attempt_puts_the_entry_in_doubt_until_an_answer_clears_it(store: Store) -> None:
+    """begin_attempts marks entries in doubt and keeps the first attempt's start; a retry
+    keeps or clears the doubt as told."""
+    a1, b1 = store.apply(notifications=[note("a1", channel="#a"), note("b1", channel="#b")])
+    assert [(e.in_doubt, e.first_attempt_at) for e in store.outbox_heads()] == [(False, None)] * 2
+
+    store.begin_attempts([a1], at=T0 + timedelta(seconds=1))
+    store.begin_attempts([a1, b1], at=T0 + timedelta(seconds=9))
+    heads = {e.id: e for e in store.outbox_heads()}
+    assert (heads[a1].in_doubt, heads[a1].first_attempt_at) == (True, T0 + timedelta(seconds=1))
+    assert (heads[b1].in_doubt, heads[b1].first_attempt_at) == (True, T0 + timedelta(seconds=9))
+
+    store.mark_retry(a1, attempts=1, next_attempt_at=T0, error="timed out", in_doubt=True)
+    store.mark_retry(b1, attempts=1, next_attempt_at=T0, error="429")
+    heads = {e.id: e for e in store.outbox_heads()}
+    assert (heads[a1].in_doubt, heads[b1].in_doubt) == (True, False)
+    assert heads[b1].first_attempt_at == T0 + timedelta(seconds=9)
+
+
+def test_entries_queued_by_an_older_watchdog_start_in_doubt(db_path: Path) -> None:
+    """Migrating a schema-1 database puts its queued entries in doubt since they were queued:
+    the old watchdog may have been stopped mid-call."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    _MIGRATIONS[0](conn)
+    created = int(T0.timestamp() * 1000)
+    conn.execute(
+        """INSERT INTO outbox (channel, alert_id, kind, payload, created_at, next_attempt_at)
+           VALUES (?, ?, ?, ?, ?, ?)""",
+        ("#a", "a1", "firing", json.dumps(note("a1", channel="#a").to_json()), created, created),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store.open(db_path) as store:
+        (entry,) = store.outbox_heads()
+    assert (entry.in_doubt, entry.first_attempt_at) == (True, T0)
 
 
 def test_outbox_depth_and_oldest_pending(store: Store) -> None:

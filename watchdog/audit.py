@@ -59,6 +59,8 @@ class Event(StrEnum):
     NOTIFY_SENT = "notify.sent"
     NOTIFY_RETRY = "notify.retry"
     NOTIFY_FAILED = "notify.failed"
+    NOTIFY_FOUND = "notify.found"  # a post whose answer was lost was found and adopted
+    NOTIFY_GUARANTEE = "notify.guarantee"  # exactly-once or at-least-once, and why
     CONFIG_LOADED = "config.loaded"
     CONFIG_REJECTED = "config.rejected"
     CONFIG_UNKNOWN_VARIABLE = "config.unknown_variable"  # a WATCHDOG_* typo, ignored

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,6 +208,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(line)
     if watchdog_sec:
         print(f"  {watchdog_sec}")
+    _print_guarantee(settings)
     return EXIT_OK
 
 
@@ -227,6 +229,16 @@ def _watchdog_sec_line() -> str | None:
         f" every {seconds / 2:g}s while polls, ticker and outbox worker are alive,"
         " whatever poll_interval and timeout are"
     )
+
+
+def _print_guarantee(settings: Settings) -> None:
+    """Say whether Slack posts are exactly once; in bot mode this asks Slack (`auth.test`)."""
+    from watchdog.notify import SlackBotNotifier, SlackWebhookNotifier
+
+    notifier, _ = _notifier(settings)
+    if isinstance(notifier, SlackBotNotifier | SlackWebhookNotifier):
+        guarantee = notifier.guarantee()
+        print(f"  delivery: {guarantee.name}: {guarantee.reason}")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -270,6 +282,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     notifier, fixed_channel = _notifier(settings)
     if settings.slack_mode == "console":
         log.warning("notify.console", reason="no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL set")
+    _announce_guarantee(notifier)
     sd = SdNotifier.from_env()
     if "WATCHDOG_USEC" in os.environ:
         for problem in watchdog_sec_problems(os.environ["WATCHDOG_USEC"]):
@@ -357,6 +370,24 @@ def _reload(running: Settings, path: Path) -> Reloaded:
         notifier=notifier,
         needs_restart=tuple(name.upper() for name in changed),
     )
+
+
+def _announce_guarantee(notifier: Notifier) -> None:
+    """Log once at start whether posts are exactly once (`notify.guarantee`).
+
+    The bot asks Slack in a background thread, so an unreachable Slack never delays start.
+    """
+    from watchdog.notify import SlackBotNotifier, SlackWebhookNotifier
+
+    if isinstance(notifier, SlackBotNotifier):
+        threading.Thread(
+            target=notifier.announce_guarantee, name="slack-guarantee", daemon=True
+        ).start()
+    elif isinstance(notifier, SlackWebhookNotifier):
+        guarantee = notifier.guarantee()
+        get_logger().warning(
+            Event.NOTIFY_GUARANTEE, guarantee=guarantee.name, reason=guarantee.reason
+        )
 
 
 def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:

@@ -77,7 +77,12 @@ SPREAD_SHARE = 0.8
 CLOCK_JUMP = timedelta(seconds=5)
 """A disagreement between wall and monotonic time this large is a clock being set."""
 STOP_GRACE_SECONDS = 3.0
-"""On stop, how long an in-flight Slack call may take to finish and be recorded."""
+"""On stop, how long an in-flight Slack call may take to finish and be recorded.
+
+Shorter than the Slack timeout on purpose: a call still running then is abandoned. Its
+entry was put in doubt before the call, so the next start looks for the post before
+posting again (exactly once in bot mode with the history scopes; see `watchdog.delivery`).
+"""
 OUTBOX_TASK = "outbox"
 POLL_LOOP_TASK = "poll-loop"
 

@@ -18,8 +18,14 @@ What is guaranteed:
   back are dead-lettered with their reason after one attempt, and the channel's next
   message goes out. Failures of the worker itself are not a message's fault: they
   propagate, and the daemon's supervision turns them into `daemon.crashed` and a restart.
-* An entry is removed only after the notifier returned, so delivery is at-least-once: a
-  crash between Slack accepting a message and the store recording it repeats that message.
+* An entry is removed only after the notifier returned. Each attempt puts its entry "in
+  doubt" in the store before the request leaves; only an answer saying the post was not
+  made clears the doubt. An attempt that starts in doubt (an answer was lost: timeout,
+  reset, 5xx, or the process stopped or died mid-call) hands the notifier the time of the
+  first attempt, and the Slack bot looks for the post there before posting again. So a
+  post reaches Slack exactly once in bot mode with the history scopes, and at least once
+  otherwise (webhook, console, a token without those scopes). While the store refuses
+  that write (a full disk), nothing is sent.
 * Every attempt is audited: `notify.sent`, `notify.retry` or `notify.failed`, each with
   the alert's id and the attempt number.
 
@@ -166,11 +172,13 @@ class OutboxWorker:
                 ready.append((head, head.notification))
         for entry, _ in ready:
             self._last_send[entry.channel] = now
+        # On disk before any request leaves: a death mid-call leaves the entry in doubt.
+        self._store.begin_attempts([entry.id for entry, _ in ready], at=now)
         originals = [self._original(note) for _, note in ready]
         outcomes = await asyncio.gather(
             *(
-                self._attempt(note, original)
-                for (_, note), original in zip(ready, originals, strict=True)
+                self._attempt(entry, note, original)
+                for (entry, note), original in zip(ready, originals, strict=True)
             )
         )
         for (entry, note), outcome in zip(ready, outcomes, strict=True):
@@ -208,11 +216,12 @@ class OutboxWorker:
         return None
 
     async def _attempt(
-        self, note: Notification, original: MessageRef | None
+        self, entry: OutboxEntry, note: Notification, original: MessageRef | None
     ) -> MessageRef | NotifyError | None:
         """Call the notifier in a thread; its failures come back as a NotifyError value."""
+        in_doubt_since = entry.first_attempt_at if entry.in_doubt else None
         return await _in_daemon_thread(
-            functools.partial(_deliver_once, self._notifier, note, original)
+            functools.partial(_deliver_once, self._notifier, note, original, in_doubt_since)
         )
 
     def _dead_letter_unreadable(self, entry: OutboxEntry, bad: Unreadable, now: datetime) -> None:
@@ -261,6 +270,7 @@ class OutboxWorker:
                 attempts=attempt,
                 next_attempt_at=now + timedelta(seconds=retry_in),
                 error=outcome.reason,
+                in_doubt=outcome.in_doubt,
             )
             self._log.warning(
                 Event.NOTIFY_RETRY, error=outcome.reason, retry_in=round(retry_in, 3), **fields
@@ -316,7 +326,10 @@ async def _set(event: asyncio.Event) -> None:
 
 
 def _deliver_once(
-    notifier: Notifier, note: Notification, original: MessageRef | None
+    notifier: Notifier,
+    note: Notification,
+    original: MessageRef | None,
+    in_doubt_since: datetime | None,
 ) -> MessageRef | NotifyError | None:
     """One notifier call; whatever it raises comes back as a NotifyError value.
 
@@ -327,7 +340,7 @@ def _deliver_once(
     traceback's locals could hold the token).
     """
     try:
-        return notifier.deliver(note, original)
+        return notifier.deliver(note, original, in_doubt_since=in_doubt_since)
     except NotifyError as exc:
         return exc
     except Exception as exc:
@@ -340,7 +353,8 @@ async def _in_daemon_thread(call: Callable[[], _T]) -> _T:
 
     Not `asyncio.to_thread`: the default executor is joined at exit, so a Slack call
     hanging until its timeout would hold a stopping watchdog past systemd's patience.
-    A daemon thread is abandoned at exit instead (the entry stays in the outbox).
+    A daemon thread is abandoned at exit instead (the entry stays in the outbox, in
+    doubt, so the next start looks for the post before posting again).
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[_T] = loop.create_future()

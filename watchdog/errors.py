@@ -66,12 +66,25 @@ class SourceError(WatchdogError):
 
 
 class NotifyError(WatchdogError):
-    """One delivery attempt failed; `recoverable` errors are retried, the rest dead-lettered."""
+    """One delivery attempt failed; `recoverable` errors are retried, the rest dead-lettered.
 
-    def __init__(self, reason: str, *, recoverable: bool, retry_after: float | None = None) -> None:
+    `in_doubt` says Slack may have accepted the post although no answer said so (the
+    answer was lost, or the attempt ended before an earlier doubt could be cleared): the
+    next attempt must look for the post before posting again.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        recoverable: bool,
+        retry_after: float | None = None,
+        in_doubt: bool = False,
+    ) -> None:
         self.reason = reason
         self.recoverable = recoverable
         self.retry_after = retry_after
+        self.in_doubt = in_doubt
         super().__init__(reason)
 
 

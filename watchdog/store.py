@@ -131,7 +131,23 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1,)
+def _migrate_v2(conn: sqlite3.Connection) -> None:
+    """Outbox entries remember their first attempt and whether Slack may hold a post of them.
+
+    `first_attempt_at` bounds the search for a post whose answer was lost; `in_doubt` is
+    set before every attempt and cleared only by an answer saying the post was not made.
+    Entries queued by an older watchdog may have been in flight when it stopped, so they
+    start in doubt, searched for from when they were queued.
+    """
+    conn.execute("ALTER TABLE outbox ADD COLUMN first_attempt_at INTEGER")
+    conn.execute("ALTER TABLE outbox ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE outbox SET first_attempt_at = created_at, in_doubt = 1")
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_v1,
+    _migrate_v2,
+)
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
 
@@ -156,7 +172,12 @@ class Unreadable:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """One undelivered notification; `attempts` counts the failed deliveries so far."""
+    """One undelivered notification; `attempts` counts the failed deliveries so far.
+
+    `first_attempt_at` is when its first attempt started (None before any); `in_doubt`
+    says an earlier attempt may have been accepted by Slack without the answer being
+    recorded (lost answer, or the process ended mid-call).
+    """
 
     id: int
     channel: str
@@ -165,6 +186,8 @@ class OutboxEntry:
     created_at: datetime
     next_attempt_at: datetime
     last_error: str | None
+    first_attempt_at: datetime | None = None
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,27 +247,41 @@ def _load(payload: str, *, alert_id: str, kind: str) -> Notification | Unreadabl
 
 _ALL_HEADS: Final = """
     SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
-           last_error
+           last_error, first_attempt_at, in_doubt
     FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)
     ORDER BY id
 """
 
 _DUE_HEADS: Final = """
     SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
-           last_error
+           last_error, first_attempt_at, in_doubt
     FROM outbox WHERE id IN (SELECT MIN(id) FROM outbox GROUP BY channel)
     AND next_attempt_at <= ? ORDER BY id
 """
 
 _OLDEST: Final = """
     SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
-           last_error
+           last_error, first_attempt_at, in_doubt
     FROM outbox ORDER BY created_at, id LIMIT 1
 """
 
 
-def _entry(row: tuple[int, str, str, str, str, int, int, int, str | None]) -> OutboxEntry:
-    entry_id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at, error = row
+def _entry(
+    row: tuple[int, str, str, str, str, int, int, int, str | None, int | None, int],
+) -> OutboxEntry:
+    (
+        entry_id,
+        channel,
+        alert_id,
+        kind,
+        payload,
+        attempts,
+        created_at,
+        next_attempt_at,
+        last_error,
+        first_attempt_at,
+        in_doubt,
+    ) = row
     return OutboxEntry(
         id=entry_id,
         channel=channel,
@@ -252,7 +289,9 @@ def _entry(row: tuple[int, str, str, str, str, int, int, int, str | None]) -> Ou
         attempts=attempts,
         created_at=_from_ms(created_at),
         next_attempt_at=_from_ms(next_attempt_at),
-        last_error=error,
+        last_error=last_error,
+        first_attempt_at=_opt_from_ms(first_attempt_at),
+        in_doubt=bool(in_doubt),
     )
 
 
@@ -597,14 +636,40 @@ class Store:
                     (alert_id, ref.channel, ref.ts),
                 )
 
+    def begin_attempts(self, entry_ids: Sequence[int], *, at: datetime) -> None:
+        """Attempts of these entries start now: put them in doubt until an answer clears it.
+
+        Committed before any request leaves, so a process that dies mid-call (SIGKILL, or
+        a stop that abandons the call) leaves the entry in doubt for the next start. The
+        first attempt's start is kept: a search for a lost post begins a little before it.
+        """
+        if not entry_ids:
+            return
+        with self._writing("recording a delivery attempt") as conn:
+            conn.executemany(
+                """UPDATE outbox SET in_doubt = 1,
+                   first_attempt_at = COALESCE(first_attempt_at, ?) WHERE id = ?""",
+                [(_to_ms(at), entry_id) for entry_id in entry_ids],
+            )
+
     def mark_retry(
-        self, entry_id: int, *, attempts: int, next_attempt_at: datetime, error: str
+        self,
+        entry_id: int,
+        *,
+        attempts: int,
+        next_attempt_at: datetime,
+        error: str,
+        in_doubt: bool = False,
     ) -> None:
-        """A delivery failed recoverably: record the attempt count, error and next try."""
+        """A delivery failed recoverably: record the attempt count, error and next try.
+
+        `in_doubt` keeps the entry in doubt (Slack may hold its post); False clears it.
+        """
         with self._writing("scheduling a retry") as conn:
             conn.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                (attempts, _to_ms(next_attempt_at), error, entry_id),
+                """UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ?,
+                   in_doubt = ? WHERE id = ?""",
+                (attempts, _to_ms(next_attempt_at), error, int(in_doubt), entry_id),
             )
 
     def dead_letter(self, entry_id: int, *, reason: str, attempts: int, at: datetime) -> None:

@@ -11,6 +11,12 @@ sent here.
         ...
         slack.wait_for(1)  # blocks on a condition variable, no sleep polling
 
+Besides posting (chat.postMessage, chat.update, webhooks) it reads as Slack does:
+auth.test (with the token's scopes in the `x-oauth-scopes` header of every answer),
+conversations.history and conversations.replies (channel ids only, oldest/latest/inclusive,
+cursor paging, metadata only with `include_all_metadata`) and conversations.list. A method
+whose scope the token lacks answers `missing_scope` (see `set_scopes`).
+
 Run standalone with `python -m tests.fakes.slack --port 0`: it prints the API URL, then
 the webhook URL, and serves until killed. `GET /_fake/messages` returns what it accepted.
 """
@@ -18,6 +24,7 @@ the webhook URL, and serves until killed. `GET /_fake/messages` returns what it 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import itertools
@@ -26,6 +33,7 @@ import re
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -35,14 +43,20 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Attempt", "Fail", "FakeSlack", "SlackCall", "channel_id"]
+__all__ = ["ALL_SCOPES", "Attempt", "Fail", "FakeSlack", "SlackCall", "channel_id"]
 
 _T = TypeVar("_T")
 
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{8,}$")
-_FIRST_TS_MICROS = 1_700_000_000_000_100
+ALL_SCOPES = ("chat:write", "channels:history", "groups:history", "channels:read", "groups:read")
+"""The scopes a token has unless `set_scopes` says otherwise."""
+_POSTING = frozenset({"chat.postMessage", "chat.update", "webhook"})
+_READING = frozenset(
+    {"auth.test", "conversations.history", "conversations.replies", "conversations.list"}
+)
+_MAX_LIMIT = 999
 _WEBHOOK_ERROR_STATUS = {
     "invalid_payload": 400,
     "no_text": 400,
@@ -76,6 +90,7 @@ class SlackCall:
     text: str
     blocks: tuple[dict[str, Any], ...]
     received_at: float
+    metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +98,8 @@ class Attempt:
     """Any call that reached the server, accepted or not.
 
     `channel` is the fake id (None when the call named none); `outcome` is "ok",
-    "error <slack error>", "status <code>", "hang" or "reset".
+    "error <slack error>", "status <code>", "hang", "reset", or "accepted, then hang" /
+    "accepted, then reset" when the post was kept but its answer never sent.
     """
 
     method: str
@@ -98,7 +114,12 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    """A scripted answer for one upcoming call, consumed in order by `FakeSlack.fail_next`."""
+    """A scripted answer for one upcoming call, consumed in order by `FakeSlack.fail_next`.
+
+    Without `method` it applies to the next posting call (chat.postMessage, chat.update or
+    a webhook); with one, to the next call of that method. With `accept`, a post is kept
+    (it is in Slack) before the hang or reset: the answer is what gets lost.
+    """
 
     action: Literal["status", "error", "hang", "reset", "delay"]
     code: int = 200
@@ -106,33 +127,43 @@ class Fail:
     retry_after: float | None = None
     seconds: float = 0.0
     body: str | None = None
+    method: str | None = None
+    accept: bool = False
 
     @classmethod
     def status(
-        cls, code: int, *, retry_after: float | None = None, body: str | None = None
+        cls,
+        code: int,
+        *,
+        retry_after: float | None = None,
+        body: str | None = None,
+        method: str | None = None,
     ) -> Fail:
         """Answer with HTTP `code`; the body is Slack-style JSON unless `body` is given."""
-        return cls("status", code=code, retry_after=retry_after, body=body)
+        return cls("status", code=code, retry_after=retry_after, body=body, method=method)
 
     @classmethod
-    def error(cls, slack_error: str) -> Fail:
+    def error(cls, slack_error: str, *, method: str | None = None) -> Fail:
         """Answer 200 `{"ok": false, "error": ...}` (webhooks get Slack's status and text)."""
-        return cls("error", slack_error=slack_error)
+        return cls("error", slack_error=slack_error, method=method)
 
     @classmethod
-    def hang(cls, seconds: float) -> Fail:
+    def hang(cls, seconds: float, *, accept: bool = False, method: str | None = None) -> Fail:
         """Read the request, say nothing for `seconds`, then close without an answer."""
-        return cls("hang", seconds=seconds)
+        return cls("hang", seconds=seconds, accept=accept, method=method)
 
     @classmethod
-    def reset(cls) -> Fail:
+    def reset(cls, *, accept: bool = False, method: str | None = None) -> Fail:
         """Read the request, then abort the TCP connection (RST) without an answer."""
-        return cls("reset")
+        return cls("reset", accept=accept, method=method)
 
     @classmethod
-    def delay(cls, seconds: float) -> Fail:
+    def delay(cls, seconds: float, *, method: str | None = None) -> Fail:
         """Wait `seconds`, then handle the call normally (a slow but working Slack)."""
-        return cls("delay", seconds=seconds)
+        return cls("delay", seconds=seconds, method=method)
+
+    def applies_to(self, method: str) -> bool:
+        return method == self.method if self.method else method in _POSTING
 
 
 class FakeSlack:
@@ -154,12 +185,17 @@ class FakeSlack:
         self._closing = threading.Event()
         self._messages: list[SlackCall] = []
         self._attempts: list[Attempt] = []
+        self._reads: list[Attempt] = []
+        self._channels: dict[str, str] = {}
+        self._scopes: tuple[str, ...] = ALL_SCOPES
+        self._answer_delay = 0.0
+        self._page_cap = _MAX_LIMIT
         self._by_ts: dict[tuple[str, str], SlackCall] = {}
         self._post_times: dict[str, list[float]] = {}
         self._script: deque[Fail] = deque()
         self._missing: set[str] = set()
         self._outage = False
-        self._next_ts = _FIRST_TS_MICROS
+        self._last_ts_micros = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -227,6 +263,28 @@ class FakeSlack:
         with self._cond:
             self._outage = on
 
+    def set_scopes(self, scopes: Iterable[str]) -> None:
+        """The token's scopes from now on; methods needing another answer `missing_scope`."""
+        with self._cond:
+            self._scopes = tuple(scopes)
+
+    def answer_late(self, seconds: float) -> None:
+        """Keep every post at once but send its answer `seconds` later (0 turns it off)."""
+        with self._cond:
+            self._answer_delay = seconds
+
+    def cap_pages(self, size: int) -> None:
+        """Answer at most `size` items per page, whatever `limit` asks (as Slack may)."""
+        with self._cond:
+            self._page_cap = size
+
+    def add_channel(self, name: str) -> str:
+        """Make a channel exist (for conversations.list) before anything is posted; its id."""
+        cid = channel_id(name)
+        with self._cond:
+            self._channels[cid] = _name_of(name)
+        return cid
+
     def missing_channel(self, channel: str, missing: bool = True) -> None:
         """Make posts to `channel` (name or id) fail with `channel_not_found`."""
         with self._cond:
@@ -245,9 +303,15 @@ class FakeSlack:
 
     @property
     def attempts(self) -> list[Attempt]:
-        """Every call that reached the server, including failed ones."""
+        """Every posting call that reached the server, including failed ones."""
         with self._cond:
             return list(self._attempts)
+
+    @property
+    def reads(self) -> list[Attempt]:
+        """Every reading call (auth.test, conversations.*) that reached the server."""
+        with self._cond:
+            return list(self._reads)
 
     def top_level(self, channel: str | None = None) -> list[SlackCall]:
         """New messages outside threads (posts and webhooks), optionally in one channel."""
@@ -288,8 +352,14 @@ class FakeSlack:
     def wait_for_attempts(
         self, until: int | Callable[[list[Attempt]], bool], timeout: float = 5.0
     ) -> list[Attempt]:
-        """Like `wait_for`, over all attempts including failed ones."""
+        """Like `wait_for`, over all posting attempts including failed ones."""
         return self._wait(lambda: self._attempts, until, timeout, "attempts")
+
+    def wait_for_reads(
+        self, until: int | Callable[[list[Attempt]], bool], timeout: float = 5.0
+    ) -> list[Attempt]:
+        """Like `wait_for`, over the reading calls."""
+        return self._wait(lambda: self._reads, until, timeout, "reads")
 
     def _wait(
         self,
@@ -311,27 +381,34 @@ class FakeSlack:
     # request handling (called from handler threads)
 
     def _handle(self, handler: _Handler) -> None:
-        path = handler.path.split("?", 1)[0]
+        url = urlsplit(handler.path)
+        path = url.path
         if handler.command == "GET" and path == "/_fake/messages":
             handler.reply(200, json.dumps([asdict(m) for m in self.messages]), "application/json")
+            return
+        if handler.command == "GET" and path.startswith("/api/"):
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            self._handle_api(handler, path.removeprefix("/api/"), params)
             return
         if handler.command != "POST":
             handler.reply(405, "method_not_allowed")
             return
         body = handler.read_body()
         if path.startswith("/api/"):
-            self._handle_api(handler, path.removeprefix("/api/"), body)
+            params = _parse_params(handler.headers.get("Content-Type", ""), body)
+            params.update({k: v[-1] for k, v in parse_qs(url.query).items()})
+            self._handle_api(handler, path.removeprefix("/api/"), params)
         elif path.startswith("/services/"):
             self._handle_webhook(handler, path, body)
         else:
             handler.reply(404, "not_found")
 
-    def _handle_api(self, handler: _Handler, method: str, body: bytes) -> None:
-        params = _parse_params(handler.headers.get("Content-Type", ""), body)
+    def _handle_api(self, handler: _Handler, method: str, params: dict[str, Any]) -> None:
         channel = str(params.get("channel") or "") or None
-        if self._scripted(handler, method, channel, webhook=False):
+        after = self._scripted(handler, method, channel, webhook=False)
+        if after is True:
             return
-        if method not in ("chat.postMessage", "chat.update"):
+        if method not in _POSTING and method not in _READING:
             self._answer_api(handler, method, channel, {"ok": False, "error": "unknown_method"})
             return
         token = _bearer(handler.headers.get("Authorization", "")) or str(params.get("token") or "")
@@ -340,6 +417,15 @@ class FakeSlack:
             return
         if token != self.token:
             self._answer_api(handler, method, channel, {"ok": False, "error": "invalid_auth"})
+            return
+        needed = self._needed_scope(method, params)
+        if needed is not None:
+            provided = ",".join(self._scopes_snapshot())
+            refusal = {"ok": False, "error": "missing_scope", "needed": needed}
+            self._answer_api(handler, method, channel, {**refusal, "provided": provided})
+            return
+        if method in _READING:
+            self._handle_read(handler, method, channel, params)
             return
         if channel is None or channel_id(channel) in self._missing_snapshot():
             self._answer_api(handler, method, channel, {"ok": False, "error": "channel_not_found"})
@@ -350,6 +436,7 @@ class FakeSlack:
             self._answer_api(handler, method, channel, {"ok": False, "error": "no_text"})
             return
         cid = channel_id(channel)
+        metadata = _metadata(params.get("metadata"))
         if method == "chat.update":
             ts = str(params.get("ts") or "")
             with self._cond:
@@ -358,29 +445,173 @@ class FakeSlack:
                     answer: dict[str, Any] = {"ok": False, "error": "message_not_found"}
                 else:
                     call = SlackCall(
-                        "chat.update", cid, ts, target.thread_ts, text, blocks, time.monotonic()
+                        "chat.update",
+                        cid,
+                        ts,
+                        target.thread_ts,
+                        text,
+                        blocks,
+                        time.monotonic(),
+                        metadata or target.metadata,
                     )
                     self._by_ts[(cid, ts)] = call
-                    self._accept(method, channel, call)
+                    self._accept(method, channel, call, after)
                     answer = {"ok": True, "channel": cid, "ts": ts, "text": text}
                     answer["message"] = _message_json(call)
             if not answer["ok"]:
                 self._answer_api(handler, method, channel, answer)
             else:
-                handler.reply(200, json.dumps(answer), "application/json")
+                self._answer_accepted(handler, json.dumps(answer), "application/json", after)
             return
         thread_ts = str(params.get("thread_ts") or "") or None
         with self._cond:
             call = SlackCall(
-                "chat.postMessage", cid, self._new_ts(), thread_ts, text, blocks, time.monotonic()
+                "chat.postMessage",
+                cid,
+                self._new_ts(),
+                thread_ts,
+                text,
+                blocks,
+                time.monotonic(),
+                metadata,
             )
             self._by_ts[(cid, call.ts)] = call
-            self._accept(method, channel, call)
+            if not _CHANNEL_ID.match(channel):
+                self._channels.setdefault(cid, _name_of(channel))
+            self._accept(method, channel, call, after)
         answer = {"ok": True, "channel": cid, "ts": call.ts, "message": _message_json(call)}
-        handler.reply(200, json.dumps(answer), "application/json")
+        self._answer_accepted(handler, json.dumps(answer), "application/json", after)
+
+    def _answer_accepted(
+        self, handler: _Handler, body: str, content_type: str, after: Fail | None
+    ) -> None:
+        """Answer a kept post, late if asked, or lose the answer as the script says."""
+        with self._cond:
+            delay = self._answer_delay
+        if delay:
+            self._closing.wait(delay)
+        if after is None:
+            handler.reply(200, body, content_type)
+        elif after.action == "hang":
+            self._closing.wait(after.seconds)
+            handler.close_connection = True
+        else:
+            handler.abort()
+
+    # reading
+
+    def _needed_scope(self, method: str, params: Mapping[str, Any]) -> str | None:
+        """The scope `method` needs that the token lacks, if any."""
+        needs: list[str] = []
+        if method in _POSTING:
+            needs = ["chat:write"]
+        elif method in ("conversations.history", "conversations.replies"):
+            needs = ["channels:history"]
+        elif method == "conversations.list":
+            types = str(params.get("types") or "public_channel").split(",")
+            needs = ["channels:read"] + (["groups:read"] if "private_channel" in types else [])
+        granted = self._scopes_snapshot()
+        return next((scope for scope in needs if scope not in granted), None)
+
+    def _handle_read(
+        self, handler: _Handler, method: str, channel: str | None, params: Mapping[str, Any]
+    ) -> None:
+        if method == "auth.test":
+            answer: dict[str, Any] = {
+                "ok": True,
+                "url": "https://fake.slack.com/",
+                "team": "Fake",
+                "user": "watchdog",
+                "team_id": "T0FAKE000",
+                "user_id": "U0FAKE000",
+                "bot_id": "B0FAKE000",
+            }
+        elif method == "conversations.list":
+            with self._cond:
+                channels = [{"id": cid, "name": name} for cid, name in self._channels.items()]
+            answer = self._page(channels, params, "channels")
+        elif channel is None or not _CHANNEL_ID.match(channel):
+            answer = {"ok": False, "error": "channel_not_found"}  # Slack wants an id here
+        elif method == "conversations.history":
+            answer = self._page(self._history(channel, params), params, "messages")
+        else:
+            replies = self._replies(channel, str(params.get("ts") or ""), params)
+            answer = (
+                {"ok": False, "error": "thread_not_found"}
+                if replies is None
+                else self._page(replies, params, "messages")
+            )
+        if not answer["ok"]:
+            self._answer_api(handler, method, channel, answer)
+            return
+        self._record(method, channel, "ok")
+        handler.reply(200, json.dumps(answer), "application/json", self._scope_header())
+
+    def _history(self, channel: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Top-level messages of `channel` in the asked window, newest first."""
+        window = _Window.of(params)
+        with self._cond:
+            calls = [
+                c
+                for (cid, ts), c in self._by_ts.items()
+                if cid == channel and c.thread_ts in (None, ts) and window.holds(ts)
+            ]
+        full = _truthy(params.get("include_all_metadata"))
+        return [_message_json(c, metadata=full) for c in sorted(calls, key=_ts_key, reverse=True)]
+
+    def _replies(
+        self, channel: str, ts: str, params: Mapping[str, Any]
+    ) -> list[dict[str, Any]] | None:
+        """The parent, then its replies in the asked window, oldest first; None if no parent."""
+        window = _Window.of(params)
+        full = _truthy(params.get("include_all_metadata"))
+        with self._cond:
+            parent = self._by_ts.get((channel, ts))
+            if parent is None:
+                return None
+            replies = [
+                c
+                for (cid, reply_ts), c in self._by_ts.items()
+                if cid == channel
+                and c.thread_ts == ts
+                and reply_ts != ts
+                and window.holds(reply_ts)
+            ]
+        ordered = [parent, *sorted(replies, key=_ts_key)]
+        return [_message_json(c, metadata=full) for c in ordered]
+
+    def _page(
+        self, items: list[dict[str, Any]], params: Mapping[str, Any], key: str
+    ) -> dict[str, Any]:
+        """One page of `items` from `cursor`, `limit` long (Slack's default 100)."""
+        try:
+            limit = int(params.get("limit") or 100)
+        except ValueError:
+            return {"ok": False, "error": "invalid_limit"}
+        with self._cond:
+            limit = max(1, min(limit, _MAX_LIMIT, self._page_cap))
+        start = _cursor_offset(str(params.get("cursor") or ""))
+        if start is None:
+            return {"ok": False, "error": "invalid_cursor"}
+        page = items[start : start + limit]
+        more = start + limit < len(items)
+        next_cursor = _cursor(start + limit) if more else ""
+        answer: dict[str, Any] = {"ok": True, key: page}
+        if key == "messages":
+            answer["has_more"] = more
+        answer["response_metadata"] = {"next_cursor": next_cursor}
+        return answer
+
+    def _scope_header(self) -> dict[str, str]:
+        return {"X-OAuth-Scopes": ",".join(self._scopes_snapshot())}
+
+    def _scopes_snapshot(self) -> tuple[str, ...]:
+        with self._cond:
+            return self._scopes
 
     def _handle_webhook(self, handler: _Handler, path: str, body: bytes) -> None:
-        if self._scripted(handler, "webhook", self.webhook_channel, webhook=True):
+        after = self._scripted(handler, "webhook", self.webhook_channel, webhook=True)
+        if after is True:
             return
         if path != self._webhook_path:
             self._answer_webhook(handler, "invalid_token")
@@ -409,24 +640,33 @@ class FakeSlack:
                 text,
                 blocks,
                 time.monotonic(),
+                _metadata(payload.get("metadata")),
             )
             self._by_ts[(call.channel, call.ts)] = call
-            self._accept("webhook", self.webhook_channel, call)
-        handler.reply(200, "ok")
+            self._accept("webhook", self.webhook_channel, call, after)
+        self._answer_accepted(handler, "ok", "text/plain", after)
 
     def _scripted(
         self, handler: _Handler, method: str, channel: str | None, *, webhook: bool
-    ) -> bool:
-        """Apply the next scripted failure or the outage; True when the call was answered."""
+    ) -> Literal[True] | Fail | None:
+        """Apply the next scripted failure for `method`, or the outage.
+
+        True when the call was answered; a `Fail` to apply once the post is kept; None
+        to handle the call normally.
+        """
         with self._cond:
-            fail = self._script.popleft() if self._script else None
-            if fail is None and self._outage:
+            fail = next((f for f in self._script if f.applies_to(method)), None)
+            if fail is not None:
+                self._script.remove(fail)
+            elif self._outage:
                 fail = Fail.status(503)
         if fail is None:
-            return False
+            return None
+        if fail.accept:
+            return fail
         if fail.action == "delay":
             self._closing.wait(fail.seconds)
-            return False
+            return None
         if fail.action == "error":
             error = fail.slack_error or "fatal_error"
             if webhook:
@@ -459,16 +699,19 @@ class FakeSlack:
         self, handler: _Handler, method: str, channel: str | None, answer: Mapping[str, Any]
     ) -> None:
         self._record(method, channel, f"error {answer['error']}")
-        handler.reply(200, json.dumps(answer), "application/json")
+        handler.reply(200, json.dumps(answer), "application/json", self._scope_header())
 
     def _answer_webhook(self, handler: _Handler, error: str) -> None:
         self._record("webhook", self.webhook_channel, f"error {error}")
         handler.reply(_WEBHOOK_ERROR_STATUS.get(error, 400), error)
 
-    def _accept(self, method: str, channel: str | None, call: SlackCall) -> None:
+    def _accept(
+        self, method: str, channel: str | None, call: SlackCall, after: Fail | None = None
+    ) -> None:
         """Record an accepted call; the caller holds the condition."""
+        outcome = "ok" if after is None else f"accepted, then {after.action}"
         self._messages.append(call)
-        self._attempts.append(Attempt(method, call.channel, "ok", call.received_at))
+        self._attempts.append(Attempt(method, call.channel, outcome, call.received_at))
         if call.method != "chat.update":
             self._post_times.setdefault(call.channel, []).append(call.received_at)
         self._cond.notify_all()
@@ -476,7 +719,8 @@ class FakeSlack:
     def _record(self, method: str, channel: str | None, outcome: str) -> None:
         with self._cond:
             cid = None if channel is None else channel_id(channel)
-            self._attempts.append(Attempt(method, cid, outcome, time.monotonic()))
+            calls = self._attempts if method in _POSTING else self._reads
+            calls.append(Attempt(method, cid, outcome, time.monotonic()))
             self._cond.notify_all()
 
     def _missing_snapshot(self) -> set[str]:
@@ -484,8 +728,9 @@ class FakeSlack:
             return set(self._missing)
 
     def _new_ts(self) -> str:
-        micros = self._next_ts
-        self._next_ts += 100
+        """Wall-clock time as Slack writes it, unique (the caller holds the condition)."""
+        micros = max(time.time_ns() // 1000, self._last_ts_micros + 1)
+        self._last_ts_micros = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
@@ -493,6 +738,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # close() must not wait for a client that never sends its body
     fake: FakeSlack
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone before its answer (killed, timed out) is part of the tests."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -568,16 +818,84 @@ def _blocks(raw: object) -> tuple[dict[str, Any], ...]:
     return ()
 
 
-def _message_json(call: SlackCall) -> dict[str, Any]:
+def _message_json(call: SlackCall, *, metadata: bool = False) -> dict[str, Any]:
+    """A message as Slack shows it; metadata only where asked for (`include_all_metadata`)."""
     message: dict[str, Any] = {
         "type": "message",
+        "user": "U0FAKE000",
+        "bot_id": "B0FAKE000",
         "text": call.text,
         "ts": call.ts,
         "blocks": list(call.blocks),
     }
     if call.thread_ts is not None:
         message["thread_ts"] = call.thread_ts
+    if metadata and call.metadata is not None:
+        message["metadata"] = call.metadata
     return message
+
+
+def _metadata(raw: object) -> dict[str, Any] | None:
+    """Slack keeps metadata with an `event_type` and an object `event_payload`."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("event_type"), str):
+        return None
+    payload = raw.get("event_payload")
+    return {"event_type": raw["event_type"], "event_payload": payload if payload else {}}
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """`oldest`/`latest`/`inclusive` of a history call: exclusive bounds unless inclusive."""
+
+    oldest: float
+    latest: float
+    inclusive: bool
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> _Window:
+        return cls(
+            float(params.get("oldest") or 0),
+            float(params.get("latest") or "inf"),
+            _truthy(params.get("inclusive")),
+        )
+
+    def holds(self, ts: str) -> bool:
+        at = float(ts)
+        if self.inclusive:
+            return self.oldest <= at <= self.latest
+        return self.oldest < at < self.latest
+
+
+def _ts_key(call: SlackCall) -> tuple[int, int]:
+    seconds, _, micros = call.ts.partition(".")
+    return int(seconds), int(micros or 0)
+
+
+def _truthy(value: object) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(f"next_offset:{offset}".encode()).decode()
+
+
+def _cursor_offset(cursor: str) -> int | None:
+    if not cursor:
+        return 0
+    try:
+        prefix, _, offset = base64.b64decode(cursor).decode().partition(":")
+        return int(offset) if prefix == "next_offset" else None
+    except ValueError:
+        return None
+
+
+def _name_of(channel: str) -> str:
+    return channel.strip().lstrip("#").lower()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

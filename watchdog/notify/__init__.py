@@ -6,15 +6,17 @@ attempt, and the outbox decides from `NotifyError.recoverable` whether to try ag
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from watchdog.model import MessageRef, Notification
 from watchdog.notify.console import ConsoleNotifier
 from watchdog.notify.render import RenderedMessage, render
-from watchdog.notify.slack import SlackBotNotifier, SlackWebhookNotifier
+from watchdog.notify.slack import Guarantee, SlackBotNotifier, SlackWebhookNotifier
 
 __all__ = [
     "ConsoleNotifier",
+    "Guarantee",
     "Notifier",
     "RenderedMessage",
     "SlackBotNotifier",
@@ -29,9 +31,19 @@ class Notifier(Protocol):
     `deliver` either returns (delivered) or raises `NotifyError`; it never retries by
     itself. It returns the Slack message now standing for the alert, to be passed back as
     `original` for the alert's later notifications, or None when the sender cannot thread.
+
+    `in_doubt_since` is given when an earlier attempt (the first started then) may have
+    been accepted without the answer arriving: a sender that can look for that post
+    adopts it instead of posting again; the others ignore it (at least once).
     """
 
     name: str
     """Stable sender name for logs and metrics: "slack-bot", "slack-webhook", "console"."""
 
-    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None: ...
+    def deliver(
+        self,
+        note: Notification,
+        original: MessageRef | None,
+        *,
+        in_doubt_since: datetime | None = None,
+    ) -> MessageRef | None: ...

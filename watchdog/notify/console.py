@@ -39,9 +39,15 @@ class ConsoleNotifier:
     def __repr__(self) -> str:
         return f"ConsoleNotifier(stream={getattr(self._stream, 'name', '?')!r})"
 
-    def deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+    def deliver(
+        self,
+        note: Notification,
+        original: MessageRef | None,
+        *,
+        in_doubt_since: datetime | None = None,
+    ) -> MessageRef | None:
         """Print `note`; there is nothing to thread on a console, so it returns None."""
-        del original
+        del original, in_doubt_since
         if not note.kind.notifies:
             raise NotifyError(
                 f"{note.kind.value} transitions are never notified", recoverable=False
