@@ -258,14 +258,11 @@ def test_repeat_and_resolution_get_the_original_message(store: Store) -> None:
     """Repeats and resolutions are handed the firing message's ref; resolution drops it."""
     clock = FakeClock()
     notifier = ScriptedNotifier(clock)
-    store.apply(
-        notifications=[
-            note("a1"),
-            note("a1", kind=TransitionKind.REPEAT),
-            note("a1", kind=TransitionKind.RESOLVED),
-        ]
-    )
-    asyncio.run(drain(worker(store, notifier), clock))
+    subject = worker(store, notifier)
+    for kind in (TransitionKind.FIRING, TransitionKind.REPEAT, TransitionKind.RESOLVED):
+        # One at a time: queued together, the repeat and the firing would be overtaken.
+        store.apply(notifications=[note("a1", kind=kind)])
+        asyncio.run(drain(subject, clock))
     firing = MessageRef("C#alerts", "1.0001")
     assert [(c.note.kind, c.original) for c in notifier.calls] == [
         (TransitionKind.FIRING, None),

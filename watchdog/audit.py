@@ -59,6 +59,8 @@ class Event(StrEnum):
     NOTIFY_SENT = "notify.sent"
     NOTIFY_RETRY = "notify.retry"
     NOTIFY_FAILED = "notify.failed"
+    NOTIFY_FOLDED = "notify.folded"  # a queued firing + its resolution: one card (with reason)
+    NOTIFY_DROPPED = "notify.dropped"  # a queued notification overtaken by the queue (reason)
     CONFIG_LOADED = "config.loaded"
     CONFIG_REJECTED = "config.rejected"
     DAEMON_STARTED = "daemon.started"
