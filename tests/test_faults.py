@@ -68,7 +68,7 @@ from watchdog.store import Store
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SECRET_MARKERS = (API_KEY, SLACK_TOKEN, API_KEY[-16:], SLACK_TOKEN[-16:])
 NOTIFIED = {"alert.firing": "firing", "alert.repeat": "repeat", "alert.resolved": "resolved"}
-BACKOFF_CAP = 300.0  # watchdog.delivery.Backoff().cap
+BACKOFF_CAP = 20.0  # watchdog.delivery.Backoff().cap
 
 TWO_RULES = """
 [[rules]]

@@ -81,11 +81,16 @@ class Backoff:
     Attempt 1 waits about `base` seconds, each further attempt `factor` times longer, up
     to `cap`. Jitter spreads retries so a recovered Slack is not hit by every channel at
     the same instant; the result never exceeds `cap`.
+
+    The cap bounds how long a channel that is reachable again goes unnoticed, so it is
+    part of the delivery-lag promise (nothing waits more than a minute once Slack is
+    back): 20 s leaves the rest of the minute for the backlog. Slack's Retry-After still
+    pushes a retry further out.
     """
 
     base: float = 1.0
     factor: float = 2.0
-    cap: float = 300.0
+    cap: float = 20.0
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
