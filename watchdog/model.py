@@ -124,8 +124,10 @@ class Notification:
             "runbook": self.runbook,
             "mention": self.mention,
         }
+        # Only when set, so the payloads of plain notifications stay as they were.
         if self.fired_at is not None:
             data["fired_at"] = self.fired_at.isoformat()
+        if self.fired_count is not None:
             data["fired_count"] = self.fired_count
         return data
 
