@@ -632,7 +632,7 @@ def test_a_backlog_after_an_outage_is_sent_within_a_minute(store: Store) -> None
 
     Twenty alerts fired, repeated and resolved while Slack was down (one card each), five
     are still firing with three repeats (their card and the newest repeat). Sent one by
-    one, the 101 queued notifications would take minutes.
+    one, the 81 queued notifications would take minutes.
     """
     outage = timedelta(minutes=10)
     schedule = [*episode("head", fired=0)]

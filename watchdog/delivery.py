@@ -313,6 +313,8 @@ class OutboxWorker:
             else set()
         )
         plan = plan_head(queue, never_announced=never_announced)
+        if plan.action is Action.SEND:
+            return False
         fields = {
             "reason": plan.reason.value,
             "alert_id": note.alert_id,
@@ -322,8 +324,6 @@ class OutboxWorker:
             "channel": head.channel,
             "outbox_id": head.id,
         }
-        if plan.action is Action.SEND:
-            return False
         if plan.action is Action.FOLD:
             self._store.fold_outbox(head.id, into=plan.note, consumed=plan.consumed)
             self._log.info(Event.NOTIFY_FOLDED, folded=list(plan.consumed), **fields)
