@@ -883,6 +883,20 @@ def test_status_of_an_empty_database(state: Path) -> None:
     ]
 
 
+def test_status_says_when_nothing_was_sent_in_the_last_hour(state: Path) -> None:
+    """An old record is shown as such: the last lag, and no worst for the past hour."""
+    with Store.open(Store.default_path(state)) as store:
+        sent = datetime.now(UTC) - timedelta(hours=2)
+        store.set_meta(LAG_META_KEY, DeliveryLag().observe(3.0, sent).to_json())
+    lines = cli("status", env=base_env(state)).stdout.splitlines()
+    assert any(
+        re.fullmatch(
+            r"delivery lag: last 3s \(sent 2h( \d+s)? ago\), none sent in the last hour", x
+        )
+        for x in lines
+    ), lines
+
+
 @pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])
 def test_status_without_a_database(state: Path, json_flag: tuple[str, ...]) -> None:
     """No state database yet: exit 1 with a message naming the path; nothing is created."""

@@ -182,12 +182,10 @@ def test_an_empty_queue_is_refused() -> None:
 
 
 kinds = st.sampled_from([FIRING, REPEAT, RESOLVED])
-entries = st.lists(
-    st.tuples(st.sampled_from("ab"), kinds, st.booleans()).map(lambda t: t), min_size=1
-)
+any_queue = st.lists(st.tuples(st.sampled_from("ab"), kinds, st.booleans()), min_size=1)
 
 
-@given(entries)
+@given(any_queue)
 def test_possibly_sent_heads_are_always_sent(items: list[tuple[str, TransitionKind, bool]]) -> None:
     """Whatever is queued behind it, a head that may be in Slack is sent as it is."""
     head = (items[0][0], items[0][1], True)
@@ -195,14 +193,14 @@ def test_possibly_sent_heads_are_always_sent(items: list[tuple[str, TransitionKi
     assert decision(plan) == (Action.SEND, Reason.POSSIBLY_SENT, ())
 
 
-@given(entries)
+@given(any_queue)
 def test_nothing_possibly_sent_is_ever_consumed(
     items: list[tuple[str, TransitionKind, bool]],
 ) -> None:
     """A fold never removes an entry that may already be in Slack, nor another alert's."""
-    entries_ = queue(*items)
-    plan = plan_head(entries_)
-    by_id = {q.outbox_id: q for q in entries_}
+    queued = queue(*items)
+    plan = plan_head(queued)
+    by_id = {q.outbox_id: q for q in queued}
     for consumed in plan.consumed:
         assert not by_id[consumed].possibly_sent
-        assert by_id[consumed].note.alert_id == entries_[0].note.alert_id
+        assert by_id[consumed].note.alert_id == queued[0].note.alert_id
