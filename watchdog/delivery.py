@@ -265,9 +265,9 @@ class OutboxWorker:
         }
         if not isinstance(outcome, NotifyError):
             self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
+            self._record_lag((now - entry.created_at).total_seconds(), now)
             self._log.info(Event.NOTIFY_SENT, **fields)
             self._on_outcome("sent")
-            self._record_lag((now - entry.created_at).total_seconds(), now)
             return
         if outcome.recoverable:
             retry_after = min(outcome.retry_after or 0.0, MAX_RETRY_AFTER)
@@ -326,11 +326,12 @@ class OutboxWorker:
         }
         if plan.action is Action.FOLD:
             self._store.fold_outbox(head.id, into=plan.note, consumed=plan.consumed)
+            self._on_coalesced(plan.reason)
             self._log.info(Event.NOTIFY_FOLDED, folded=list(plan.consumed), **fields)
         else:
             self._store.discard(head.id)
+            self._on_coalesced(plan.reason)
             self._log.info(Event.NOTIFY_DROPPED, **fields)
-        self._on_coalesced(plan.reason)
         return True
 
     def _record_lag(self, seconds: float, at: datetime) -> None:
