@@ -33,6 +33,8 @@ from tests.harness import (
 )
 from watchdog import __version__
 from watchdog.cli import main
+from watchdog.delivery_lag import META_KEY as LAG_META_KEY
+from watchdog.delivery_lag import DeliveryLag
 from watchdog.model import (
     AlertRecord,
     AlertState,
@@ -1003,6 +1005,8 @@ def populated(state: Path) -> datetime:
         heads = {entry.channel: entry for entry in store.outbox_heads()}
         store.mark_retry(heads["#oncall"].id, attempts=2, next_attempt_at=now, error="slack 503")
         store.dead_letter(heads["#dead"].id, reason="channel_not_found", attempts=1, at=ago(1))
+        lag = DeliveryLag().observe(95.0, ago(20)).observe(3.0, ago(2))
+        store.set_meta(LAG_META_KEY, lag.to_json())
     return now
 
 
@@ -1027,6 +1031,8 @@ def test_status_text_shows_series_alerts_outbox_and_dead_letters(
             f"outbox: 2 undelivered; oldest firing near since {created} (2 attempts, "
             "last error: slack 503)"
         ),
+        r"delivery lag: last 3s \(sent 2m( \d+s)? ago\), worst 1m 35s in the last hour,"
+        r" the oldest queued has waited 10m( \d+s)?",
         "dead letters: 1",
         re.escape(f"  {failed} firing gone -> channel_not_found"),
     ]
@@ -1062,6 +1068,13 @@ def test_status_json_is_one_document(state: Path, populated: datetime) -> None:
         "attempts": 2,
     }
     assert (oldest["created_at"], oldest["last_error"]) == (ago(10), "slack 503")
+    lag = report["delivery_lag"]
+    assert (lag["last_seconds"], lag["last_sent_at"], lag["worst_last_hour_seconds"]) == (
+        3.0,
+        ago(2),
+        95.0,
+    )
+    assert 600 <= lag["waiting_seconds"] < 660
     assert report["dead_letters"] == [
         {
             "alert_id": "a3",
@@ -1084,15 +1097,36 @@ def test_status_of_an_empty_database(state: Path) -> None:
         "series": [],
         "alerts": [],
         "outbox": {"depth": 0, "oldest": None},
+        "delivery_lag": {
+            "last_seconds": None,
+            "last_sent_at": None,
+            "worst_last_hour_seconds": None,
+            "waiting_seconds": None,
+        },
         "dead_letters": [],
     }
     text = cli("status", env=base_env(state)).stdout.splitlines()
-    assert text[-4:] == [
+    assert text[-5:] == [
         "alerts:",
         "  none pending or firing",
         "outbox: 0 undelivered",
+        "delivery lag: nothing sent yet",
         "dead letters: 0",
     ]
+
+
+def test_status_says_when_nothing_was_sent_in_the_last_hour(state: Path) -> None:
+    """An old record is shown as such: the last lag, and no worst for the past hour."""
+    with Store.open(Store.default_path(state)) as store:
+        sent = datetime.now(UTC) - timedelta(hours=2)
+        store.set_meta(LAG_META_KEY, DeliveryLag().observe(3.0, sent).to_json())
+    lines = cli("status", env=base_env(state)).stdout.splitlines()
+    assert any(
+        re.fullmatch(
+            r"delivery lag: last 3s \(sent 2h( \d+s)? ago\), none sent in the last hour", x
+        )
+        for x in lines
+    ), lines
 
 
 @pytest.mark.parametrize("json_flag", [(), ("--json",)], ids=["text", "json"])

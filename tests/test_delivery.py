@@ -6,6 +6,7 @@ Time is a fake clock whose sleep advances it, so nothing here really waits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import sqlite3
 import threading
@@ -18,11 +19,16 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from tests.fakes.slack import FakeSlack, SlackCall
 from watchdog.delivery import Backoff, OutboxWorker
+from watchdog.delivery_lag import META_KEY as LAG_META_KEY
+from watchdog.delivery_lag import DeliveryLag
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
+from watchdog.notify import SlackBotNotifier
 from watchdog.store import Store, Unreadable
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -267,14 +273,11 @@ def test_repeat_and_resolution_get_the_original_message(store: Store) -> None:
     """Repeats and resolutions are handed the firing message's ref; resolution drops it."""
     clock = FakeClock()
     notifier = ScriptedNotifier(clock)
-    store.apply(
-        notifications=[
-            note("a1"),
-            note("a1", kind=TransitionKind.REPEAT),
-            note("a1", kind=TransitionKind.RESOLVED),
-        ]
-    )
-    asyncio.run(drain(worker(store, notifier), clock))
+    subject = worker(store, notifier)
+    for kind in (TransitionKind.FIRING, TransitionKind.REPEAT, TransitionKind.RESOLVED):
+        # One at a time: queued together, the repeat and the firing would be overtaken.
+        store.apply(notifications=[note("a1", kind=kind)])
+        asyncio.run(drain(subject, clock))
     firing = MessageRef("C#alerts", "1.0001")
     assert [(c.note.kind, c.original) for c in notifier.calls] == [
         (TransitionKind.FIRING, None),
@@ -471,3 +474,252 @@ def test_backoff_rejects_nonsense() -> None:
         Backoff(base=0)
     with pytest.raises(ValueError, match="jitter"):
         Backoff(jitter=1.0)
+
+
+# --- bringing the queue up to date before sending ---
+
+
+def later(kind: TransitionKind, alert_id: str = "a1", *, minutes: int, count: int) -> Notification:
+    """A notification of `alert_id` queued `minutes` after T0 with `count`."""
+    return dataclasses.replace(
+        note(alert_id, kind=kind), at=T0 + timedelta(minutes=minutes), count=count
+    )
+
+
+def test_a_queued_firing_and_its_resolution_go_out_as_one_card(store: Store) -> None:
+    """Firing, repeat and resolution still queued: one fired-and-resolved delivery."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    firing, _, resolved = store.apply(
+        notifications=[
+            later(TransitionKind.FIRING, minutes=0, count=31),
+            later(TransitionKind.REPEAT, minutes=1, count=29),
+            later(TransitionKind.RESOLVED, minutes=2, count=4),
+        ]
+    )
+    with capture_logs() as logs:
+        asyncio.run(drain(worker(store, notifier), clock))
+    (call,) = notifier.calls
+    assert (call.note.kind, call.note.count, call.original) == (TransitionKind.RESOLVED, 4, None)
+    assert (call.note.fired_at, call.note.fired_count) == (T0, 31)
+    assert store.message_ref("a1") is None  # the episode is over: nothing left to edit
+    (folded,) = events(logs, "notify.folded")
+    assert (folded["reason"], folded["outbox_id"], folded["folded"]) == (
+        "fired_and_resolved",
+        firing,
+        [firing + 1, resolved],
+    )
+    (sent,) = events(logs, "notify.sent")
+    assert (sent["outbox_id"], sent["kind"]) == (firing, "resolved")
+
+
+def test_overtaken_repeats_are_dropped_without_a_slack_call(store: Store) -> None:
+    """Of three queued repeats only the newest is sent; the others are audited as dropped."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    subject = worker(store, notifier)
+    store.apply(notifications=[note("a1")])
+    asyncio.run(drain(subject, clock))
+    first, second, _ = store.apply(
+        notifications=[
+            later(TransitionKind.REPEAT, minutes=n, count=c)
+            for n, c in ((5, 20), (10, 25), (15, 30))
+        ]
+    )
+    with capture_logs() as logs:
+        asyncio.run(drain(subject, clock))
+    assert [(c.note.kind, c.note.count) for c in notifier.calls] == [
+        (TransitionKind.FIRING, 12),
+        (TransitionKind.REPEAT, 30),
+    ]
+    dropped = events(logs, "notify.dropped")
+    assert [(d["outbox_id"], d["reason"], d["kind"]) for d in dropped] == [
+        (first, "superseded_repeat", "repeat"),
+        (second, "superseded_repeat", "repeat"),
+    ]
+
+
+def test_a_resolution_whose_firing_card_was_never_sent_is_dropped(store: Store) -> None:
+    """The firing was rejected on its only attempt: its resolution is not sent either."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock, {"a1": [NotifyError("invalid_blocks", recoverable=False)]})
+    subject = worker(store, notifier)
+    store.apply(notifications=[note("a1")])
+    asyncio.run(drain(subject, clock))
+    (resolution,) = store.apply(notifications=[note("a1", kind=TransitionKind.RESOLVED)])
+    with capture_logs() as logs:
+        asyncio.run(drain(subject, clock))
+    assert [c.note.kind for c in notifier.calls] == [TransitionKind.FIRING]
+    (dropped,) = events(logs, "notify.dropped")
+    assert (dropped["outbox_id"], dropped["reason"]) == (resolution, "never_announced")
+
+
+def test_a_firing_that_may_be_in_slack_keeps_its_resolution(store: Store) -> None:
+    """A firing whose attempt failed may have been posted: never folded, resolution follows."""
+    clock = FakeClock()
+    lost = NotifyError("chat.postMessage: unreachable: timed out", recoverable=True, in_doubt=True)
+    notifier = ScriptedNotifier(clock, {"a1": [lost]})
+    subject = worker(store, notifier)
+    store.apply(notifications=[note("a1")])
+    asyncio.run(subject.run_once())
+    store.apply(notifications=[note("a1", kind=TransitionKind.RESOLVED)])
+    with capture_logs() as logs:
+        asyncio.run(drain(subject, clock))
+    assert [(c.note.kind, c.ok) for c in notifier.calls] == [
+        (TransitionKind.FIRING, False),
+        (TransitionKind.FIRING, True),
+        (TransitionKind.RESOLVED, True),
+    ]
+    assert notifier.calls[2].original == MessageRef("C#alerts", "2.0001")
+    assert not events(logs, "notify.folded")
+    assert not events(logs, "notify.dropped")
+
+
+def test_a_firing_given_up_after_a_lost_answer_keeps_its_resolution(store: Store) -> None:
+    """Dead-lettered after an earlier failed attempt, the card may be in Slack: resolve it."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(
+        clock,
+        {
+            "a1": [
+                NotifyError("HTTP 500", recoverable=True, in_doubt=True),
+                NotifyError("channel_not_found", recoverable=False),
+            ]
+        },
+    )
+    subject = worker(store, notifier)
+    store.apply(notifications=[note("a1")])
+    asyncio.run(drain(subject, clock))
+    store.apply(notifications=[note("a1", kind=TransitionKind.RESOLVED)])
+    asyncio.run(drain(subject, clock))
+    assert [c.note.kind for c in notifier.calls] == [
+        TransitionKind.FIRING,
+        TransitionKind.FIRING,
+        TransitionKind.RESOLVED,
+    ]
+
+
+def test_the_delivery_lag_is_reported_and_kept_across_restarts(tmp_path: Path) -> None:
+    """Each send reports how long it waited; the record (last, worst) survives a restart."""
+    path = tmp_path / "watchdog.db"
+    clock = FakeClock()
+    lags: list[float] = []
+    with Store.open(path) as store:
+        store.apply(notifications=[note("a1")])
+        clock.now += timedelta(seconds=42)
+        asyncio.run(worker(store, ScriptedNotifier(clock), on_lag=lags.append).run_once())
+    clock.now += timedelta(minutes=5)
+    with Store.open(path) as store:
+        store.apply(notifications=[dataclasses.replace(note("a2"), at=clock.now)])
+        clock.now += timedelta(seconds=3)
+        asyncio.run(worker(store, ScriptedNotifier(clock), on_lag=lags.append).run_once())
+        record = DeliveryLag.from_json(store.get_meta(LAG_META_KEY))
+    assert lags == [42.0, 3.0]
+    assert (record.last, record.last_at, record.worst(clock.now)) == (3.0, clock.now, 42.0)
+
+
+# --- catching up after a Slack outage, against the loopback Slack ---
+
+Scheduled = tuple[timedelta, Notification]
+
+
+def episode(
+    rule: str, *, fired: int, repeats: tuple[int, ...] = (), resolved: int | None = None
+) -> list[Scheduled]:
+    """One alert's notifications, each queued `seconds` after T0 (its `at`)."""
+
+    def at(kind: TransitionKind, seconds: int, count: int) -> Scheduled:
+        offset = timedelta(seconds=seconds)
+        queued = dataclasses.replace(
+            note(f"id-{rule}", kind=kind), rule=rule, at=T0 + offset, count=count
+        )
+        return offset, queued
+
+    items = [at(TransitionKind.FIRING, fired, 20)]
+    items += [at(TransitionKind.REPEAT, s, 21 + n) for n, s in enumerate(repeats)]
+    if resolved is not None:
+        items.append(at(TransitionKind.RESOLVED, resolved, 3))
+    return items
+
+
+async def run_with_slack(
+    store: Store,
+    slack: FakeSlack,
+    schedule: list[Scheduled],
+    *,
+    outage_ends: timedelta,
+) -> list[tuple[timedelta, SlackCall]]:
+    """Queue `schedule` on a fake clock while Slack is down until `outage_ends`; drain.
+
+    Returns every message the fake Slack accepted, with the fake-clock time (since T0)
+    of the delivery round that sent it.
+    """
+    clock = FakeClock()
+    bot = SlackBotNotifier(SecretStr(slack.token), api_url=slack.api_url, timeout=5)
+    subject = OutboxWorker(store, bot, now=clock, sleep=clock.sleep, random=lambda: 0.5)
+    pending = sorted(schedule, key=lambda item: item[0])
+    arrivals: list[tuple[timedelta, SlackCall]] = []
+    slack.outage(True)
+    while True:
+        elapsed = clock.now - T0
+        slack.outage(elapsed < outage_ends)
+        due = [n for offset, n in pending if offset <= elapsed]
+        pending = pending[len(due) :]
+        store.apply(notifications=due)
+        seen = len(slack.messages)
+        wait = await subject.run_once()
+        arrivals += [(elapsed, message) for message in slack.messages[seen:]]
+        if wait is None and not pending and elapsed >= outage_ends:
+            return arrivals
+        steps = [(outage_ends - elapsed).total_seconds()] if elapsed < outage_ends else []
+        steps += [] if wait is None else [wait]
+        steps += [(pending[0][0] - elapsed).total_seconds()] if pending else []
+        await clock.sleep(max(0.0, min(steps)))
+
+
+def test_an_alert_that_fired_and_resolved_during_an_outage_is_one_card(store: Store) -> None:
+    """Slack down while an alert fires and resolves: afterwards one fired-and-resolved card."""
+    schedule = [
+        *episode("head", fired=0),  # attempted during the outage: may be in Slack, sent as is
+        *episode("flap", fired=5, repeats=(20,), resolved=40),
+    ]
+    with FakeSlack() as slack:
+        arrivals = asyncio.run(
+            run_with_slack(store, slack, schedule, outage_ends=timedelta(seconds=60))
+        )
+    texts = [message.text for _, message in arrivals]
+    assert [message.thread_ts for _, message in arrivals] == [None, None]
+    assert [message.method for _, message in arrivals] == ["chat.postMessage"] * 2
+    assert texts[0].startswith("🟠 FIRING [WARNING] head on workspace")
+    assert texts[1].startswith("✅ FIRED AND RESOLVED [WARNING] flap on workspace: fired with")
+
+
+def test_a_backlog_after_an_outage_is_sent_within_a_minute(store: Store) -> None:
+    """After a 10-minute outage with 25 alerts churning, every card is out within 60 s.
+
+    Twenty alerts fired, repeated and resolved while Slack was down (one card each), five
+    are still firing with three repeats (their card and the newest repeat). Sent one by
+    one, the 81 queued notifications would take minutes.
+    """
+    outage = timedelta(minutes=10)
+    schedule = [*episode("head", fired=0)]
+    for n in range(20):
+        schedule += episode(
+            f"flap-{n}", fired=10 + 10 * n, repeats=(100 + 10 * n,), resolved=300 + 10 * n
+        )
+    for n in range(5):
+        schedule += episode(f"busy-{n}", fired=15 + 10 * n, repeats=(200, 320, 440 + n))
+    with FakeSlack() as slack:
+        arrivals = asyncio.run(run_with_slack(store, slack, schedule, outage_ends=outage))
+    assert arrivals
+    latest = max(at for at, _ in arrivals)
+    assert latest - outage <= timedelta(seconds=60), (
+        f"last card {latest - outage} after Slack was back"
+    )
+    cards = [m for _, m in arrivals if m.thread_ts is None]
+    replies = [m for _, m in arrivals if m.thread_ts is not None]
+    assert len(cards) == 1 + 20 + 5
+    assert sum(m.text.startswith("✅ FIRED AND RESOLVED") for m in cards) == 20
+    assert len(replies) == 5
+    assert all("count now *23*" in str(m.blocks) for m in replies)  # the newest repeat only
+    assert store.outbox_depth() == 0

@@ -13,6 +13,7 @@ import pytest
 from watchdog.errors import ConfigError, PollFailure, SourceError
 from watchdog.metrics import Metrics, MetricsServer, parse_listen_addr, serve
 from watchdog.model import Sample
+from watchdog.notify.coalesce import Reason
 
 AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -62,6 +63,8 @@ def test_metrics_show_names_and_labels(metrics: Metrics, server: MetricsServer) 
     metrics.set_outbox_depth(3)
     metrics.notification("sent")
     metrics.notification("retry")
+    metrics.delivered_after(42.0)
+    metrics.coalesced(Reason.FIRED_AND_RESOLVED)
     metrics.cycle_completed(1_750_000_000.0)
 
     status, content_type, body = get(server, "/metrics")
@@ -80,6 +83,11 @@ def test_metrics_show_names_and_labels(metrics: Metrics, server: MetricsServer) 
         'watchdog_notifications_total{outcome="sent"} 1.0',
         'watchdog_notifications_total{outcome="retry"} 1.0',
         'watchdog_notifications_total{outcome="failed"} 0.0',
+        'watchdog_delivery_lag_seconds_bucket{le="30.0"} 0.0',
+        'watchdog_delivery_lag_seconds_bucket{le="60.0"} 1.0',
+        'watchdog_notifications_coalesced_total{reason="fired_and_resolved"} 1.0',
+        'watchdog_notifications_coalesced_total{reason="superseded_repeat"} 0.0',
+        'watchdog_notifications_coalesced_total{reason="never_announced"} 0.0',
         "watchdog_last_cycle_timestamp_seconds 1.75e+09",
     ):
         assert line in body.splitlines(), line

@@ -19,6 +19,7 @@ from watchdog.notify.render import (
     escape,
     format_count,
     render,
+    render_fired_and_resolved,
     render_resolved_original,
     render_top_level,
     sparkline,
@@ -153,6 +154,61 @@ def test_top_level_repeat_is_a_full_card() -> None:
     """Without a thread, a repeat is a self-contained 'STILL FIRING' card."""
     message = render_top_level(note(kind=TransitionKind.REPEAT))
     assert message.blocks[0]["text"]["text"] == "🔴 STILL FIRING: high-load"
+
+
+def fired_and_resolved_note(**changes: Any) -> Notification:
+    """An episode folded before its firing card went out: fired 1h 5m ago with 31, now 4."""
+    return note(
+        kind=TransitionKind.RESOLVED,
+        count=4,
+        reason="count 4 <= 25",
+        fired_at=AT - timedelta(minutes=60),
+        fired_count=31,
+        runbook="https://wiki/rb",
+        **changes,
+    )
+
+
+def test_fired_and_resolved_is_one_self_contained_card() -> None:
+    """Both ends of the episode on one card: counts, duration, reason, both times, runbook."""
+    message = render_fired_and_resolved(fired_and_resolved_note())
+    assert message.blocks[0]["text"]["text"] == "✅ FIRED AND RESOLVED: high-load"
+    fields = mrkdwn_texts([message.blocks[1]])
+    assert "*Count at firing*\n31" in fields
+    assert "*Count now*\n4" in fields
+    assert "*Lasted*\n1h 5m" in fields
+    assert "*Resolved because*\ncount 4 &lt;= 25" in fields
+    context = mrkdwn_texts([message.blocks[-1]])[0]
+    assert context.startswith("fired <!date^1714561200^")
+    assert "· resolved <!date^1714564800^" in context
+    assert "<https://wiki/rb|open the runbook>" in block_text(message.blocks)
+    assert message.text == (
+        "✅ FIRED AND RESOLVED [CRITICAL] high-load on workspace: fired with count 31"
+        " (count &gt; 25), resolved after 1h 5m with count 4 — count 4 &lt;= 25"
+    )
+
+
+def test_fired_and_resolved_goes_out_as_its_own_card_everywhere() -> None:
+    """Bot (no thread to reply in) and webhook deliveries both show the one card."""
+    folded = fired_and_resolved_note()
+    assert render(folded) == render_fired_and_resolved(folded)
+    assert render_top_level(folded) == render_fired_and_resolved(folded)
+
+
+def test_fired_and_resolved_pages_nobody() -> None:
+    """The alert is over: even a mention left on the notification is not shown."""
+    message = render_fired_and_resolved(fired_and_resolved_note(mention="<!subteam^S0123>"))
+    assert "subteam" not in message.text + block_text(message.blocks)
+
+
+def test_console_fired_and_resolved() -> None:
+    """The console labels the folded episode and shows when it fired."""
+    stream = io.StringIO()
+    ConsoleNotifier(stream).deliver(fired_and_resolved_note(), None)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "✅ FIRED AND RESOLVED  high-load · workspace  (critical)"
+    assert lines[1] == "   fired with count 31, count now 4 after 1h 5m   was count > 25"
+    assert "   fired at 2024-05-01 11:00:00 UTC" in lines
 
 
 def test_no_data_renders_as_no_data_with_reason() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -412,6 +413,66 @@ def test_dead_lettered_resolution_drops_the_message_ref(store: Store) -> None:
     assert store.message_ref("a1") is None
 
 
+def test_outbox_queue_is_the_head_and_its_alerts_entries(store: Store) -> None:
+    """For planning: the channel's head, then the given alert's entries in that channel."""
+    ids = store.apply(
+        notifications=[
+            note("a1"),
+            note("a2"),
+            note("a2", channel="#other"),
+            note("a2", kind=TransitionKind.RESOLVED),
+            note("a1", kind=TransitionKind.RESOLVED),
+        ]
+    )
+    assert [e.id for e in store.outbox_queue("#alerts", "a2")] == [ids[0], ids[1], ids[3]]
+    assert [e.id for e in store.outbox_queue("#alerts", "a1")] == [ids[0], ids[4]]
+    assert store.outbox_queue("#nowhere", "a1") == []
+
+
+def test_fold_replaces_the_head_and_deletes_what_it_consumed(store: Store) -> None:
+    """The folded entry keeps its place and age; delivered, it ends the episode (no ref)."""
+    firing, other, resolved = store.apply(
+        notifications=[note("a1"), note("a2"), note("a1", kind=TransitionKind.RESOLVED)]
+    )
+    folded = dataclasses.replace(
+        note("a1", kind=TransitionKind.RESOLVED), fired_at=T0, fired_count=42
+    )
+    store.fold_outbox(firing, into=folded, consumed=[resolved])
+    (head,) = store.outbox_heads()
+    assert (head.id, head.notification, head.created_at) == (firing, folded, T0)
+    assert [e.id for e in store.outbox_queue("#alerts", "a2")] == [firing, other]
+    store.mark_delivered(firing, alert_id="a1", ref=MessageRef("C1", "1.1"))
+    assert store.message_ref("a1") is None
+
+
+def test_discard_removes_one_entry(store: Store) -> None:
+    """A dropped notification leaves the outbox without a dead letter; unknown ids are fine."""
+    first, second = store.apply(notifications=[note("a1"), note("a2")])
+    store.discard(first)
+    store.discard(first)
+    assert [e.id for e in store.outbox_heads()] == [second]
+    assert store.dead_letters() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "attempts", "never_sent"),
+    [
+        (TransitionKind.FIRING, 1, True),
+        (TransitionKind.FIRING, 2, False),  # an earlier attempt may have been accepted
+        (TransitionKind.REPEAT, 1, False),
+    ],
+)
+def test_firing_never_sent_means_rejected_on_its_only_attempt(
+    store: Store, kind: TransitionKind, attempts: int, never_sent: bool
+) -> None:
+    """Only a firing dead-lettered on its first attempt surely never reached Slack."""
+    (entry_id,) = store.apply(notifications=[note("a1", kind=kind)])
+    assert not store.firing_never_sent("a1")
+    store.dead_letter(entry_id, reason="invalid_blocks", attempts=attempts, at=T0)
+    assert store.firing_never_sent("a1") is never_sent
+    assert not store.firing_never_sent("a2")
+
+
 def test_meta_values_are_replaced(store: Store) -> None:
     """Meta is a small key-value map; setting a key again replaces its value."""
     assert store.get_meta("config") is None
@@ -446,6 +507,8 @@ _times = st.datetimes(
         recent=st.lists(st.integers(min_value=0, max_value=10**6), max_size=20).map(tuple),
         runbook=st.none() | _text,
         mention=st.none() | _text,
+        fired_at=st.none() | _times,
+        fired_count=st.none() | st.integers(min_value=0, max_value=10**9),
     )
 )
 def test_notifications_round_trip_through_the_outbox(tmp_path: Path, value: Notification) -> None:

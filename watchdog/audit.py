@@ -61,6 +61,8 @@ class Event(StrEnum):
     NOTIFY_FAILED = "notify.failed"
     NOTIFY_FOUND = "notify.found"  # a post whose answer was lost was found and adopted
     NOTIFY_GUARANTEE = "notify.guarantee"  # exactly-once or at-least-once, and why
+    NOTIFY_FOLDED = "notify.folded"  # a queued firing + its resolution: one card (with reason)
+    NOTIFY_DROPPED = "notify.dropped"  # a queued notification overtaken by the queue (reason)
     CONFIG_LOADED = "config.loaded"
     CONFIG_REJECTED = "config.rejected"
     CONFIG_UNKNOWN_VARIABLE = "config.unknown_variable"  # a WATCHDOG_* typo, ignored

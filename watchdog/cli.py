@@ -17,13 +17,15 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from watchdog import __version__
 from watchdog.audit import Event, add_secret, configure_logging, get_logger
 from watchdog.clock import SystemClock
+from watchdog.delivery_lag import META_KEY as LAG_META_KEY
+from watchdog.delivery_lag import DeliveryLag
 from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import (
     ConfigError,
@@ -497,15 +499,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = Store.default_path(settings.state_dir)
     if not path.exists():
         raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
+    now = datetime.now(UTC)
     store = Store.open(path)
     try:
-        report = _status_report(store)
+        report = _status_report(store, now)
     finally:
         store.close()
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
-    now = datetime.now(UTC)
     print(f"state: {path}")
     print("series:")
     for item in report["series"]:
@@ -529,13 +531,36 @@ def _cmd_status(args: argparse.Namespace) -> int:
             f" ({oldest['attempts']} attempts, last error: {oldest['last_error']})"
         )
     print(line)
+    print(_delivery_lag_line(report["delivery_lag"], now))
     print(f"dead letters: {len(report['dead_letters'])}")
     for dead in report["dead_letters"]:
         print(f"  {dead['failed_at']} {dead['kind']} {dead['rule'] or '?'} -> {dead['reason']}")
     return EXIT_OK
 
 
-def _status_report(store: Store) -> dict[str, Any]:
+def _delivery_lag_line(lag: dict[str, Any], now: datetime) -> str:
+    """How far behind delivery ran: the last send, the worst of the hour, the wait now."""
+
+    def seconds(value: float) -> str:
+        return format_duration(timedelta(seconds=value))
+
+    if lag["last_seconds"] is None:
+        parts = ["nothing sent yet"]
+    else:
+        sent_ago = seconds((now - datetime.fromisoformat(lag["last_sent_at"])).total_seconds())
+        parts = [f"last {seconds(lag['last_seconds'])} (sent {sent_ago} ago)"]
+        worst = lag["worst_last_hour_seconds"]
+        parts.append(
+            "none sent in the last hour"
+            if worst is None
+            else f"worst {seconds(worst)} in the last hour"
+        )
+    if lag["waiting_seconds"] is not None:
+        parts.append(f"the oldest queued has waited {seconds(lag['waiting_seconds'])}")
+    return "delivery lag: " + ", ".join(parts)
+
+
+def _status_report(store: Store, now: datetime) -> dict[str, Any]:
     last = store.last_samples()
     series = [
         {"series": s.series, "count": s.count, "at": s.at.isoformat()}
@@ -556,6 +581,7 @@ def _status_report(store: Store) -> dict[str, Any]:
     ]
     oldest = store.oldest_pending()
     dead = store.dead_letters()
+    lag = DeliveryLag.from_json(store.get_meta(LAG_META_KEY))
 
     def described(note: Notification | Unreadable) -> dict[str, Any]:
         if isinstance(note, Unreadable):
@@ -577,6 +603,14 @@ def _status_report(store: Store) -> dict[str, Any]:
                 "attempts": oldest.attempts,
                 "last_error": oldest.last_error,
             },
+        },
+        "delivery_lag": {
+            "last_seconds": lag.last,
+            "last_sent_at": None if lag.last_at is None else lag.last_at.isoformat(),
+            "worst_last_hour_seconds": lag.worst(now),
+            "waiting_seconds": None
+            if oldest is None
+            else max(0.0, (now - oldest.created_at).total_seconds()),
         },
         "dead_letters": [
             {

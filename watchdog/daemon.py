@@ -59,6 +59,7 @@ from watchdog.model import (
     TransitionKind,
 )
 from watchdog.notify import Notifier
+from watchdog.notify.coalesce import Reason
 from watchdog.rules import ChangeRule, Config
 from watchdog.source import Source
 from watchdog.store import Store
@@ -220,6 +221,8 @@ class Daemon:
             sleep=self._clock.sleep,
             on_outcome=self._delivered,
             monotonic=self._clock.monotonic,
+            on_coalesced=self._coalesced,
+            on_lag=self._metrics.delivered_after if self._metrics is not None else None,
         )
         self._refresh_outbox_age()
         self._log.info(
@@ -743,6 +746,12 @@ class Daemon:
         self._refresh_outbox_age()
         if self._metrics is not None:
             self._metrics.notification(outcome)
+            self._metrics.set_outbox_depth(self._store.outbox_depth())
+
+    def _coalesced(self, reason: Reason) -> None:
+        self._refresh_outbox_age()
+        if self._metrics is not None:
+            self._metrics.coalesced(reason)
             self._metrics.set_outbox_depth(self._store.outbox_depth())
 
     def _refresh_outbox_age(self) -> None:

@@ -28,6 +28,15 @@ What is guaranteed:
   that write (a full disk), nothing is sent.
 * Every attempt is audited: `notify.sent`, `notify.retry` or `notify.failed`, each with
   the alert's id and the attempt number.
+* Before a channel's head is attempted, the queue behind it brings it up to date
+  (`watchdog.notify.coalesce`): a firing card whose resolution is already queued goes out
+  as one "fired and resolved" card, a "still firing" repeat overtaken by a later
+  notification of its alert is dropped, and so is a resolution whose firing card was never
+  sent. Each is audited (`notify.folded`, `notify.dropped`, with the reason) and costs no
+  Slack call, so a backlog shrinks to what is still news. An entry that may already be in
+  Slack (any earlier attempt) is never folded or dropped.
+* The delivery lag of every sent notification (queued until the start of the attempt
+  Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 
 The worker reads the clock and sleeps only through the injected `now` and `sleep`, so
 tests drive it with a fake clock instead of patching time.
@@ -50,9 +59,12 @@ from typing import Literal, TypeVar
 import structlog
 
 from watchdog.audit import Event
+from watchdog.delivery_lag import META_KEY as LAG_META_KEY
+from watchdog.delivery_lag import DeliveryLag
 from watchdog.errors import NotifyError, StateError
 from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
+from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
 from watchdog.store import OutboxEntry, Store, Unreadable
 
 __all__ = ["Backoff", "OutboxWorker"]
@@ -75,11 +87,16 @@ class Backoff:
     Attempt 1 waits about `base` seconds, each further attempt `factor` times longer, up
     to `cap`. Jitter spreads retries so a recovered Slack is not hit by every channel at
     the same instant; the result never exceeds `cap`.
+
+    The cap bounds how long a channel that is reachable again goes unnoticed, so it is
+    part of the delivery-lag promise (nothing waits more than a minute once Slack is
+    back): 20 s leaves the rest of the minute for the backlog. Slack's Retry-After still
+    pushes a retry further out.
     """
 
     base: float = 1.0
     factor: float = 2.0
-    cap: float = 300.0
+    cap: float = 20.0
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
@@ -116,6 +133,8 @@ class OutboxWorker:
         logger: structlog.typing.FilteringBoundLogger | None = None,
         on_outcome: Callable[[Literal["sent", "retry", "failed"]], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        on_coalesced: Callable[[Reason], None] | None = None,
+        on_lag: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -131,6 +150,9 @@ class OutboxWorker:
         self._on_outcome = on_outcome or (lambda _outcome: None)
         self._monotonic = monotonic
         self._round_started: float | None = None
+        self._on_coalesced = on_coalesced or (lambda _reason: None)
+        self._on_lag = on_lag or (lambda _seconds: None)
+        self._lag: DeliveryLag | None = None
 
     def round_age(self) -> float | None:
         """Seconds the current delivery round has been running; None while waiting for work.
@@ -165,7 +187,7 @@ class OutboxWorker:
     async def _round(self) -> float | None:
         now = self._now()
         ready: list[tuple[OutboxEntry, Notification]] = []
-        for head in self._store.outbox_heads():
+        for head in self._up_to_date_heads():
             if isinstance(head.notification, Unreadable):
                 self._dead_letter_unreadable(head, head.notification, now)
             elif self._ready_at(head, now) <= now:
@@ -259,6 +281,7 @@ class OutboxWorker:
         }
         if not isinstance(outcome, NotifyError):
             self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
+            self._record_lag((now - entry.created_at).total_seconds(), now)
             self._log.info(Event.NOTIFY_SENT, **fields)
             self._on_outcome("sent")
             return
@@ -280,6 +303,61 @@ class OutboxWorker:
         self._store.dead_letter(entry.id, reason=outcome.reason, attempts=attempt, at=now)
         self._log.error(Event.NOTIFY_FAILED, error=outcome.reason, **fields)
         self._on_outcome("failed")
+
+    # --- bringing the queue up to date (watchdog.notify.coalesce) ---
+
+    def _up_to_date_heads(self) -> list[OutboxEntry]:
+        """Each channel's head, once folding and dropping have nothing more to change."""
+        while True:
+            heads = self._store.outbox_heads()
+            changed = [self._coalesce(head) for head in heads]
+            if not any(changed):
+                return heads
+
+    def _coalesce(self, head: OutboxEntry) -> bool:
+        """Fold or drop `head` as its plan says; True when the outbox changed."""
+        note = head.notification
+        if isinstance(note, Unreadable):
+            return False
+        queue = [
+            Queued(entry.id, entry.notification, possibly_sent=_possibly_sent(entry))
+            for entry in self._store.outbox_queue(head.channel, note.alert_id)
+            if not isinstance(entry.notification, Unreadable)
+        ]
+        never_announced = (
+            {note.alert_id}
+            if note.kind is TransitionKind.RESOLVED and self._store.firing_never_sent(note.alert_id)
+            else set()
+        )
+        plan = plan_head(queue, never_announced=never_announced)
+        if plan.action is Action.SEND:
+            return False
+        fields = {
+            "reason": plan.reason.value,
+            "alert_id": note.alert_id,
+            "rule": note.rule,
+            "series": note.series,
+            "kind": note.kind.value,
+            "channel": head.channel,
+            "outbox_id": head.id,
+        }
+        if plan.action is Action.FOLD:
+            self._store.fold_outbox(head.id, into=plan.note, consumed=plan.consumed)
+            self._on_coalesced(plan.reason)
+            self._log.info(Event.NOTIFY_FOLDED, folded=list(plan.consumed), **fields)
+        else:
+            self._store.discard(head.id)
+            self._on_coalesced(plan.reason)
+            self._log.info(Event.NOTIFY_DROPPED, **fields)
+        return True
+
+    def _record_lag(self, seconds: float, at: datetime) -> None:
+        """Report one sent notification's lag and keep the record in the store."""
+        if self._lag is None:
+            self._lag = DeliveryLag.from_json(self._store.get_meta(LAG_META_KEY))
+        self._lag = self._lag.observe(seconds, at)
+        self._store.set_meta(LAG_META_KEY, self._lag.to_json())
+        self._on_lag(seconds)
 
     # --- waiting ---
 
@@ -319,6 +397,17 @@ class OutboxWorker:
             for waiter in waiters:
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiter
+
+
+def _possibly_sent(entry: OutboxEntry) -> bool:
+    """Whether an earlier attempt of `entry` may have reached Slack.
+
+    Each attempt marks its entry in doubt before the request leaves, and only an answer
+    that rules a post out clears the mark; so a post killed mid-call, or whose answer was
+    lost, is possibly in Slack, while one refused outright (503, a refused connection) is
+    not and may still be folded.
+    """
+    return entry.in_doubt
 
 
 async def _set(event: asyncio.Event) -> None:

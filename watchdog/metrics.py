@@ -23,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from watchdog.errors import ConfigError, PollFailure, SourceError
 from watchdog.model import Sample
+from watchdog.notify.coalesce import Reason
 
 __all__ = [
     "DEFAULT_HOST",
@@ -41,6 +42,9 @@ NotificationOutcome = Literal["sent", "retry", "failed"]
 _NOTIFICATION_OUTCOMES: tuple[NotificationOutcome, ...] = ("sent", "retry", "failed")
 _POLL_OUTCOMES = ("ok", *(failure.name.lower() for failure in PollFailure))
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_LAG_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+"""Delivery lag: seconds are normal at Slack's pace, a minute is the promise, more is an outage."""
+_COALESCE_REASONS = (Reason.FIRED_AND_RESOLVED, Reason.SUPERSEDED_REPEAT, Reason.NEVER_ANNOUNCED)
 
 
 def _poll_outcome(failure: PollFailure | None) -> str:
@@ -96,6 +100,18 @@ class Metrics:
             "Age of the oldest undelivered notification (0 when the outbox is empty).",
             registry=self.registry,
         )
+        self.delivery_lag = Histogram(
+            "watchdog_delivery_lag_seconds",
+            "Time from queueing a notification to the start of the attempt Slack accepted.",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.notifications_coalesced = Counter(
+            "watchdog_notifications_coalesced",
+            "Queued notifications folded or dropped before sending, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.last_cycle = Gauge(
             "watchdog_last_cycle_timestamp_seconds",
             "Unix time at which the last poll cycle completed.",
@@ -103,6 +119,8 @@ class Metrics:
         )
         for outcome in _NOTIFICATION_OUTCOMES:
             self.notifications.labels(outcome)  # exported as 0 before the first delivery
+        for reason in _COALESCE_REASONS:
+            self.notifications_coalesced.labels(reason.value)
         self._rules: set[str] = set()
 
     def poll_ok(self, sample: Sample, duration: float) -> None:
@@ -147,6 +165,14 @@ class Metrics:
         if outcome not in _NOTIFICATION_OUTCOMES:
             raise ValueError(f"unknown notification outcome {outcome!r}")
         self.notifications.labels(outcome).inc()
+
+    def delivered_after(self, seconds: float) -> None:
+        """One notification was sent `seconds` after it was queued."""
+        self.delivery_lag.observe(seconds)
+
+    def coalesced(self, reason: Reason) -> None:
+        """One queued notification was folded or dropped for `reason`."""
+        self.notifications_coalesced.labels(reason.value).inc()
 
     def cycle_completed(self, at_unix: float) -> None:
         """A poll cycle completed at `at_unix` (the tick's wall-clock time)."""

@@ -80,6 +80,9 @@ class Notification:
     """What one Slack delivery says: a notified transition plus the rule's presentation.
 
     Stored in the outbox as JSON (see `to_json`/`from_json`), so it must stay plain data.
+    A RESOLVED notification with `fired_at` set stands for a whole episode whose firing
+    card was never sent ("fired and resolved", see `watchdog.notify.coalesce`):
+    `fired_at` and `fired_count` are the firing transition's time and count.
     """
 
     alert_id: str
@@ -96,9 +99,16 @@ class Notification:
     recent: tuple[int, ...] = ()
     runbook: str | None = None
     mention: str | None = None
+    fired_at: datetime | None = None
+    fired_count: int | None = None
+
+    @property
+    def fired_and_resolved(self) -> bool:
+        """True when this one notification reports both the firing and the resolution."""
+        return self.kind is TransitionKind.RESOLVED and self.fired_at is not None
 
     def to_json(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "alert_id": self.alert_id,
             "kind": self.kind.value,
             "rule": self.rule,
@@ -114,6 +124,12 @@ class Notification:
             "runbook": self.runbook,
             "mention": self.mention,
         }
+        # Only when set, so the payloads of plain notifications stay as they were.
+        if self.fired_at is not None:
+            data["fired_at"] = self.fired_at.isoformat()
+        if self.fired_count is not None:
+            data["fired_count"] = self.fired_count
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Notification:
@@ -121,6 +137,8 @@ class Notification:
         recent = data.get("recent") or []
         runbook = data.get("runbook")
         mention = data.get("mention")
+        fired_at = data.get("fired_at")
+        fired_count = data.get("fired_count")
         assert isinstance(recent, list)
         return cls(
             alert_id=str(data["alert_id"]),
@@ -137,6 +155,8 @@ class Notification:
             recent=tuple(int(x) for x in recent),
             runbook=None if runbook is None else str(runbook),
             mention=None if mention is None else str(mention),
+            fired_at=None if fired_at is None else datetime.fromisoformat(str(fired_at)),
+            fired_count=None if fired_count is None else int(str(fired_count)),
         )
 
 

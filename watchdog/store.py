@@ -259,6 +259,14 @@ _DUE_HEADS: Final = """
     AND next_attempt_at <= ? ORDER BY id
 """
 
+_CHANNEL_QUEUE: Final = """
+    SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
+           last_error, first_attempt_at, in_doubt
+    FROM outbox WHERE channel = ?
+    AND (id = (SELECT MIN(id) FROM outbox WHERE channel = ?) OR alert_id = ?)
+    ORDER BY id
+"""
+
 _OLDEST: Final = """
     SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
            last_error, first_attempt_at, in_doubt
@@ -695,6 +703,50 @@ class Store:
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
             if row[0] == TransitionKind.RESOLVED.value:
                 conn.execute("DELETE FROM messages WHERE alert_id = ?", (row[1],))
+
+    # --- bringing the outbox up to date (see watchdog.notify.coalesce) ---
+
+    def outbox_queue(self, channel: str, alert_id: str) -> list[OutboxEntry]:
+        """`channel`'s head followed by the queued entries of `alert_id`, in queue order.
+
+        What the coalescing planner needs to decide about the head: the entries of the
+        head's own alert behind it (the head is included whatever its alert).
+        """
+        with self._reading("reading the outbox") as conn:
+            rows = conn.execute(_CHANNEL_QUEUE, (channel, channel, alert_id)).fetchall()
+        return [_entry(row) for row in rows]
+
+    def fold_outbox(self, entry_id: int, *, into: Notification, consumed: Sequence[int]) -> None:
+        """Replace entry `entry_id`'s notification with `into` and delete `consumed`.
+
+        One transaction, so the entries made redundant go only together with the entry
+        that now says what they said. The entry keeps its place, age and attempt count.
+        """
+        with self._writing("folding outbox entries") as conn:
+            conn.execute(
+                "UPDATE outbox SET kind = ?, payload = ? WHERE id = ?",
+                (into.kind.value, _dump(into), entry_id),
+            )
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in consumed])
+
+    def discard(self, entry_id: int) -> None:
+        """Delete an entry that need not be sent (its news is outdated); no-op if unknown."""
+        with self._writing("discarding an outbox entry") as conn:
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+
+    def firing_never_sent(self, alert_id: str) -> bool:
+        """True when the alert's FIRING was dead-lettered on its first and only attempt.
+
+        Such a card never reached Slack. One dead-lettered after earlier failed attempts
+        might have (an answer can be lost), so it does not count.
+        """
+        with self._reading("reading dead letters") as conn:
+            row = conn.execute(
+                """SELECT 1 FROM dead_letters
+                   WHERE alert_id = ? AND kind = ? AND attempts <= 1 LIMIT 1""",
+                (alert_id, TransitionKind.FIRING.value),
+            ).fetchone()
+        return row is not None
 
     def outbox_depth(self) -> int:
         """How many notifications await delivery, across all channels."""

@@ -67,7 +67,14 @@ def format_console(note: Notification, *, colour: bool = False) -> str:
     """The printed block for `note`, ending in a blank line so blocks stay apart."""
     held = format_duration(note.at - note.since)
     count = format_count(note.count)
-    if note.kind is TransitionKind.RESOLVED:
+    if note.fired_and_resolved:
+        title = f"✅ FIRED AND RESOLVED  {note.rule} · {note.series}  ({note.severity.value})"
+        detail = (
+            f"fired with count {format_count(note.fired_count)}, count now {count}"
+            f" after {held}   was {note.condition}"
+        )
+        start = _RESOLVED_COLOUR
+    elif note.kind is TransitionKind.RESOLVED:
         title = f"✅ RESOLVED  {note.rule} · {note.series}  ({note.severity.value})"
         detail = f"count now {count} after {held}   was {note.condition}"
         start = _RESOLVED_COLOUR
@@ -85,6 +92,8 @@ def format_console(note: Notification, *, colour: bool = False) -> str:
         lines.append(f"reason {note.reason.strip()}")
     if note.runbook and note.kind is not TransitionKind.RESOLVED:
         lines.append(f"runbook {note.runbook}")
+    if note.fired_at is not None:
+        lines.append(f"fired at {_utc(note.fired_at)}")
     lines.append(f"at {_utc(note.at)} · alert {note.alert_id}")
     return lines[0] + "\n" + "".join(f"{_INDENT}{line}\n" for line in lines[1:]) + "\n"
 

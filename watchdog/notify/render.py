@@ -12,6 +12,9 @@ Which rendering goes where:
 - `render_resolved_original(note)`: the firing card edited in place to show it resolved.
 - `render_top_level(note)`: a self-contained message for when there is no thread to reply
   in (webhooks, or a lost original): the full card for every kind.
+- A "fired and resolved" notification (one that stands for a whole episode whose firing
+  card was never sent, see `watchdog.notify.coalesce`) has no thread: `render` and
+  `render_top_level` both give its own card, `render_fired_and_resolved`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "escape",
     "format_count",
     "render",
+    "render_fired_and_resolved",
     "render_resolved_original",
     "render_top_level",
     "severity_emoji",
@@ -101,6 +105,8 @@ def escape(text: str) -> str:
 
 def render(note: Notification) -> RenderedMessage:
     """The message for `note` as delivered into the alert's conversation (see module doc)."""
+    if note.fired_and_resolved:
+        return render_fired_and_resolved(note)
     if note.kind is TransitionKind.FIRING:
         return _card(note, verb="FIRING")
     if note.kind is TransitionKind.REPEAT:
@@ -116,9 +122,55 @@ def render_top_level(note: Notification) -> RenderedMessage:
         return _card(note, verb="FIRING")
     if note.kind is TransitionKind.REPEAT:
         return _card(note, verb="STILL FIRING")
+    if note.fired_and_resolved:
+        return render_fired_and_resolved(note)
     if note.kind is TransitionKind.RESOLVED:
         return render_resolved_original(note)
     raise ValueError(f"transition kind {note.kind.value!r} is never notified")
+
+
+def render_fired_and_resolved(note: Notification) -> RenderedMessage:
+    """One card for an alert that fired and resolved before its firing card could go out.
+
+    Both ends are shown (when and with what count it fired, when and why it resolved), so
+    the channel learns of the episode without a stale "FIRING" card followed by its
+    resolution. It carries no mention: nobody needs paging for an alert that is over.
+    """
+    if note.fired_at is None:
+        raise ValueError("a fired-and-resolved card needs the firing time")
+    rule, series, condition = _names(note)
+    held = _held(note)
+    reason = _reason(note)
+    fields = [
+        ("Series", series),
+        ("Count at firing", format_count(note.fired_count)),
+        ("Count now", format_count(note.count)),
+        ("Lasted", held),
+        ("Condition", condition),
+        ("Severity", note.severity.value),
+    ]
+    if reason:
+        fields.append(("Resolved because", reason))
+    blocks = [
+        _header(f"{_RESOLVED_EMOJI} FIRED AND RESOLVED: {_clip(note.rule, _NAME_LIMIT)}"),
+        _fields(fields),
+    ]
+    blocks.extend(_trend_blocks(note.recent))
+    if note.runbook:
+        blocks.append(_section(f"*Runbook*: {_link(note.runbook, 'open the runbook')}"))
+    blocks.append(
+        _context(
+            f"fired {_slack_date(note.fired_at)} · resolved {_slack_date(note.at)}"
+            f" · sent after it resolved · alert `{escape(note.alert_id)}`"
+        )
+    )
+    because = f" — {reason}" if reason else ""
+    text = (
+        f"{_RESOLVED_EMOJI} FIRED AND RESOLVED [{_label(note)}] {rule} on {series}: fired with "
+        f"{_count_phrase(note.fired_count)} ({condition}), resolved after {held} with "
+        f"{_count_phrase(note.count)}{because}"
+    )
+    return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
 
 def render_resolved_original(note: Notification) -> RenderedMessage:
