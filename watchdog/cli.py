@@ -31,6 +31,7 @@ from watchdog.store import Store, writer_lock
 
 if TYPE_CHECKING:
     from watchdog.notify import Notifier
+    from watchdog.source import LiveCountSource
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -197,7 +198,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 async def _run(settings: Settings, config: Config, store: Store, args: argparse.Namespace) -> None:
     from watchdog.daemon import Daemon
     from watchdog.metrics import Metrics, parse_listen_addr, serve
-    from watchdog.source import LiveCountSource, build_http_client
     from watchdog.systemd import SdNotifier
 
     assert settings.elevenlabs_api_key is not None
@@ -215,17 +215,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         _check_slack(settings, new)
         return new
 
-    async with build_http_client(
-        timeout=config.watchdog.timeout.total_seconds(),
-        max_connections=config.watchdog.concurrency,
-    ) as client:
-        source = LiveCountSource(
-            client,
-            settings.elevenlabs_api_key,
-            settings.elevenlabs_base_url,
-            now=clock.now,
-            max_concurrency=config.watchdog.concurrency,
-        )
+    with _live_count_source(settings, config, clock) as source:
         daemon = Daemon(
             config=config,
             source=source,
@@ -258,6 +248,20 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         finally:
             if server is not None:
                 server.close()
+
+
+def _live_count_source(settings: Settings, config: Config, clock: SystemClock) -> LiveCountSource:
+    """The real source; each request bounded by `timeout` and by what the schedule allows."""
+    from watchdog.source import LiveCountSource, request_timeout
+
+    assert settings.elevenlabs_api_key is not None
+    return LiveCountSource(
+        settings.elevenlabs_api_key,
+        settings.elevenlabs_base_url,
+        now=clock.now,
+        timeout=request_timeout(config.watchdog.timeout, config.watchdog.poll_interval),
+        max_concurrency=config.watchdog.concurrency,
+    )
 
 
 def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:
@@ -296,21 +300,10 @@ def _cmd_poll(args: argparse.Namespace) -> int:
 
 
 async def _poll_all(settings: Settings, config: Config) -> list[tuple[str, int | SourceError]]:
-    from watchdog.source import LiveCountSource, build_http_client
 
     assert settings.elevenlabs_api_key is not None
     clock = SystemClock()
-    async with build_http_client(
-        timeout=config.watchdog.timeout.total_seconds(),
-        max_connections=config.watchdog.concurrency,
-    ) as client:
-        source = LiveCountSource(
-            client,
-            settings.elevenlabs_api_key,
-            settings.elevenlabs_base_url,
-            now=clock.now,
-            max_concurrency=config.watchdog.concurrency,
-        )
+    with _live_count_source(settings, config, clock) as source:
 
         async def one(name: str, agent_id: str | None) -> tuple[str, int | SourceError]:
             try:
