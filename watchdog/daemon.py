@@ -13,12 +13,16 @@ Guarantees:
 - a failed poll is logged and fed to the engine as a failure, never as a sample.
 - polls of many series are spread over the interval, the source caps concurrency, and a
   series answered with 429 is not polled again before its `Retry-After`.
+- no poll waits for another: each series is polled when it is due; one whose previous
+  request is still running is skipped and counted late (`poll.late`, never a failure,
+  never a sample), and a cycle stops waiting for stragglers when the next one is due.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -108,6 +112,8 @@ class Daemon:
         self._engine = Engine(config, started_at=clock.now())
         self._unsaved = _Unsaved()
         self._blocked_until: dict[str, float] = {}
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._poll_crash: BaseException | None = None
         self._wake = asyncio.Event()
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
@@ -211,67 +217,109 @@ class Daemon:
 
     async def _poll_loop(self, max_cycles: int | None) -> None:
         first = True
-        while not self._stop.is_set():
-            started = self._clock.monotonic()
-            interval = self.config.watchdog.poll_interval.total_seconds()
-            await self._cycle(spread=not first, started=started, interval=interval)
-            self._flush()
-            self._check_clock()
-            self._commit(self._engine.tick(self._clock.now()))
-            self._cycles += 1
-            self.pinger.progress()
-            took = self._clock.monotonic() - started
-            if took > interval:
-                self._overruns += 1
-                if self._clock.monotonic() - self._last_overrun_log >= 60.0:
-                    self._last_overrun_log = self._clock.monotonic()
-                    self._log.warning(
-                        "poll.cycle_overrun",
-                        took=round(took, 3),
-                        interval=interval,
-                        overruns=self._overruns,
-                    )
-                    self._overruns = 0
-            if self._metrics is not None:
-                self._metrics.cycle_completed(self._clock.now().timestamp())
-                self._metrics.set_outbox_depth(self._store.outbox_depth())
-            if first:
-                first = False
-                self._sd.ready()
-            self._sd.status(self._status_line())
-            self._prune()
-            if max_cycles is not None and self._cycles >= max_cycles:
-                return
-            await self._sleep_or_stop(started + interval - self._clock.monotonic())
+        started = self._clock.monotonic()
+        try:
+            while not self._stop.is_set():
+                interval = self.config.watchdog.poll_interval.total_seconds()
+                complete = await self._cycle(spread=not first, started=started, interval=interval)
+                if self._poll_crash is not None:
+                    raise self._poll_crash
+                self._flush()
+                self._check_clock()
+                self._commit(self._engine.tick(self._clock.now()))
+                self._cycles += 1
+                self.pinger.progress()
+                took = self._clock.monotonic() - started
+                # A cycle that stopped waiting for stragglers has reported them as late.
+                if complete and took > interval:
+                    self._cycle_overrun(took, interval)
+                if self._metrics is not None:
+                    self._metrics.cycle_completed(self._clock.now().timestamp())
+                    self._metrics.set_outbox_depth(self._store.outbox_depth())
+                if first:
+                    first = False
+                    self._sd.ready()
+                self._sd.status(self._status_line())
+                self._prune()
+                if max_cycles is not None and self._cycles >= max_cycles:
+                    return
+                # Keep to the schedule (no drift) unless a whole interval was lost.
+                started = max(started + interval, self._clock.monotonic() - interval)
+                await self._sleep_or_stop(started - self._clock.monotonic())
+        finally:
+            await self._cancel_polls()
 
-    async def _cycle(self, *, spread: bool, started: float, interval: float) -> None:
-        """Poll every series once, in groups of `concurrency` spread over the interval.
+    def _cycle_overrun(self, took: float, interval: float) -> None:
+        self._overruns += 1
+        if self._clock.monotonic() - self._last_overrun_log >= 60.0:
+            self._last_overrun_log = self._clock.monotonic()
+            self._log.warning(
+                "poll.cycle_overrun",
+                took=round(took, 3),
+                interval=interval,
+                overruns=self._overruns,
+            )
+            self._overruns = 0
 
-        Groups rather than single polls: one wake-up per group instead of one per
-        series (cheaper at 1,000 agents), while the API still sees an even load. The
-        groups start within SPREAD_SHARE of the interval, so the last answers arrive
-        before the next cycle is due.
+    async def _cycle(self, *, spread: bool, started: float, interval: float) -> bool:
+        """Start every series' poll when it is due; wait for them until the next cycle is due.
+
+        Polls go out in groups of `concurrency` spread over SPREAD_SHARE of the interval:
+        one wake-up per group instead of one per series, while the API sees an even load.
+        No poll waits for another: a slow or hanging request delays only its own series,
+        which is skipped and counted late (never failed) while that request runs on, so
+        the cycle stops waiting for it when the next cycle is due. Returns whether every
+        poll the cycle started had finished by then.
         """
         series = self.config.series
         size = self.config.watchdog.concurrency
         groups = [series[i : i + size] for i in range(0, len(series), size)]
         step = interval * SPREAD_SHARE / len(groups) if spread else 0.0
-        async with asyncio.TaskGroup() as tasks:
-            for index, group in enumerate(groups):
-                tasks.create_task(self._poll_group(group, started + index * step))
+        started_polls: list[asyncio.Task[None]] = []
+        for index, group in enumerate(groups):
+            await self._sleep_or_stop(started + index * step - self._clock.monotonic())
+            if self._stop.is_set():
+                return False
+            started_polls += self._start_polls(group)
+        running = [poll for poll in started_polls if not poll.done()]
+        if running:
+            waiting = asyncio.ensure_future(asyncio.wait(running))
+            await self._sleep_or_stop(started + interval - self._clock.monotonic(), waiting)
+            waiting.cancel()
+        return all(poll.done() for poll in started_polls)
 
-    async def _poll_group(self, group: Sequence[tuple[str, str | None]], due: float) -> None:
-        wait = due - self._clock.monotonic()
-        if wait > 0:
-            await self._sleep_or_stop(wait)
-        if self._stop.is_set():
-            return
-        await asyncio.gather(*(self._poll_one(name, agent_id) for name, agent_id in group))
+    def _start_polls(self, group: Sequence[tuple[str, str | None]]) -> list[asyncio.Task[None]]:
+        started: list[asyncio.Task[None]] = []
+        now = self._clock.monotonic()
+        for name, agent_id in group:
+            if name in self._in_flight:
+                self._log.debug(Event.POLL_LATE, series=name, reason="previous poll still running")
+                if self._metrics is not None:
+                    self._metrics.poll_late()
+                continue
+            if self._blocked_until.get(name, 0.0) > now:
+                self._log.debug(
+                    Event.POLL_SKIPPED, series=name, reason="rate limited (Retry-After)"
+                )
+                continue
+            poll = asyncio.create_task(self._poll_one(name, agent_id), name=f"poll {name}")
+            self._in_flight[name] = poll
+            poll.add_done_callback(functools.partial(self._poll_done, name))
+            started.append(poll)
+        return started
+
+    def _poll_done(self, name: str, poll: asyncio.Task[None]) -> None:
+        del self._in_flight[name]
+        if not poll.cancelled() and poll.exception() is not None and self._poll_crash is None:
+            self._poll_crash = poll.exception()  # re-raised by the poll loop: never silent
+
+    async def _cancel_polls(self) -> None:
+        polls = list(self._in_flight.values())
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
 
     async def _poll_one(self, name: str, agent_id: str | None) -> None:
-        if self._blocked_until.get(name, 0.0) > self._clock.monotonic():
-            self._log.debug("poll.skipped", series=name, reason="rate limited (Retry-After)")
-            return
         began = self._clock.monotonic()
         self._check_clock()
         try:
@@ -341,12 +389,13 @@ class Daemon:
             self._log.warning("clock.jumped", by_seconds=round(jump.total_seconds(), 3))
             self._engine.shift(jump)
 
-    async def _sleep_or_stop(self, seconds: float) -> None:
+    async def _sleep_or_stop(self, seconds: float, *also: asyncio.Future[Any]) -> None:
+        """Wait `seconds` of the clock's time, or less if stopped or one of `also` is done."""
         if seconds <= 0 or self._stop.is_set():
             return
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         stopper = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([sleeper, stopper, *also], return_when=asyncio.FIRST_COMPLETED)
         sleeper.cancel()
         stopper.cancel()
 
