@@ -271,6 +271,7 @@ class LiveCountSource:
         url = httpx.URL(base_url.rstrip("/") + LIVE_COUNT_PATH)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        _tls_context()  # load the CA bundle once, here, not in every worker at once
         headers = httpx.Headers(
             {
                 "User-Agent": USER_AGENT,
