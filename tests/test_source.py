@@ -399,3 +399,44 @@ def test_retry_after_seconds_never_raises(value: str) -> None:
 def test_retry_after_delta_seconds_round_trip(seconds: int) -> None:
     """Every delta-seconds value is returned as that many seconds."""
     assert retry_after_seconds(str(seconds), NOW) == float(seconds)
+
+
+def test_reconfigure_applies_to_the_next_poll() -> None:
+    """After reconfigure, polls go to the new URL with the new key, timeout and cap."""
+
+    async def run(old: FakeElevenLabs, new: FakeElevenLabs) -> tuple[Sample, SourceError]:
+        with LiveCountSource(SecretStr(old.api_key), old.url, now=lambda: NOW) as source:
+            await source.poll(WORKSPACE, None)
+            source.reconfigure(
+                api_key=SecretStr(new.api_key), base_url=new.url, timeout=0.3, concurrency=2
+            )
+            sample = await source.poll(WORKSPACE, None)
+            new.set_behaviour("hang", times=1)
+            with pytest.raises(SourceError) as info:
+                await source.poll(WORKSPACE, None)
+            return sample, info.value
+
+    with (
+        FakeElevenLabs(api_key="old-key", count=1) as old,
+        FakeElevenLabs(api_key="new-key", count=2) as new,
+    ):
+        sample, error = asyncio.run(run(old, new))
+        assert len(old.requests) == 1
+        assert [r.headers["xi-api-key"] for r in new.requests] == ["new-key", "new-key"]
+    assert sample.count == 2
+    assert error.detail == "timed out after 300ms"
+
+
+def test_reconfigure_refuses_invalid_values_and_keeps_polling() -> None:
+    """An invalid reconfigure raises ValueError and the old settings stay in force."""
+
+    async def run(fake: FakeElevenLabs) -> Sample:
+        with LiveCountSource(SecretStr(fake.api_key), fake.url, now=lambda: NOW) as source:
+            with pytest.raises(ValueError, match="concurrency"):
+                source.reconfigure(
+                    api_key=SecretStr("k"), base_url=fake.url, timeout=1.0, concurrency=0
+                )
+            return await source.poll(WORKSPACE, None)
+
+    with FakeElevenLabs(count=4) as fake:
+        assert asyncio.run(run(fake)).count == 4
