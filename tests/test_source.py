@@ -20,7 +20,6 @@ from watchdog.source import (
     USER_AGENT,
     LiveCountSource,
     Source,
-    build_http_client,
     retry_after_seconds,
 )
 
@@ -340,14 +339,6 @@ def test_invalid_construction_is_refused(kwargs: dict[str, object]) -> None:
     arguments: dict[str, object] = {"base_url": "https://api.elevenlabs.io", **kwargs}
     with pytest.raises((ValueError, httpx.InvalidURL)):
         LiveCountSource(SecretStr("k"), now=lambda: NOW, **arguments)  # type: ignore[arg-type]
-
-
-def test_http_client_is_bounded() -> None:
-    """Every timeout phase is set explicitly; there is no base URL; the UA names us."""
-    with build_http_client(timeout=2.5) as client:
-        assert client.timeout == httpx.Timeout(2.5)
-        assert client.base_url == httpx.URL("")
-        assert client.headers["user-agent"] == USER_AGENT
 
 
 @pytest.mark.parametrize(

@@ -6,20 +6,15 @@ bodies, implausible counts) is translated here, at the boundary, into a `SourceE
 a `PollFailure` reason, so the daemon and the engine never see an httpx exception or a
 count they cannot trust. The source knows nothing about rules: it only measures.
 
-Requests go through httpx's sync `Client` in a few worker threads (see `LiveCountSource`
-for why); `poll` is still a coroutine, so the daemon, tests and benchmarks drive any
+Requests go through httpx's sync transport in a few worker threads (`watchdog.workers`
+says why); `poll` is still a coroutine, so the daemon, tests and benchmarks drive any
 `Source` the same way, and point the real one at a loopback fake by its base URL.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
-import queue
-import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -32,6 +27,7 @@ import pydantic
 from watchdog.durations import format_duration
 from watchdog.errors import PollFailure, SourceError
 from watchdog.model import Sample
+from watchdog.workers import RequestWorkers
 
 LIVE_COUNT_PATH: Final = "/v1/convai/analytics/live-count"
 """Path of the endpoint, appended to the configured base URL."""
@@ -73,31 +69,6 @@ class _LiveCount(pydantic.BaseModel):
     count: int = pydantic.Field(ge=0, le=MAX_PLAUSIBLE_COUNT)
 
 
-def build_http_client(*, timeout: float = 10.0, max_connections: int = 1) -> httpx.Client:
-    """Build one client of the kind `LiveCountSource` polls with: bounded in time and size.
-
-    Every phase (connect, read, write, waiting for a pooled connection) has the same
-    explicit limit, so no request can wait forever. No base URL is set: the source owns
-    it. The source gives each of its worker threads a client with one connection: a pool
-    of one never scans idle neighbours, the cost that dominated a shared pool of eight.
-    """
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    if max_connections < 1:
-        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-    return httpx.Client(
-        timeout=httpx.Timeout(connect=timeout, read=timeout, write=timeout, pool=timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-        ),
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        follow_redirects=False,
-        verify=_tls_context(),
-    )
-
-
 def request_timeout(timeout: timedelta, poll_interval: timedelta) -> float:
     """Seconds one request may take: the configured `timeout`, at most half the interval.
 
@@ -109,12 +80,6 @@ def request_timeout(timeout: timedelta, poll_interval: timedelta) -> float:
     writing, waiting for each chunk of the answer.)
     """
     return min(timeout, poll_interval * REQUEST_SHARE_OF_INTERVAL).total_seconds()
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """Loading the CA bundle costs ~70 ms; every client (e.g. one per reload) shares one."""
-    return httpx.create_ssl_context()
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -152,24 +117,31 @@ class _Target:
     timeout: float
     concurrency: int
     headers: httpx.Headers
-    workers: ThreadPoolExecutor
-    idle_clients: queue.SimpleQueue[httpx.Client] = field(default_factory=queue.SimpleQueue)
-    urls: dict[str | None, httpx.URL] = field(default_factory=dict)
+    workers: RequestWorkers
+    requests: dict[str | None, httpx.Request] = field(default_factory=dict)
 
     def redact(self, text: str) -> str:
         """Belt and braces: no text we did not write ourselves may carry the key."""
         secret = self.api_key.get_secret_value()
         return text.replace(secret, "**********") if secret else text
 
-    def url_for(self, agent_id: str | None) -> httpx.URL:
-        """The request URL of a series, built once (merging query parameters is not free)."""
-        url = self.urls.get(agent_id)
-        if url is None:
-            url = (
-                self.url if agent_id is None else self.url.copy_merge_params({"agent_id": agent_id})
+    def request_for(self, agent_id: str | None) -> httpx.Request:
+        """The request of a series, built once and sent again each poll.
+
+        Building one costs a quarter of the event loop's work per poll; a GET without a
+        body is never changed by sending it, so one object serves every poll.
+        """
+        request = self.requests.get(agent_id)
+        if request is None:
+            request = httpx.Request(
+                "GET",
+                self.url,
+                params=None if agent_id is None else {"agent_id": agent_id},
+                headers=self.headers,
+                extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
             )
-            self.urls[agent_id] = url
-        return url
+            self.requests[agent_id] = request
+        return request
 
 
 class LiveCountSource:
@@ -181,11 +153,9 @@ class LiveCountSource:
     arrived, or raises one `SourceError` (chained to the underlying exception, if any);
     no request takes longer than `timeout` seconds per phase.
 
-    Why threads: a request through httpx's sync `Client` costs about half the CPU of one
-    through `AsyncClient` (no anyio, no async pool bookkeeping), which at 100 polls a
-    second is most of the watchdog's CPU. So each poll runs in one of `max_concurrency`
-    worker threads, each with its own one-connection client, and the event loop only
-    awaits the answer. `close()` (or leaving the `with` block) lets the workers go.
+    Requests are sent by `max_concurrency` worker threads (see `watchdog.workers` for
+    why); the event loop only awaits the answer. `close()` (or leaving the `with`
+    block) lets the workers go.
     """
 
     def __init__(
@@ -231,15 +201,9 @@ class LiveCountSource:
         target = self._target
         if self._closed:
             raise RuntimeError("poll() on a closed LiveCountSource")
-        request = httpx.Request(
-            "GET",
-            target.url_for(agent_id),
-            headers=target.headers,
-            extensions={"timeout": httpx.Timeout(target.timeout).as_dict()},
-        )
-        loop = asyncio.get_running_loop()
+        request = target.request_for(agent_id)
         try:
-            response = await loop.run_in_executor(target.workers, self._send, target, request)
+            response = await target.workers.send(request)
         except httpx.TimeoutException as exc:
             raise SourceError(
                 series, PollFailure.UNREACHABLE, _timeout_detail(exc, target.timeout)
@@ -271,7 +235,6 @@ class LiveCountSource:
         url = httpx.URL(base_url.rstrip("/") + LIVE_COUNT_PATH)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
-        _tls_context()  # load the CA bundle once, here, not in every worker at once
         headers = httpx.Headers(
             {
                 "User-Agent": USER_AGENT,
@@ -279,31 +242,10 @@ class LiveCountSource:
                 "xi-api-key": api_key.get_secret_value(),
             }
         )
-        workers = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="poll")
-        return _Target(url, api_key, timeout, concurrency, headers, workers)
-
-    def _send(self, target: _Target, request: httpx.Request) -> httpx.Response:
-        """In a worker thread: one request on a client of `target` (which the body is read)."""
-        try:
-            client = target.idle_clients.get_nowait()
-        except queue.Empty:
-            client = build_http_client(timeout=target.timeout)
-        try:
-            return client.send(request)
-        finally:
-            if target is self._target and not self._closed:
-                target.idle_clients.put(client)
-            else:
-                client.close()
+        return _Target(url, api_key, timeout, concurrency, headers, RequestWorkers(concurrency))
 
     def _retire(self, target: _Target) -> None:
-        # Polls still queued for a replaced target run there; on close they are dropped.
-        target.workers.shutdown(wait=False, cancel_futures=self._closed)
-        while True:
-            try:
-                target.idle_clients.get_nowait().close()
-            except queue.Empty:
-                return
+        target.workers.stop()
 
 
 def _count(series: str, response: httpx.Response, redact: Callable[[str], str]) -> int:
