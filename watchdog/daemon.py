@@ -243,11 +243,17 @@ class Daemon:
                 self._prune()
                 if max_cycles is not None and self._cycles >= max_cycles:
                     return
-                # Keep to the schedule (no drift) unless a whole interval was lost.
-                started = max(started + interval, self._clock.monotonic() - interval)
+                started = self._next_start(started, interval)
                 await self._sleep_or_stop(started - self._clock.monotonic())
         finally:
             await self._cancel_polls()
+
+    def _next_start(self, started: float, interval: float) -> float:
+        """One interval after `started`, so the loop's own work does not make the schedule
+        drift; now instead, if a whole interval was lost (a suspended process, say)."""
+        due = started + interval
+        now = self._clock.monotonic()
+        return now if now - due > interval else due
 
     def _cycle_overrun(self, took: float, interval: float) -> None:
         self._overruns += 1
