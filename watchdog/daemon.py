@@ -109,6 +109,7 @@ class Daemon:
         self._sd = sd or SdNotifier.from_env({})
         self._metrics = metrics
         self._log = get_logger()
+        self._poll_log = self._log.bind()
         self._engine = Engine(config, started_at=clock.now())
         self._unsaved = _Unsaved()
         self._blocked_until: dict[str, float] = {}
@@ -281,6 +282,8 @@ class Daemon:
         size = self.config.watchdog.concurrency
         groups = [series[i : i + size] for i in range(0, len(series), size)]
         step = interval * SPREAD_SHARE / len(groups) if spread else 0.0
+        # structlog's lazy proxy binds a new logger on every call: bind once per cycle.
+        self._poll_log = self._log.bind()
         started_polls: list[asyncio.Task[None]] = []
         for index, group in enumerate(groups):
             await self._sleep_or_stop(started + index * step - self._clock.monotonic())
@@ -299,12 +302,14 @@ class Daemon:
         now = self._clock.monotonic()
         for name, agent_id in group:
             if name in self._in_flight:
-                self._log.debug(Event.POLL_LATE, series=name, reason="previous poll still running")
+                self._poll_log.debug(
+                    Event.POLL_LATE, series=name, reason="previous poll still running"
+                )
                 if self._metrics is not None:
                     self._metrics.poll_late()
                 continue
             if self._blocked_until.get(name, 0.0) > now:
-                self._log.debug(
+                self._poll_log.debug(
                     Event.POLL_SKIPPED, series=name, reason="rate limited (Retry-After)"
                 )
                 continue
@@ -345,7 +350,7 @@ class Daemon:
         # The sample is stamped on the wall clock as it is now: the engine must have
         # seen any jump before it sees the sample.
         self._check_clock()
-        self._log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
+        self._poll_log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
         if self._metrics is not None:
             self._metrics.poll_ok(sample, took)
         self._unsaved.samples.append(sample)
@@ -356,7 +361,7 @@ class Daemon:
     def _poll_failed(self, name: str, exc: SourceError, took: float) -> None:
         # A rejected key stops all monitoring until someone acts: say so at error level.
         level = "error" if exc.failure is PollFailure.REJECTED_KEY else "warning"
-        getattr(self._log, level)(
+        getattr(self._poll_log, level)(
             Event.POLL_FAILED,
             series=name,
             reason=exc.failure.value,
