@@ -115,7 +115,6 @@ class _Target:
     url: httpx.URL
     api_key: pydantic.SecretStr
     timeout: float
-    concurrency: int
     headers: httpx.Headers
     workers: RequestWorkers
     requests: dict[str | None, httpx.Request] = field(default_factory=dict)
@@ -242,7 +241,7 @@ class LiveCountSource:
                 "xi-api-key": api_key.get_secret_value(),
             }
         )
-        return _Target(url, api_key, timeout, concurrency, headers, RequestWorkers(concurrency))
+        return _Target(url, api_key, timeout, headers, RequestWorkers(concurrency))
 
     def _retire(self, target: _Target) -> None:
         target.workers.stop()
