@@ -9,13 +9,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import engine, housekeeping, idle, latency, scale
+from benchmarks import engine, housekeeping, idle, latency, polls, scale
 from benchmarks.common import PROFILE, Figure, machine, progress
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "engine": engine.run,
     "latency": latency.run,
     "scale": scale.run,
+    "polls": polls.run,
     "idle": idle.run,
     "housekeeping": housekeeping.run,
 }

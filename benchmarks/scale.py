@@ -462,7 +462,7 @@ def run(quick: bool) -> list[Figure]:
             not ours.overrun_events,
         ),
         at_most(NAME, "most API requests in flight", run_.max_in_flight, CONCURRENCY, "", "d"),
-        below(NAME, "average CPU, steady state", run_.cpu_percent, 10, "% of a core", ".2f"),
+        below(NAME, "average CPU, steady state", run_.cpu_percent, 7, "% of a core", ".2f"),
         below(NAME, "peak RSS (VmHWM)", run_.peak_rss_mb, 120, "MiB", ".1f"),
         info(
             NAME,

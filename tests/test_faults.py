@@ -62,7 +62,7 @@ from watchdog.daemon import Daemon
 from watchdog.model import NO_DATA_RULE
 from watchdog.notify import SlackBotNotifier
 from watchdog.rules import Config, load_config
-from watchdog.source import LiveCountSource, build_http_client
+from watchdog.source import LiveCountSource
 from watchdog.store import Store
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -233,25 +233,26 @@ async def running_daemon(
         FakeElevenLabs(api_key=API_KEY, count=count, hang_seconds=10) as elevenlabs,
         FakeSlack(token=SLACK_TOKEN) as slack,
         Store.open(Store.default_path(state_dir)) as store,
+        LiveCountSource(
+            SecretStr(API_KEY),
+            elevenlabs.url,
+            now=clock.now,
+            timeout=http_timeout,
+            max_concurrency=4,
+        ) as source,
     ):
-        async with build_http_client(timeout=http_timeout) as client:
-            source = LiveCountSource(
-                client, SecretStr(API_KEY), elevenlabs.url, now=clock.now, max_concurrency=4
-            )
-            notifier = SlackBotNotifier(
-                SecretStr(SLACK_TOKEN), api_url=slack.api_url, timeout=slack_timeout
-            )
-            daemon = Daemon(
-                config=config, source=source, store=store, notifier=notifier, clock=clock
-            )
-            task = asyncio.create_task(daemon.run(), name="daemon")
-            rig = Rig(config, elevenlabs, slack, store, clock, audit, daemon, task, state_dir)
-            try:
-                await audit.wait_for("daemon.started")
-                yield rig
-            finally:
-                daemon.request_stop()
-                await asyncio.wait_for(task, 15)
+        notifier = SlackBotNotifier(
+            SecretStr(SLACK_TOKEN), api_url=slack.api_url, timeout=slack_timeout
+        )
+        daemon = Daemon(config=config, source=source, store=store, notifier=notifier, clock=clock)
+        task = asyncio.create_task(daemon.run(), name="daemon")
+        rig = Rig(config, elevenlabs, slack, store, clock, audit, daemon, task, state_dir)
+        try:
+            await audit.wait_for("daemon.started")
+            yield rig
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 15)
 
 
 # -- what Slack received, attributed to alerts ---------------------------------------------

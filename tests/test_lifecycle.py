@@ -294,7 +294,8 @@ def test_order_per_channel_survives_an_outage(
     """Transitions queued during an outage reach Slack in audit-log order, at most ~1 message/s.
 
     rule_b's first episode fires and resolves behind rule_a's card while Slack is down:
-    it goes out as one fired-and-resolved card, in its firing's place.
+    it goes out as one fired-and-resolved card, in its firing's place (and so does rule_a's
+    first episode: Slack refused its attempts outright, so its card was never posted).
     """
     slack.outage(True)
     with site(rule("rule_a", above=3) + rule("rule_b", above=5)).run() as daemon:
@@ -320,12 +321,12 @@ def test_order_per_channel_survives_an_outage(
         if e["event"] in ("alert.firing", "alert.resolved")
     ]
     assert len(transitions) == 6
-    (folded,) = [e["alert_id"] for e in daemon.events if e["event"] == "notify.folded"]
-    assert folded == daemon.find("alert.firing", rule="rule_b")[0]["alert_id"]
+    folded = {e["alert_id"] for e in daemon.events if e["event"] == "notify.folded"}
+    assert daemon.find("alert.firing", rule="rule_b")[0]["alert_id"] in folded
     expected = [
-        ("fired and resolved" if alert == folded else event, alert)
+        ("fired and resolved" if alert in folded else event, alert)
         for event, alert in transitions
-        if not (alert == folded and event == "alert.resolved")
+        if not (alert in folded and event == "alert.resolved")
     ]
     delivered = []
     for call in slack.messages:

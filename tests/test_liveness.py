@@ -256,7 +256,10 @@ def test_ready_within_the_bound_against_an_api_that_never_answers(
     agents = [(f"agent{i:02d}", f"id{i:02d}") for i in range(50)]
     with FakeElevenLabs(api_key=API_KEY, hang_seconds=120) as api:
         api.set_behaviour("hang", ALL)
-        config = write_rules(tmp_path / "rules.toml", HIGH, agents=agents, stale_after="30s")
+        # A request may take half the interval: at 60s, the hung first cycle lasts 30s.
+        config = write_rules(
+            tmp_path / "rules.toml", HIGH, agents=agents, stale_after="2m", poll_interval="60s"
+        )
         text = config.read_text().replace('timeout = "1s"', 'timeout = "30s"')
         config.write_text(text)
         env = daemon_env(tmp_path / "state", api_url=api.url, slack_api_url=slack.api_url)

@@ -31,7 +31,7 @@ from watchdog.audit import configure_logging, reset_logging
 from watchdog.daemon import Daemon, Reloaded
 from watchdog.notify import ConsoleNotifier
 from watchdog.rules import load_config
-from watchdog.source import LiveCountSource, build_http_client
+from watchdog.source import LiveCountSource
 from watchdog.store import Store
 
 NEW_KEY = "sk_rotated0123456789abcdefghijklmnopq"
@@ -172,7 +172,7 @@ def test_switching_slack_from_bot_to_webhook_is_named_as_needing_a_restart(
 def _rules_with(path: Path, *, timeout: str, concurrency: int, agents: int) -> None:
     lines = [
         "[watchdog]",
-        'poll_interval = "300ms"',
+        'poll_interval = "1s"',  # a request may take half of it
         'stale_after = "30s"',
         'repeat = "0s"',
         f'timeout = "{timeout}"',
@@ -194,7 +194,7 @@ def test_timeout_and_concurrency_changed_by_sighup_take_effect(
     """SIGHUP applies a new concurrency (more requests in flight) and timeout (polls time out)."""
     for i in range(5):
         api.add_agent(f"agent_{i}", 1)
-    api.latency = 0.15
+    api.latency = 0.1
     config = tmp_path / "rules.toml"
     _rules_with(config, timeout="2s", concurrency=1, agents=5)
     env = daemon_env(tmp_path / "state", api_url=api.url, slack_api_url=slack.api_url)
@@ -411,22 +411,23 @@ async def stepped_daemon(
     audit = AuditStream(clock)
     configure_logging(level="debug", stream=audit, secrets=[API_KEY])
     try:
-        with store_class.open(Store.default_path(tmp_path / "state")) as store:
-            async with build_http_client(timeout=5.0) as client:
-                source = LiveCountSource(client, SecretStr(API_KEY), api.url, now=clock.now)
-                daemon = Daemon(
-                    config=load_config(path),
-                    source=source,
-                    store=store,
-                    notifier=ConsoleNotifier(io.StringIO()),
-                    clock=clock,
-                )
-                task = asyncio.create_task(daemon.run())
-                try:
-                    yield clock, audit
-                finally:
-                    daemon.request_stop()
-                    await asyncio.wait_for(task, 15)
+        with (
+            store_class.open(Store.default_path(tmp_path / "state")) as store,
+            LiveCountSource(SecretStr(API_KEY), api.url, now=clock.now, timeout=5.0) as source,
+        ):
+            daemon = Daemon(
+                config=load_config(path),
+                source=source,
+                store=store,
+                notifier=ConsoleNotifier(io.StringIO()),
+                clock=clock,
+            )
+            task = asyncio.create_task(daemon.run())
+            try:
+                yield clock, audit
+            finally:
+                daemon.request_stop()
+                await asyncio.wait_for(task, 15)
     finally:
         reset_logging()
 
@@ -490,22 +491,23 @@ def test_settings_the_source_refuses_reject_the_whole_reload(
         clock = SteppedClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
         audit = AuditStream(clock)
         configure_logging(level="debug", stream=audit, secrets=[API_KEY])
-        with Store.open(Store.default_path(tmp_path / "state")) as store:
-            async with build_http_client(timeout=5.0) as client:
-                source = LiveCountSource(client, SecretStr(API_KEY), api.url, now=clock.now)
-                daemon = Daemon(
-                    config=old,
-                    source=source,
-                    store=store,
-                    notifier=ConsoleNotifier(io.StringIO()),
-                    clock=clock,
-                    load=lambda: Reloaded(new, SecretStr(NEW_KEY), "ftp://nowhere.example"),
-                )
-                assert daemon.reload() is False
-                assert daemon.config is old
-                (rejected,) = audit.find("config.rejected")
-                assert "base_url must be an http(s) URL" in rejected["problems"][0]
-                assert (await source.poll("workspace", None)).count == 1  # old key, old URL
+        with (
+            Store.open(Store.default_path(tmp_path / "state")) as store,
+            LiveCountSource(SecretStr(API_KEY), api.url, now=clock.now, timeout=5.0) as source,
+        ):
+            daemon = Daemon(
+                config=old,
+                source=source,
+                store=store,
+                notifier=ConsoleNotifier(io.StringIO()),
+                clock=clock,
+                load=lambda: Reloaded(new, SecretStr(NEW_KEY), "ftp://nowhere.example"),
+            )
+            assert daemon.reload() is False
+            assert daemon.config is old
+            (rejected,) = audit.find("config.rejected")
+            assert "base_url must be an http(s) URL" in rejected["problems"][0]
+            assert (await source.poll("workspace", None)).count == 1  # old key, old URL
 
     try:
         asyncio.run(scenario())

@@ -20,7 +20,6 @@ from watchdog.source import (
     USER_AGENT,
     LiveCountSource,
     Source,
-    build_http_client,
     retry_after_seconds,
 )
 
@@ -39,10 +38,9 @@ def poll(
     """Poll once with a fresh client, as the daemon would."""
 
     async def run() -> Sample:
-        async with build_http_client(timeout=timeout) as client:
-            source = LiveCountSource(
-                client, SecretStr(api_key or fake.api_key), fake.url, now=lambda: NOW
-            )
+        with LiveCountSource(
+            SecretStr(api_key or fake.api_key), fake.url, now=lambda: NOW, timeout=timeout
+        ) as source:
             return await source.poll(series or agent_id or WORKSPACE, agent_id)
 
     return asyncio.run(run())
@@ -274,10 +272,9 @@ def test_concurrency_cap_is_respected() -> None:
     """No more than max_concurrency requests are in flight, however many polls run at once."""
 
     async def run(fake: FakeElevenLabs) -> list[Sample]:
-        async with build_http_client() as client:
-            source = LiveCountSource(
-                client, SecretStr(fake.api_key), fake.url, now=lambda: NOW, max_concurrency=3
-            )
+        with LiveCountSource(
+            SecretStr(fake.api_key), fake.url, now=lambda: NOW, max_concurrency=3
+        ) as source:
             return await asyncio.gather(*(source.poll(f"s{i}", None) for i in range(20)))
 
     with FakeElevenLabs(latency=0.03, count=1) as fake:
@@ -316,41 +313,32 @@ def test_api_key_never_appears_in_errors(behaviour: Behaviour) -> None:
 
 def test_api_key_never_appears_in_source_repr() -> None:
     """The source's repr names the endpoint, never the key."""
-    client = build_http_client()
-    source = LiveCountSource(client, SecretStr(SECRET), "https://api.example", now=lambda: NOW)
-    assert SECRET not in repr(source)
-    assert "api.example" in repr(source)
-    asyncio.run(client.aclose())
+    with LiveCountSource(SecretStr(SECRET), "https://api.example", now=lambda: NOW) as source:
+        assert SECRET not in repr(source)
+        assert "api.example" in repr(source)
 
 
 def test_live_count_source_is_a_source() -> None:
     """LiveCountSource satisfies the Source protocol the daemon depends on."""
-    client = build_http_client()
-    source: Source = LiveCountSource(client, SecretStr("k"), "http://x", now=lambda: NOW)
-    assert callable(source.poll)
-    asyncio.run(client.aclose())
+    with LiveCountSource(SecretStr("k"), "http://x", now=lambda: NOW) as real:
+        source: Source = real
+        assert callable(source.poll)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"base_url": "ftp://example.com"}, {"base_url": "not a url"}, {"max_concurrency": 0}],
+    [
+        {"base_url": "ftp://example.com"},
+        {"base_url": "not a url"},
+        {"max_concurrency": 0},
+        {"timeout": 0.0},
+    ],
 )
 def test_invalid_construction_is_refused(kwargs: dict[str, object]) -> None:
-    """A base URL that is not http(s), or a zero concurrency cap, fails at construction."""
+    """A base URL that is not http(s), a zero concurrency cap or timeout fails at construction."""
     arguments: dict[str, object] = {"base_url": "https://api.elevenlabs.io", **kwargs}
-    client = build_http_client()
     with pytest.raises((ValueError, httpx.InvalidURL)):
-        LiveCountSource(client, SecretStr("k"), now=lambda: NOW, **arguments)  # type: ignore[arg-type]
-    asyncio.run(client.aclose())
-
-
-def test_http_client_is_bounded() -> None:
-    """Every timeout phase is set explicitly; there is no base URL; the UA names us."""
-    client = build_http_client(timeout=2.5)
-    assert client.timeout == httpx.Timeout(2.5)
-    assert client.base_url == httpx.URL("")
-    assert client.headers["user-agent"] == USER_AGENT
-    asyncio.run(client.aclose())
+        LiveCountSource(SecretStr("k"), now=lambda: NOW, **arguments)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -402,3 +390,44 @@ def test_retry_after_seconds_never_raises(value: str) -> None:
 def test_retry_after_delta_seconds_round_trip(seconds: int) -> None:
     """Every delta-seconds value is returned as that many seconds."""
     assert retry_after_seconds(str(seconds), NOW) == float(seconds)
+
+
+def test_reconfigure_applies_to_the_next_poll() -> None:
+    """After reconfigure, polls go to the new URL with the new key, timeout and cap."""
+
+    async def run(old: FakeElevenLabs, new: FakeElevenLabs) -> tuple[Sample, SourceError]:
+        with LiveCountSource(SecretStr(old.api_key), old.url, now=lambda: NOW) as source:
+            await source.poll(WORKSPACE, None)
+            source.reconfigure(
+                api_key=SecretStr(new.api_key), base_url=new.url, timeout=0.3, concurrency=2
+            )
+            sample = await source.poll(WORKSPACE, None)
+            new.set_behaviour("hang", times=1)
+            with pytest.raises(SourceError) as info:
+                await source.poll(WORKSPACE, None)
+            return sample, info.value
+
+    with (
+        FakeElevenLabs(api_key="old-key", count=1) as old,
+        FakeElevenLabs(api_key="new-key", count=2) as new,
+    ):
+        sample, error = asyncio.run(run(old, new))
+        assert len(old.requests) == 1
+        assert [r.headers["xi-api-key"] for r in new.requests] == ["new-key", "new-key"]
+    assert sample.count == 2
+    assert error.detail == "timed out after 300ms"
+
+
+def test_reconfigure_refuses_invalid_values_and_keeps_polling() -> None:
+    """An invalid reconfigure raises ValueError and the old settings stay in force."""
+
+    async def run(fake: FakeElevenLabs) -> Sample:
+        with LiveCountSource(SecretStr(fake.api_key), fake.url, now=lambda: NOW) as source:
+            with pytest.raises(ValueError, match="concurrency"):
+                source.reconfigure(
+                    api_key=SecretStr("k"), base_url=fake.url, timeout=1.0, concurrency=0
+                )
+            return await source.poll(WORKSPACE, None)
+
+    with FakeElevenLabs(count=4) as fake:
+        assert asyncio.run(run(fake)).count == 4

@@ -51,6 +51,8 @@ class Event(StrEnum):
 
     POLL_OK = "poll.ok"
     POLL_FAILED = "poll.failed"
+    POLL_LATE = "poll.late"  # due while its previous poll still runs: skipped, not failed
+    POLL_SKIPPED = "poll.skipped"  # not due yet by the API's Retry-After
     ALERT_PENDING = "alert.pending"
     ALERT_FIRING = "alert.firing"
     ALERT_REPEAT = "alert.repeat"

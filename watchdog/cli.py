@@ -37,13 +37,14 @@ from watchdog.errors import (
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
 from watchdog.model import WORKSPACE, AlertState, Notification
-from watchdog.rules import MAX_CONCURRENCY, Config, load_config
+from watchdog.rules import Config, load_config
 from watchdog.settings import Settings, credentials_for_check, load_settings, unknown_variables
 from watchdog.store import Store, Unreadable, writer_lock
 
 if TYPE_CHECKING:
     from watchdog.daemon import Reloaded
     from watchdog.notify import Notifier
+    from watchdog.source import LiveCountSource
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -275,7 +276,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 async def _run(settings: Settings, config: Config, store: Store, args: argparse.Namespace) -> None:
     from watchdog.daemon import Daemon
     from watchdog.metrics import Metrics, parse_listen_addr, serve
-    from watchdog.source import LiveCountSource, build_http_client
     from watchdog.systemd import SdNotifier
 
     assert settings.elevenlabs_api_key is not None
@@ -295,17 +295,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     def reload() -> Reloaded:
         return _reload(settings, path)
 
-    # The pool allows the most any reload may ask for; the source caps what is in flight.
-    async with build_http_client(
-        timeout=config.watchdog.timeout.total_seconds(), max_connections=MAX_CONCURRENCY
-    ) as client:
-        source = LiveCountSource(
-            client,
-            settings.elevenlabs_api_key,
-            settings.elevenlabs_base_url,
-            now=clock.now,
-            max_concurrency=config.watchdog.concurrency,
-        )
+    with _live_count_source(settings, config, clock) as source:
         daemon = Daemon(
             config=config,
             source=source,
@@ -392,6 +382,20 @@ def _announce_guarantee(notifier: Notifier) -> None:
         )
 
 
+def _live_count_source(settings: Settings, config: Config, clock: SystemClock) -> LiveCountSource:
+    """The real source; each request bounded by `timeout` and by what the schedule allows."""
+    from watchdog.source import LiveCountSource, request_timeout
+
+    assert settings.elevenlabs_api_key is not None
+    return LiveCountSource(
+        settings.elevenlabs_api_key,
+        settings.elevenlabs_base_url,
+        now=clock.now,
+        timeout=request_timeout(config.watchdog.timeout, config.watchdog.poll_interval),
+        max_concurrency=config.watchdog.concurrency,
+    )
+
+
 def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifier, str | None]:
     from watchdog.notify import ConsoleNotifier, SlackBotNotifier, SlackWebhookNotifier
 
@@ -428,21 +432,10 @@ def _cmd_poll(args: argparse.Namespace) -> int:
 
 
 async def _poll_all(settings: Settings, config: Config) -> list[tuple[str, int | SourceError]]:
-    from watchdog.source import LiveCountSource, build_http_client
 
     assert settings.elevenlabs_api_key is not None
     clock = SystemClock()
-    async with build_http_client(
-        timeout=config.watchdog.timeout.total_seconds(),
-        max_connections=config.watchdog.concurrency,
-    ) as client:
-        source = LiveCountSource(
-            client,
-            settings.elevenlabs_api_key,
-            settings.elevenlabs_base_url,
-            now=clock.now,
-            max_concurrency=config.watchdog.concurrency,
-        )
+    with _live_count_source(settings, config, clock) as source:
 
         async def one(name: str, agent_id: str | None) -> tuple[str, int | SourceError]:
             try:

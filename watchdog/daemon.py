@@ -19,6 +19,9 @@ Guarantees:
   `DaemonCrashed`, so the process exits non-zero and systemd restarts it.
 - systemd hears READY=1 after the first poll cycle or READY_WITHIN_SECONDS, whichever
   is first, and WATCHDOG=1 while the whole pipeline is alive (`health()`).
+- no poll waits for another: each series is polled when it is due; one whose previous
+  request is still running is skipped and counted late (`poll.late`, never a failure,
+  never a sample), and a cycle stops waiting for stragglers when the next one is due.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from watchdog.model import (
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
 from watchdog.rules import ChangeRule, Config
-from watchdog.source import Source
+from watchdog.source import Source, request_timeout
 from watchdog.store import Store
 from watchdog.systemd import LivenessPinger, SdNotifier
 
@@ -159,9 +162,12 @@ class Daemon:
         self._sd = sd or SdNotifier.from_env({})
         self._metrics = metrics
         self._log = get_logger()
+        self._poll_log = self._log.bind()
         self._engine = Engine(config, started_at=clock.now())
         self._unsaved = _Unsaved()
         self._blocked_until: dict[str, float] = {}
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._poll_crash: BaseException | None = None
         self._wake = asyncio.Event()
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
@@ -359,68 +365,120 @@ class Daemon:
 
     async def _poll_loop(self, max_cycles: int | None) -> None:
         first = True
-        while not self._stop.is_set():
-            started = self._clock.monotonic()
-            interval = self.config.watchdog.poll_interval.total_seconds()
-            await self._cycle(spread=not first, started=started, interval=interval)
-            self._flush()
-            self._check_clock()
-            self._commit(self._engine.tick(self._clock.now()))
-            self._cycles += 1
-            self._polls.beat()
-            took = self._clock.monotonic() - started
-            if took > interval:
-                self._overruns += 1
-                if self._clock.monotonic() - self._last_overrun_log >= 60.0:
-                    self._last_overrun_log = self._clock.monotonic()
-                    self._log.warning(
-                        "poll.cycle_overrun",
-                        took=round(took, 3),
-                        interval=interval,
-                        overruns=self._overruns,
-                    )
-                    self._overruns = 0
-            if self._metrics is not None:
-                self._metrics.cycle_completed(self._clock.now().timestamp())
-                self._metrics.set_outbox_depth(self._store.outbox_depth())
-            if first:
-                first = False
-                self._announce_ready(first_cycle="complete")
-            self._sd.status(self._status_line())
-            self._start_housekeeping()
-            if max_cycles is not None and self._cycles >= max_cycles:
-                return
-            await self._sleep_or_stop(started + interval - self._clock.monotonic())
+        started = self._clock.monotonic()
+        try:
+            while not self._stop.is_set():
+                interval = self.config.watchdog.poll_interval.total_seconds()
+                complete = await self._cycle(spread=not first, started=started, interval=interval)
+                if self._poll_crash is not None:
+                    raise self._poll_crash
+                self._flush()
+                self._check_clock()
+                self._commit(self._engine.tick(self._clock.now()))
+                self._cycles += 1
+                self._polls.beat()
+                took = self._clock.monotonic() - started
+                # A cycle that stopped waiting for stragglers has reported them as late.
+                if complete and took > interval:
+                    self._cycle_overrun(took, interval)
+                if self._metrics is not None:
+                    self._metrics.cycle_completed(self._clock.now().timestamp())
+                    self._metrics.set_outbox_depth(self._store.outbox_depth())
+                if first:
+                    first = False
+                    self._announce_ready(first_cycle="complete" if complete else "pending")
+                self._sd.status(self._status_line())
+                self._start_housekeeping()
+                if max_cycles is not None and self._cycles >= max_cycles:
+                    return
+                started = self._next_start(started, interval)
+                await self._sleep_or_stop(started - self._clock.monotonic())
+        finally:
+            await self._cancel_polls()
 
-    async def _cycle(self, *, spread: bool, started: float, interval: float) -> None:
-        """Poll every series once, in groups of `concurrency` spread over the interval.
+    def _next_start(self, started: float, interval: float) -> float:
+        """One interval after `started`, so the loop's own work does not make the schedule
+        drift; now instead, if a whole interval was lost (a suspended process, say)."""
+        due = started + interval
+        now = self._clock.monotonic()
+        return now if now - due > interval else due
 
-        Groups rather than single polls: one wake-up per group instead of one per
-        series (cheaper at 1,000 agents), while the API still sees an even load. The
-        groups start within SPREAD_SHARE of the interval, so the last answers arrive
-        before the next cycle is due.
+    def _cycle_overrun(self, took: float, interval: float) -> None:
+        self._overruns += 1
+        if self._clock.monotonic() - self._last_overrun_log >= 60.0:
+            self._last_overrun_log = self._clock.monotonic()
+            self._log.warning(
+                "poll.cycle_overrun",
+                took=round(took, 3),
+                interval=interval,
+                overruns=self._overruns,
+            )
+            self._overruns = 0
+
+    async def _cycle(self, *, spread: bool, started: float, interval: float) -> bool:
+        """Start every series' poll when it is due; wait for them until the next cycle is due.
+
+        Polls go out in groups of `concurrency` spread over SPREAD_SHARE of the interval:
+        one wake-up per group instead of one per series, while the API sees an even load.
+        No poll waits for another: a slow or hanging request delays only its own series,
+        which is skipped and counted late (never failed) while that request runs on, so
+        the cycle stops waiting for it when the next cycle is due. Returns whether every
+        poll the cycle started had finished by then.
         """
         series = self.config.series
         size = self.config.watchdog.concurrency
         groups = [series[i : i + size] for i in range(0, len(series), size)]
         step = interval * SPREAD_SHARE / len(groups) if spread else 0.0
-        async with asyncio.TaskGroup() as tasks:
-            for index, group in enumerate(groups):
-                tasks.create_task(self._poll_group(group, started + index * step))
+        # structlog's lazy proxy binds a new logger on every call: bind once per cycle.
+        self._poll_log = self._log.bind()
+        started_polls: list[asyncio.Task[None]] = []
+        for index, group in enumerate(groups):
+            await self._sleep_or_stop(started + index * step - self._clock.monotonic())
+            if self._stop.is_set():
+                return False
+            started_polls += self._start_polls(group)
+        running = [poll for poll in started_polls if not poll.done()]
+        if running:
+            waiting = asyncio.ensure_future(asyncio.wait(running))
+            await self._sleep_or_stop(started + interval - self._clock.monotonic(), waiting)
+            waiting.cancel()
+        return all(poll.done() for poll in started_polls)
 
-    async def _poll_group(self, group: Sequence[tuple[str, str | None]], due: float) -> None:
-        wait = due - self._clock.monotonic()
-        if wait > 0:
-            await self._sleep_or_stop(wait)
-        if self._stop.is_set():
-            return
-        await asyncio.gather(*(self._poll_one(name, agent_id) for name, agent_id in group))
+    def _start_polls(self, group: Sequence[tuple[str, str | None]]) -> list[asyncio.Task[None]]:
+        started: list[asyncio.Task[None]] = []
+        now = self._clock.monotonic()
+        for name, agent_id in group:
+            if name in self._in_flight:
+                self._poll_log.debug(
+                    Event.POLL_LATE, series=name, reason="previous poll still running"
+                )
+                if self._metrics is not None:
+                    self._metrics.poll_late()
+                continue
+            if self._blocked_until.get(name, 0.0) > now:
+                self._poll_log.debug(
+                    Event.POLL_SKIPPED, series=name, reason="rate limited (Retry-After)"
+                )
+                self._polls.beat()  # waiting out a Retry-After is progress too
+                continue
+            poll = asyncio.create_task(self._poll_one(name, agent_id), name=f"poll {name}")
+            self._in_flight[name] = poll
+            poll.add_done_callback(functools.partial(self._poll_done, name))
+            started.append(poll)
+        return started
+
+    def _poll_done(self, name: str, poll: asyncio.Task[None]) -> None:
+        del self._in_flight[name]
+        if not poll.cancelled() and poll.exception() is not None and self._poll_crash is None:
+            self._poll_crash = poll.exception()  # re-raised by the poll loop: never silent
+
+    async def _cancel_polls(self) -> None:
+        polls = list(self._in_flight.values())
+        for poll in polls:
+            poll.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
 
     async def _poll_one(self, name: str, agent_id: str | None) -> None:
-        if self._blocked_until.get(name, 0.0) > self._clock.monotonic():
-            self._log.debug("poll.skipped", series=name, reason="rate limited (Retry-After)")
-            self._polls.beat()  # waiting out a Retry-After is progress too
-            return
         began = self._clock.monotonic()
         self._check_clock()
         try:
@@ -440,7 +498,7 @@ class Daemon:
         # The sample is stamped on the wall clock as it is now: the engine must have
         # seen any jump before it sees the sample.
         self._check_clock()
-        self._log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
+        self._poll_log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
         if self._metrics is not None:
             self._metrics.poll_ok(sample, took)
         self._unsaved.samples.append(sample)
@@ -451,7 +509,7 @@ class Daemon:
     def _poll_failed(self, name: str, exc: SourceError, took: float) -> None:
         # A rejected key stops all monitoring until someone acts: say so at error level.
         level = "error" if exc.failure is PollFailure.REJECTED_KEY else "warning"
-        getattr(self._log, level)(
+        getattr(self._poll_log, level)(
             Event.POLL_FAILED,
             series=name,
             reason=exc.failure.value,
@@ -512,12 +570,13 @@ class Daemon:
             self._log.warning("clock.jumped", by_seconds=round(jump.total_seconds(), 3))
             self._engine.shift(jump)
 
-    async def _sleep_or_stop(self, seconds: float) -> None:
+    async def _sleep_or_stop(self, seconds: float, *also: asyncio.Future[Any]) -> None:
+        """Wait `seconds` of the clock's time, or less if stopped or one of `also` is done."""
         if seconds <= 0 or self._stop.is_set():
             return
         sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
         stopper = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([sleeper, stopper, *also], return_when=asyncio.FIRST_COMPLETED)
         sleeper.cancel()
         stopper.cancel()
 
@@ -552,7 +611,7 @@ class Daemon:
                 self._source.reconfigure(
                     api_key=reloaded.api_key,
                     base_url=reloaded.base_url,
-                    timeout=new.watchdog.timeout.total_seconds(),
+                    timeout=request_timeout(new.watchdog.timeout, new.watchdog.poll_interval),
                     concurrency=new.watchdog.concurrency,
                 )
             except ValueError as exc:

@@ -78,6 +78,11 @@ class Metrics:
             buckets=_POLL_BUCKETS,
             registry=self.registry,
         )
+        self.polls_late = Counter(
+            "watchdog_polls_late",
+            "Polls skipped because the series' previous poll was still running (not failures).",
+            registry=self.registry,
+        )
         self.alerts_firing = Gauge(
             "watchdog_alerts_firing",
             "Alert instances currently firing, by rule.",
@@ -133,6 +138,10 @@ class Metrics:
         """A failed poll; the live count keeps its last good value."""
         self.polls.labels(error.series, _poll_outcome(error.failure)).inc()
         self.poll_duration.observe(duration)
+
+    def poll_late(self) -> None:
+        """A series was due while its previous poll still ran, and was skipped."""
+        self.polls_late.inc()
 
     def forget_series(self, series: Iterable[str]) -> None:
         """Drop the label sets of series no longer watched (after a reload)."""

@@ -6,21 +6,20 @@ bodies, implausible counts) is translated here, at the boundary, into a `SourceE
 a `PollFailure` reason, so the daemon and the engine never see an httpx exception or a
 count they cannot trust. The source knows nothing about rules: it only measures.
 
-The HTTP client is injected (see `build_http_client`) so tests and benchmarks can point a
-real client at a loopback fake server, and so one connection pool serves every series.
+Requests go through httpx's sync transport in a few worker threads (`watchdog.workers`
+says why); `poll` is still a coroutine, so the daemon, tests and benchmarks drive any
+`Source` the same way, and point the real one at a loopback fake by its base URL.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import math
-import ssl
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Final, Protocol
+from typing import Final, Protocol, Self
 
 import httpx
 import pydantic
@@ -28,12 +27,16 @@ import pydantic
 from watchdog.durations import format_duration
 from watchdog.errors import PollFailure, SourceError
 from watchdog.model import Sample
+from watchdog.workers import RequestWorkers
 
 LIVE_COUNT_PATH: Final = "/v1/convai/analytics/live-count"
 """Path of the endpoint, appended to the configured base URL."""
 
 MAX_PLAUSIBLE_COUNT: Final = 1_000_000
 """Counts above this are treated as a broken response, not as a traffic spike."""
+
+REQUEST_SHARE_OF_INTERVAL: Final = 0.5
+"""A request may take at most this share of the poll interval (see `request_timeout`)."""
 
 _DETAIL_EXCERPT_CHARS: Final = 200
 
@@ -66,33 +69,17 @@ class _LiveCount(pydantic.BaseModel):
     count: int = pydantic.Field(ge=0, le=MAX_PLAUSIBLE_COUNT)
 
 
-def build_http_client(*, timeout: float = 10.0, max_connections: int = 16) -> httpx.AsyncClient:
-    """Build the client `LiveCountSource` expects: bounded in time and in connections.
+def request_timeout(timeout: timedelta, poll_interval: timedelta) -> float:
+    """Seconds one request may take: the configured `timeout`, at most half the interval.
 
-    Every phase (connect, read, write, waiting for a pooled connection) has the same
-    explicit limit, so no poll can wait forever. No base URL is set: the source owns it.
+    A series is polled once per interval. With this bound a request that hangs frees its
+    worker (and its share of the concurrency cap) within half an interval, so even when
+    as many requests hang as the cap allows, the other series still get the other half
+    of every interval, and a hanging series is late for at most one cycle before its
+    poll fails as unreachable. (httpx applies the limit to each phase: connecting,
+    writing, waiting for each chunk of the answer.)
     """
-    if not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    if max_connections < 1:
-        raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=timeout, read=timeout, write=timeout, pool=timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
-        ),
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        follow_redirects=False,
-        verify=_tls_context(),
-    )
-
-
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """Loading the CA bundle costs ~70 ms; every client (e.g. one per reload) shares one."""
-    return httpx.create_ssl_context()
+    return min(timeout, poll_interval * REQUEST_SHARE_OF_INTERVAL).total_seconds()
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -121,154 +108,212 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+@dataclass(frozen=True, eq=False)
+class _Target:
+    """One generation of settings and the workers that poll with them (see `reconfigure`)."""
+
+    url: httpx.URL
+    api_key: pydantic.SecretStr
+    timeout: float
+    headers: httpx.Headers
+    workers: RequestWorkers
+    requests: dict[str | None, httpx.Request] = field(default_factory=dict)
+
+    def redact(self, text: str) -> str:
+        """Belt and braces: no text we did not write ourselves may carry the key."""
+        secret = self.api_key.get_secret_value()
+        return text.replace(secret, "**********") if secret else text
+
+    def request_for(self, agent_id: str | None) -> httpx.Request:
+        """The request of a series, built once and sent again each poll.
+
+        Building one costs a quarter of the event loop's work per poll; a GET without a
+        body is never changed by sending it, so one object serves every poll.
+        """
+        request = self.requests.get(agent_id)
+        if request is None:
+            request = httpx.Request(
+                "GET",
+                self.url,
+                params=None if agent_id is None else {"agent_id": agent_id},
+                headers=self.headers,
+                extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
+            )
+            self.requests[agent_id] = request
+        return request
+
+
 class LiveCountSource:
     """Polls `GET {base_url}/v1/convai/analytics/live-count` for one series at a time.
 
     Guarantees: the API key travels only in the `xi-api-key` header and never appears in
     an error; at most `max_concurrency` requests are in flight however many series are
     polled at once; each poll yields one `Sample` stamped with `now()` when the answer
-    arrived, or raises one `SourceError` (chained to the underlying exception, if any).
-    The client is borrowed, not owned: closing it is the caller's job.
+    arrived, or raises one `SourceError` (chained to the underlying exception, if any);
+    no request takes longer than `timeout` seconds per phase.
+
+    Requests are sent by `max_concurrency` worker threads (see `watchdog.workers` for
+    why); the event loop only awaits the answer. `close()` (or leaving the `with`
+    block) lets the workers go.
     """
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
         api_key: pydantic.SecretStr,
         base_url: str,
         *,
         now: Callable[[], datetime],
+        timeout: float = 10.0,
         max_concurrency: int = 8,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        self._client = client
-        self._api_key = api_key
-        self._url = _live_count_url(base_url)
         self._now = now
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._closed = False
+        self._target = self._new_target(api_key, base_url, timeout, max_concurrency)
+
+    def __repr__(self) -> str:
+        return f"LiveCountSource(url={str(self._target.url)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def reconfigure(
         self, *, api_key: pydantic.SecretStr, base_url: str, timeout: float, concurrency: int
     ) -> None:
-        """Apply reloaded settings from the next poll on; polls in flight finish as they were.
+        """Poll with these settings from the next poll on (SIGHUP reload).
 
-        The client's pool must allow `concurrency` connections (see `build_http_client`);
-        the source's own limit is what caps requests in flight.
+        Invalid values raise ValueError and change nothing. Requests already in flight
+        finish under the old settings, then the old workers and connections go away.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self._url = _live_count_url(base_url)
-        self._api_key = api_key
-        self._client.timeout = httpx.Timeout(timeout)
-        self._slots = asyncio.Semaphore(concurrency)
+        old, self._target = self._target, self._new_target(api_key, base_url, timeout, concurrency)
+        self._retire(old)
 
-    def __repr__(self) -> str:
-        return f"LiveCountSource(url={str(self._url)!r})"
+    def close(self) -> None:
+        """Stop taking polls and close idle connections; a request in flight ends by itself."""
+        self._closed = True
+        self._retire(self._target)
 
     async def poll(self, series: str, agent_id: str | None) -> Sample:
         """Measure `series` (the workspace when `agent_id` is None, else that agent)."""
-        params = {"agent_id": agent_id} if agent_id is not None else None
-        async with self._slots:
-            try:
-                response = await self._client.get(
-                    self._url,
-                    params=params,
-                    headers={"xi-api-key": self._api_key.get_secret_value()},
-                )
-            except httpx.TimeoutException as exc:
-                raise SourceError(
-                    series, PollFailure.UNREACHABLE, self._timeout_detail(exc)
-                ) from exc
-            except httpx.TransportError as exc:
-                raise SourceError(
-                    series, PollFailure.UNREACHABLE, self._transport_detail(exc)
-                ) from exc
-            except httpx.DecodingError as exc:
-                raise SourceError(
-                    series, PollFailure.BAD_RESPONSE, "body could not be decoded"
-                ) from exc
-            except httpx.HTTPError as exc:  # e.g. TooManyRedirects: nothing a retry fixes
-                raise SourceError(
-                    series, PollFailure.BAD_RESPONSE, f"request failed: {type(exc).__name__}"
-                ) from exc
+        target = self._target
+        if self._closed:
+            raise RuntimeError("poll() on a closed LiveCountSource")
+        request = target.request_for(agent_id)
+        try:
+            response = await target.workers.send(request)
+        except httpx.TimeoutException as exc:
+            raise SourceError(
+                series, PollFailure.UNREACHABLE, _timeout_detail(exc, target.timeout)
+            ) from exc
+        except httpx.TransportError as exc:
+            raise SourceError(
+                series, PollFailure.UNREACHABLE, _transport_detail(exc, target.redact)
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise SourceError(
+                series, PollFailure.BAD_RESPONSE, "body could not be decoded"
+            ) from exc
+        except httpx.HTTPError as exc:  # e.g. TooManyRedirects: nothing a retry fixes
+            raise SourceError(
+                series, PollFailure.BAD_RESPONSE, f"request failed: {type(exc).__name__}"
+            ) from exc
         at = self._now()
         if response.is_success:
-            return Sample(series=series, at=at, count=self._count(series, response))
-        raise self._status_error(series, agent_id, response, at)
+            return Sample(series=series, at=at, count=_count(series, response, target.redact))
+        raise _status_error(series, agent_id, response, at, target.redact)
 
-    def _count(self, series: str, response: httpx.Response) -> int:
-        status = response.status_code
-        media_type = _media_type(response)
-        if media_type != "application/json":
-            shown = self._redact(media_type or "none")[:60]
-            raise SourceError(
-                series,
-                PollFailure.BAD_RESPONSE,
-                f"expected application/json, got content type {shown}",
-                status=status,
-            )
-        if not response.content.strip():
-            raise SourceError(series, PollFailure.BAD_RESPONSE, "empty body", status=status)
-        try:
-            return _LiveCount.model_validate_json(response.content).count
-        except pydantic.ValidationError as exc:
-            # Not chained: the validation error quotes the body, and the detail says enough.
-            raise SourceError(
-                series, PollFailure.BAD_RESPONSE, _describe(exc), status=status
-            ) from None
+    def _new_target(
+        self, api_key: pydantic.SecretStr, base_url: str, timeout: float, concurrency: int
+    ) -> _Target:
+        if concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {concurrency}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        url = httpx.URL(base_url.rstrip("/") + LIVE_COUNT_PATH)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+        headers = httpx.Headers(
+            {
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "xi-api-key": api_key.get_secret_value(),
+            }
+        )
+        return _Target(url, api_key, timeout, headers, RequestWorkers(concurrency))
 
-    def _status_error(
-        self, series: str, agent_id: str | None, response: httpx.Response, at: datetime
-    ) -> SourceError:
-        status = response.status_code
-        detail = f"HTTP {status}"
-        excerpt = _excerpt(response, redact=self._redact)
-        if excerpt:
-            detail = f"{detail}: {excerpt}"
-        if status in (401, 403):
-            return SourceError(series, PollFailure.REJECTED_KEY, detail, status=status)
-        if status in (404, 422) and agent_id is not None:
-            return SourceError(series, PollFailure.UNKNOWN_AGENT, detail, status=status)
-        if status == 429:
-            wait = retry_after_seconds(response.headers.get("retry-after"), at)
-            if wait is not None:
-                detail = f"HTTP 429, retry after {format_duration(timedelta(seconds=wait))}"
-            return SourceError(
-                series, PollFailure.RATE_LIMITED, detail, status=status, retry_after=wait
-            )
-        if 500 <= status <= 599:
-            return SourceError(series, PollFailure.SERVER_ERROR, detail, status=status)
-        return SourceError(series, PollFailure.BAD_RESPONSE, detail, status=status)
+    def _retire(self, target: _Target) -> None:
+        target.workers.stop()
 
-    def _timeout_detail(self, exc: httpx.TimeoutException) -> str:
-        limits = self._client.timeout
-        phase, seconds = {
-            httpx.ConnectTimeout: ("connect timed out", limits.connect),
-            httpx.WriteTimeout: ("write timed out", limits.write),
-            httpx.PoolTimeout: ("no free connection", limits.pool),
-        }.get(type(exc), ("timed out", limits.read))
-        if seconds is None:
-            return phase
-        return f"{phase} after {format_duration(timedelta(seconds=seconds))}"
 
-    def _transport_detail(self, exc: httpx.TransportError) -> str:
-        kind = {
-            httpx.ConnectError: "connection failed",
-            httpx.ReadError: "connection lost while reading",
-            httpx.WriteError: "connection lost while writing",
-            httpx.RemoteProtocolError: "protocol error",
-            httpx.ProxyError: "proxy error",
-        }.get(type(exc), "transport error")
-        reason = self._redact(" ".join(str(exc).split()))[:_DETAIL_EXCERPT_CHARS]
-        return f"{kind}: {reason}" if reason else kind
+def _count(series: str, response: httpx.Response, redact: Callable[[str], str]) -> int:
+    status = response.status_code
+    media_type = _media_type(response)
+    if media_type != "application/json":
+        shown = redact(media_type or "none")[:60]
+        raise SourceError(
+            series,
+            PollFailure.BAD_RESPONSE,
+            f"expected application/json, got content type {shown}",
+            status=status,
+        )
+    if not response.content.strip():
+        raise SourceError(series, PollFailure.BAD_RESPONSE, "empty body", status=status)
+    try:
+        return _LiveCount.model_validate_json(response.content).count
+    except pydantic.ValidationError as exc:
+        # Not chained: the validation error quotes the body, and the detail says enough.
+        raise SourceError(series, PollFailure.BAD_RESPONSE, _describe(exc), status=status) from None
 
-    def _redact(self, text: str) -> str:
-        """Belt and braces: no text we did not write ourselves may carry the key."""
-        secret = self._api_key.get_secret_value()
-        return text.replace(secret, "**********") if secret else text
+
+def _status_error(
+    series: str,
+    agent_id: str | None,
+    response: httpx.Response,
+    at: datetime,
+    redact: Callable[[str], str],
+) -> SourceError:
+    status = response.status_code
+    detail = f"HTTP {status}"
+    excerpt = _excerpt(response, redact=redact)
+    if excerpt:
+        detail = f"{detail}: {excerpt}"
+    if status in (401, 403):
+        return SourceError(series, PollFailure.REJECTED_KEY, detail, status=status)
+    if status in (404, 422) and agent_id is not None:
+        return SourceError(series, PollFailure.UNKNOWN_AGENT, detail, status=status)
+    if status == 429:
+        wait = retry_after_seconds(response.headers.get("retry-after"), at)
+        if wait is not None:
+            detail = f"HTTP 429, retry after {format_duration(timedelta(seconds=wait))}"
+        return SourceError(
+            series, PollFailure.RATE_LIMITED, detail, status=status, retry_after=wait
+        )
+    if 500 <= status <= 599:
+        return SourceError(series, PollFailure.SERVER_ERROR, detail, status=status)
+    return SourceError(series, PollFailure.BAD_RESPONSE, detail, status=status)
+
+
+def _transport_detail(exc: httpx.TransportError, redact: Callable[[str], str]) -> str:
+    kind = {
+        httpx.ConnectError: "connection failed",
+        httpx.ReadError: "connection lost while reading",
+        httpx.WriteError: "connection lost while writing",
+        httpx.RemoteProtocolError: "protocol error",
+        httpx.ProxyError: "proxy error",
+    }.get(type(exc), "transport error")
+    reason = redact(" ".join(str(exc).split()))[:_DETAIL_EXCERPT_CHARS]
+    return f"{kind}: {reason}" if reason else kind
+
+
+def _timeout_detail(exc: httpx.TimeoutException, seconds: float) -> str:
+    phase = {
+        httpx.ConnectTimeout: "connect timed out",
+        httpx.WriteTimeout: "write timed out",
+        httpx.PoolTimeout: "no free connection",
+    }.get(type(exc), "timed out")
+    return f"{phase} after {format_duration(timedelta(seconds=seconds))}"
 
 
 def _live_count_url(base_url: str) -> httpx.URL:

@@ -388,6 +388,9 @@ def _normalise(behaviour: Behaviour, retry_after: str | float | None) -> Status 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs when a client opens a dozen
+    # connections at once, and each dropped one costs the client a 1 s retransmit.
+    request_queue_size = 128
     fake: FakeElevenLabs
 
     def handle_error(self, request: Any, client_address: Any) -> None:
