@@ -539,6 +539,30 @@ def test_overtaken_repeats_are_dropped_without_a_slack_call(store: Store) -> Non
     ]
 
 
+def test_dropping_a_failing_head_keeps_the_channels_backoff(store: Store) -> None:
+    """A retrying repeat overtaken by its resolution is dropped; the resolution waits out
+    the repeat's backoff instead of hitting the failing Slack at once."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    subject = worker(store, notifier, backoff=Backoff(base=20.0, cap=20.0))
+    store.apply(notifications=[note("a1")])
+    asyncio.run(drain(subject, clock))
+    notifier.script["a1"] = [NotifyError("HTTP 503", recoverable=True)]
+    store.apply(notifications=[later(TransitionKind.REPEAT, minutes=5, count=20)])
+    asyncio.run(clock.sleep(asyncio.run(subject.run_once()) or 0.0))  # the channel's pace
+    asyncio.run(subject.run_once())
+    failing = notifier.calls[-1]
+    assert (failing.note.kind, failing.ok) == (TransitionKind.REPEAT, False)
+    failed_at = failing.at
+    store.apply(notifications=[later(TransitionKind.RESOLVED, minutes=5, count=3)])
+    with capture_logs() as logs:
+        asyncio.run(drain(subject, clock))
+    assert [d["reason"] for d in events(logs, "notify.dropped")] == ["superseded_repeat"]
+    resolved = notifier.calls[-1]
+    assert (resolved.note.kind, resolved.ok) == (TransitionKind.RESOLVED, True)
+    assert resolved.at - failed_at >= timedelta(seconds=20)
+
+
 def test_a_resolution_whose_firing_card_was_never_sent_is_dropped(store: Store) -> None:
     """The firing was rejected on its only attempt: its resolution is not sent either."""
     clock = FakeClock()

@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import structlog
@@ -74,6 +74,7 @@ STATE_RETRY_SECONDS = 5.0
 """After the store refused a write, wait this long before delivering again."""
 MAX_RETRY_AFTER = 900.0
 """Slack's Retry-After is honoured up to 15 minutes."""
+MIN_TIME = datetime.min.replace(tzinfo=UTC)
 MAX_WAIT = timedelta(seconds=MAX_RETRY_AFTER + 60)
 """No entry ever waits longer; a longer wait means the wall clock was set back."""
 
@@ -147,6 +148,8 @@ class OutboxWorker:
             structlog.get_logger("watchdog") if logger is None else logger
         )
         self._last_send: dict[str, datetime] = {}
+        self._retry_not_before: dict[str, datetime] = {}
+        """Per channel: the retry time of a failing head that was dropped before it came."""
         self._on_outcome = on_outcome or (lambda _outcome: None)
         self._monotonic = monotonic
         self._round_started: float | None = None
@@ -346,6 +349,10 @@ class OutboxWorker:
             self._on_coalesced(plan.reason)
             self._log.info(Event.NOTIFY_FOLDED, folded=list(plan.consumed), **fields)
         else:
+            if head.attempts:
+                # Slack failed this channel's head: the next one waits out its backoff.
+                held = self._retry_not_before.get(head.channel, head.next_attempt_at)
+                self._retry_not_before[head.channel] = max(held, head.next_attempt_at)
             self._store.discard(head.id)
             self._on_coalesced(plan.reason)
             self._log.info(Event.NOTIFY_DROPPED, **fields)
@@ -366,9 +373,11 @@ class OutboxWorker:
 
         Both are wall-clock times (the schedule must survive restarts). If the wall
         clock was set back, a retry would seem due far in the future: no wait is ever
-        longer than `MAX_WAIT`, so such an entry is due now, and so is the pace.
+        longer than `MAX_WAIT`, so such an entry is due now, and so is the pace. A head
+        dropped while it waited for a retry hands its retry time on to the next head, so
+        dropping never shortens the backoff of a channel Slack is failing.
         """
-        due = entry.next_attempt_at
+        due = max(entry.next_attempt_at, self._retry_not_before.get(entry.channel, MIN_TIME))
         if due - now > MAX_WAIT:
             due = now
         last = self._last_send.get(entry.channel)
