@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -401,8 +401,10 @@ NO_DATA_CASES = [
     ),
     (
         "agents-get-a-fresh-stale-after-once-workspace-recovers",
-        [down(5, W, "support", "sales"), tick(120), (130, 5), tick(135), (240, 5), tick(249)]
-        + [tick(250)],
+        [
+            down(5, W, "support", "sales"),
+            *[tick(120), (130, 5), tick(135), (240, 5), tick(249), tick(250)],
+        ],
         [
             ("firing", ND, W, 120),
             ("resolved", ND, W, 130),
@@ -412,8 +414,10 @@ NO_DATA_CASES = [
     ),
     (
         "agents-stale-after-their-own-last-sample",
-        [sample(100, 1, "support"), sample(100, 1, "sales"), (110, 3), tick(130)]
-        + [down(150, "support", "sales"), tick(221)],
+        [
+            *[sample(100, 1, "support"), sample(100, 1, "sales"), (110, 3), tick(130)],
+            *[down(150, "support", "sales"), tick(221)],
+        ],
         [("firing", ND, "support", 221), ("firing", ND, "sales", 221)],
     ),
     (

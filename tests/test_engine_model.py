@@ -143,12 +143,12 @@ def expand(scope: tuple[str, ...]) -> list[str]:
 def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
     """Every PENDING/FIRING/RESOLVED/CANCELLED the spec calls for, in a plain loop.
 
-    No-data follows the README ("fires when a series' own polls failed: at least one failed
-    poll and no good one for `stale_after`, or at once when the key is rejected ...; a
-    series the watchdog did not poll does not page; while the workspace series itself is failing, agents
-    don't add one alert each; it resolves on the next good poll") and the engine's module
-    docstring (after the workspace recovers, agents get a fresh `stale_after`: one message
-    for one outage). Every answer is recomputed from the full list of poll outcomes.
+    No-data follows the README ("fires when a series' own polls failed: at least one
+    failed poll and no good one for `stale_after`, or at once when the key is rejected
+    ...; a series the watchdog did not poll does not page by itself; while the workspace
+    series itself is failing, agents don't add one alert each; it resolves on the next
+    good poll") and the engine's module docstring (after the workspace recovers, agents
+    get a fresh `stale_after`: one message for one outage). Every answer is recomputed from the full list of poll outcomes.
 
     Where the spec is silent, this model reads it so (and the engine agrees, over
     thousands of random scenarios):
@@ -208,13 +208,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
 
     def failed_since_answer(series: str) -> bool:
         """Whether a poll of `series` failed after its last good one (the API's fault)."""
-        outcomes = [outcome for _at, outcome in polls[series]]
-        after = (
-            outcomes[len(outcomes) - outcomes[::-1].index("good") :]
-            if "good" in outcomes
-            else outcomes
-        )
-        return any(outcome in ("failed", "rejected") for outcome in after)
+        return latest_poll(series) in ("failed", "rejected")
 
     def no_data(series: str, at: datetime) -> None:
         if (NO_DATA_RULE, series) in state:

@@ -354,7 +354,7 @@ class Engine:
         return self._check_behind(now)
 
     def tick(self, now: datetime) -> list[Transition]:
-        """Time passing: no-data staleness, the watchdog's backlog, leaving active hours, repeats."""
+        """Time passing: no-data, the watchdog's own backlog, leaving active hours, repeats."""
         out: list[Transition] = self._check_behind(now)
         for series in self._series.values():
             out.extend(self._check_no_data(series, now, force=series.immediate_failure))
