@@ -148,7 +148,8 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
     ...; a series the watchdog did not poll does not page by itself; while the workspace
     series itself is failing, agents don't add one alert each; it resolves on the next
     good poll") and the engine's module docstring (after the workspace recovers, agents
-    get a fresh `stale_after`: one message for one outage). Every answer is recomputed from the full list of poll outcomes.
+    get a fresh `stale_after`: one message for one outage). Every answer is recomputed
+    from the full list of poll outcomes.
 
     Where the spec is silent, this model reads it so (and the engine agrees, over
     thousands of random scenarios):
