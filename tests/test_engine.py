@@ -1011,3 +1011,26 @@ def test_watchdog_behind_is_kept_across_a_reload() -> None:
     assert engine.reconfigure(config(watchdog=NO_DATA), at(130)) == []
     (resolved,) = engine.poll_schedule(at(140), late=0, total=10, cause="")
     assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, firing.alert_id)
+
+
+def test_watchdog_behind_keeps_its_length_across_a_clock_jump() -> None:
+    """A wall clock set an hour ahead moves the backlog's start with it: no early alert."""
+    engine = Engine(config(watchdog=NO_DATA), started_at=T0)
+    engine.poll_schedule(at(0), late=5, total=10, cause="x")
+    engine.shift(timedelta(hours=1))
+    assert engine.poll_schedule(at(3600 + 119), late=5, total=10, cause="x") == []
+    (firing,) = engine.poll_schedule(at(3600 + 120), late=5, total=10, cause="x")
+    assert firing.rule == BEHIND
+
+
+def test_watchdog_behind_survives_a_restart_and_resolves_on_time() -> None:
+    """A restored watchdog-behind alert is not resolved as a removed rule; the first
+    cycle with few late series resolves it (same episode)."""
+    first = Engine(config(watchdog=NO_DATA), started_at=T0)
+    first.poll_schedule(at(0), late=5, total=10, cause="x")
+    (firing,) = first.poll_schedule(at(120), late=5, total=10, cause="x")
+    second = Engine(config(watchdog=NO_DATA), started_at=at(200))
+    assert second.restore(first.records(), []) == []
+    assert second.poll_schedule(at(210), late=5, total=10, cause="x") == []
+    (resolved,) = second.poll_schedule(at(220), late=0, total=10, cause="")
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, firing.alert_id)
