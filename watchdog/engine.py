@@ -22,9 +22,9 @@ Semantics, per alert instance (rule x series):
   series' own polls failed: at least one failed poll and no good one for `stale_after`
   (counted from the later of its last good poll and the engine's start), or at once on a
   failure no retry can fix (rejected key, unknown agent); resolves at the next good
-  sample. A series the watchdog did not poll (skipped as late while its previous request
-  runs, or never started because the poll loop was starved) has no failure and does not
-  page by itself: the watchdog's own backlog is `watchdog-behind`, below. While the
+  sample. A series the watchdog did not poll in time (skipped as late while its previous
+  request runs, or started late because the poll loop was starved) has no failure and
+  does not page by itself: the watchdog's own backlog is `watchdog-behind`, below. While the
   workspace series itself is failing, agent series do not raise their own no-data alert,
   and once it recovers they get a fresh `stale_after` to recover too: one message for one
   outage instead of one per agent.
