@@ -29,7 +29,7 @@ def firing_cards(daemon: DaemonProcess, slack: FakeSlack) -> Counter[tuple[str, 
 def start(tmp_path: Path, fake: FakeElevenLabs, slack: FakeSlack) -> DaemonProcess:
     """`watchdog run` polling the workspace and AGENTS every second, one request at a time."""
     rules = write_rules(
-        tmp_path / "rules.toml", "", poll_interval="1s", stale_after="3s", agents=AGENTS
+        tmp_path / "rules.toml", "", poll_interval="1s", stale_after="2s", agents=AGENTS
     )
     one_at_a_time = "[watchdog]\nconcurrency = 1\n"
     rules.write_text(rules.read_text(encoding="utf-8").replace("[watchdog]\n", one_at_a_time))
@@ -43,7 +43,7 @@ def test_watchdog_falling_behind_is_one_self_alert_and_no_no_data(tmp_path: Path
     exactly one watchdog-behind card (share and cause), zero no-data cards; it resolves
     once the watchdog keeps up again."""
     with (
-        FakeElevenLabs(api_key=API_KEY, latency=0.15, known_agents=[a for _, a in AGENTS]) as fake,
+        FakeElevenLabs(api_key=API_KEY, latency=0.1, known_agents=[a for _, a in AGENTS]) as fake,
         FakeSlack(token=SLACK_TOKEN) as slack,
         start(tmp_path, fake, slack) as daemon,
     ):
@@ -51,7 +51,7 @@ def test_watchdog_falling_behind_is_one_self_alert_and_no_no_data(tmp_path: Path
         assert "% of series late for" in firing["condition"]
         assert "previous requests still in flight" in firing["condition"]
         # Long enough behind that every series went unpolled for more than stale_after.
-        daemon.wait_for("poll.ok", count=200, timeout=60)
+        daemon.wait_for("poll.ok", count=150, timeout=60)
         fake.latency = 0.0
         daemon.wait_for("alert.resolved", timeout=30, rule=WATCHDOG_BEHIND_RULE)
         daemon.wait_for("notify.sent", timeout=30, kind="resolved", rule=WATCHDOG_BEHIND_RULE)
