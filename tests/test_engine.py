@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,11 @@ def fail(seconds: float, series: str = WORKSPACE, *, immediate: bool = True) -> 
     return ("fail", seconds, series, immediate)
 
 
+def down(seconds: float, *series: str) -> Any:
+    """Polls of `series` (the workspace by default) failing at `seconds`, retry may help."""
+    return [fail(seconds, name, immediate=False) for name in series or (WORKSPACE,)]
+
+
 def sample(seconds: float, count: int, series: str = WORKSPACE) -> Event:
     return ("sample", seconds, count, series)
 
@@ -57,6 +63,8 @@ def feed(engine: Engine, events: list[Event]) -> list[Transition]:
     out: list[Transition] = []
     for event in events:
         match event:
+            case list():  # several events at once, e.g. `down(...)`
+                out += feed(engine, event)
             case ("tick", seconds):
                 out += engine.tick(at(seconds))  # type: ignore[arg-type]
             case ("fail", seconds, series, immediate):
@@ -353,12 +361,12 @@ ND = NO_DATA_RULE
 NO_DATA_CASES = [
     (
         "stale-after-last-good-poll",
-        [(0, 5), tick(60), tick(119), tick(120), tick(130), (140, 5)],
+        [(0, 5), down(30), tick(60), tick(119), tick(120), tick(130), (140, 5)],
         [("firing", ND, W, 120), ("resolved", ND, W, 140)],
     ),
     (
         "stale-from-engine-start-without-samples",
-        [tick(119), tick(120)],
+        [down(5), tick(119), tick(120)],
         [("firing", ND, W, 120)],
     ),
     (
@@ -388,12 +396,15 @@ NO_DATA_CASES = [
     ),
     (
         "workspace-no-data-suppresses-agents",
-        [tick(120), tick(200), fail(210, "sales")],
+        [down(5), tick(120), tick(200), fail(210, "sales")],
         [("firing", ND, W, 120)],
     ),
     (
         "agents-get-a-fresh-stale-after-once-workspace-recovers",
-        [tick(120), (130, 5), tick(135), (240, 5), tick(249), tick(250)],
+        [
+            down(5, W, "support", "sales"),
+            *[tick(120), (130, 5), tick(135), (240, 5), tick(249), tick(250)],
+        ],
         [
             ("firing", ND, W, 120),
             ("resolved", ND, W, 130),
@@ -403,7 +414,10 @@ NO_DATA_CASES = [
     ),
     (
         "agents-stale-after-their-own-last-sample",
-        [sample(100, 1, "support"), sample(100, 1, "sales"), (110, 3), tick(130), tick(221)],
+        [
+            *[sample(100, 1, "support"), sample(100, 1, "sales"), (110, 3), tick(130)],
+            *[down(150, "support", "sales"), tick(221)],
+        ],
         [("firing", ND, "support", 221), ("firing", ND, "sales", 221)],
     ),
     (
@@ -412,6 +426,7 @@ NO_DATA_CASES = [
             sample(0, 1, "support"),
             sample(0, 1, "sales"),
             (50, 5),
+            down(60, "support", "sales"),
             fail(100, immediate=False),
             tick(120),
             (130, 5),
@@ -438,9 +453,30 @@ NO_DATA_CASES = [
             sample(0, 1, "sales"),
             (100, 3),
             sample(100, 1, "sales"),
+            down(110, "support"),
             tick(120),
         ],
         [("firing", ND, "support", 120)],
+    ),
+    (
+        "not-polled-without-a-failure-never-fires",
+        [(0, 5), sample(0, 1, "support"), tick(120), tick(600), tick(3600)],
+        [],
+    ),
+    (
+        "never-polled-since-start-never-fires",
+        [tick(120), tick(3600)],
+        [],
+    ),
+    (
+        "a-failure-before-the-last-good-poll-does-not-count",
+        [down(10), (20, 5), tick(139), tick(140), tick(600)],
+        [],
+    ),
+    (
+        "late-then-failing-fires-once-stale-after-has-passed",
+        [(0, 5), tick(100), down(110), tick(119), tick(120)],
+        [("firing", ND, W, 120)],
     ),
 ]
 
@@ -511,11 +547,12 @@ def test_no_data_details() -> None:
     """No-data uses the [watchdog] severity, has no count and says what went wrong."""
     text = '[watchdog]\nstale_after = "2m"\nno_data_severity = "warning"\n'
     engine = Engine(config(watchdog=text), started_at=T0)
-    (stale,) = feed(engine, [(0, 5), tick(150)])  # the agents' no-data is suppressed
+    # the agents' no-data is suppressed: the workspace is failing too
+    (stale,) = feed(engine, [(0, 5), *down(10, W, "support", "sales"), tick(150)])
     assert stale.severity is Severity.WARNING
     assert stale.count is None
     assert stale.since == at(0)
-    assert stale.condition == "no good poll for 2m 30s"
+    assert stale.condition == "no good poll for 2m 30s (last error: rejected key)"
     feed(engine, [(155, 5)])
     (rejected,) = engine.poll_failed("support", at(160), "rejected key", immediate=True)
     assert rejected.condition == "no data: rejected key"
@@ -526,7 +563,7 @@ def test_no_data_table_sets_when_and_how_severe() -> None:
     """[no_data] stale_after and severity are what the engine judges the built-in alert by."""
     text = '[watchdog]\nrepeat = "0s"\n[no_data]\nstale_after = "3m"\nseverity = "info"\n'
     engine = Engine(config(watchdog=text, agents=""), started_at=T0)
-    assert feed(engine, [(0, 5), tick(179)]) == []
+    assert feed(engine, [(0, 5), *down(10), tick(179)]) == []
     (stale,) = engine.tick(at(180))
     assert (stale.rule, stale.severity) == (ND, Severity.INFO)
 
@@ -542,7 +579,7 @@ def test_stale_condition_mentions_last_error() -> None:
 def test_no_data_repeats_with_watchdog_repeat() -> None:
     """A firing no-data alert re-notifies every [watchdog] repeat."""
     text = '[watchdog]\nstale_after = "2m"\nrepeat = "10m"\n'
-    out = run("", [tick(120), tick(600), tick(720), tick(1320)], watchdog=text)
+    out = run("", [*down(1), tick(120), tick(600), tick(720), tick(1320)], watchdog=text)
     assert brief(out) == [
         ("firing", ND, W, 120),
         ("repeat", ND, W, 720),
@@ -670,6 +707,7 @@ def test_restore_warms_last_good_poll() -> None:
     text = '[watchdog]\nstale_after = "10m"\n'
     engine = Engine(config(watchdog=text, agents=""), started_at=at(50))
     engine.restore([], [Sample(W, at(0), 20), Sample(W, at(100), 20)])
+    engine.poll_failed(W, at(200), "server error", immediate=False)
     assert engine.tick(at(699)) == []
     assert brief(engine.tick(at(700))) == [("firing", ND, W, 700)]
 
@@ -886,3 +924,113 @@ def test_records_describe_live_alerts() -> None:
     assert by_rule["fast"].last_notified == at(0)
     assert by_rule["fast"].last_count == 11
     assert engine.config.rule("fast") is not None
+
+
+# -- watchdog-behind: the watchdog's own backlog ------------------------------------------
+
+BEHIND = "watchdog-behind"
+
+
+def behind(seconds: float, late: int, total: int = 10, cause: str = "cause") -> Event:
+    return ("schedule", seconds, late, total, cause)
+
+
+def run_schedule(events: list[Event]) -> list[Transition]:
+    engine = Engine(config(watchdog=NO_DATA), started_at=T0)
+    out: list[Transition] = []
+    for event in events:
+        match event:
+            case ("schedule", seconds, late, total, cause):
+                out += engine.poll_schedule(at(seconds), late=late, total=total, cause=cause)  # type: ignore[arg-type]
+            case _:
+                out += feed(engine, [event])
+    return out
+
+
+BEHIND_CASES = [
+    (
+        "late-share-above-a-tenth-for-stale-after-fires-once",
+        [behind(0, 5), behind(60, 5), behind(119, 5), behind(120, 5), tick(121), behind(180, 5)],
+        [("firing", BEHIND, "watchdog", 120)],
+    ),
+    (
+        "resolves-when-the-share-falls-back",
+        [behind(0, 5), behind(120, 5), behind(125, 1)],
+        [("firing", BEHIND, "watchdog", 120), ("resolved", BEHIND, "watchdog", 125)],
+    ),
+    (
+        "a-tenth-exactly-is-not-behind",
+        [behind(0, 1), behind(120, 1), tick(600)],
+        [],
+    ),
+    (
+        "a-dip-below-restarts-the-clock",
+        [behind(0, 5), behind(100, 0), behind(110, 5), behind(200, 5), behind(230, 5)],
+        [("firing", BEHIND, "watchdog", 230)],
+    ),
+    (
+        "fires-at-a-tick-when-no-report-comes",
+        [behind(0, 9), tick(119), tick(120)],
+        [("firing", BEHIND, "watchdog", 120)],
+    ),
+    (
+        "late-series-raise-no-no-data-of-their-own",
+        [(0, 5), sample(0, 1, "support"), behind(1, 3, 3), tick(121), tick(600)],
+        [("firing", BEHIND, "watchdog", 121)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"), [c[1:] for c in BEHIND_CASES], ids=[c[0] for c in BEHIND_CASES]
+)
+def test_watchdog_behind_transitions(
+    events: list[Event], expected: list[tuple[str, str, str, float]]
+) -> None:
+    """More than a tenth of the series late for stale_after is one watchdog-behind alert."""
+    assert brief(run_schedule(events)) == expected
+
+
+def test_watchdog_behind_says_the_share_and_the_cause() -> None:
+    """The self-alert's condition names the share late, for how long, and why."""
+    (firing,) = run_schedule(
+        [behind(0, 37, 100, "previous requests still in flight"), behind(150, 37, 100)]
+    )
+    assert firing.condition == "37 % of series late for 2m 30s: cause"
+    assert firing.since == at(0)
+    assert firing.severity is Severity.CRITICAL
+    assert firing.count is None
+    assert firing.recent == ()
+
+
+def test_watchdog_behind_is_kept_across_a_reload() -> None:
+    """A reload keeps the self-alert firing (it is built in, not a rule removed)."""
+    engine = Engine(config(watchdog=NO_DATA), started_at=T0)
+    engine.poll_schedule(at(0), late=5, total=10, cause="x")
+    (firing,) = engine.poll_schedule(at(120), late=5, total=10, cause="x")
+    assert engine.reconfigure(config(watchdog=NO_DATA), at(130)) == []
+    (resolved,) = engine.poll_schedule(at(140), late=0, total=10, cause="")
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, firing.alert_id)
+
+
+def test_watchdog_behind_keeps_its_length_across_a_clock_jump() -> None:
+    """A wall clock set an hour ahead moves the backlog's start with it: no early alert."""
+    engine = Engine(config(watchdog=NO_DATA), started_at=T0)
+    engine.poll_schedule(at(0), late=5, total=10, cause="x")
+    engine.shift(timedelta(hours=1))
+    assert engine.poll_schedule(at(3600 + 119), late=5, total=10, cause="x") == []
+    (firing,) = engine.poll_schedule(at(3600 + 120), late=5, total=10, cause="x")
+    assert firing.rule == BEHIND
+
+
+def test_watchdog_behind_survives_a_restart_and_resolves_on_time() -> None:
+    """A restored watchdog-behind alert is not resolved as a removed rule; the first
+    cycle with few late series resolves it (same episode)."""
+    first = Engine(config(watchdog=NO_DATA), started_at=T0)
+    first.poll_schedule(at(0), late=5, total=10, cause="x")
+    (firing,) = first.poll_schedule(at(120), late=5, total=10, cause="x")
+    second = Engine(config(watchdog=NO_DATA), started_at=at(200))
+    assert second.restore(first.records(), []) == []
+    assert second.poll_schedule(at(210), late=5, total=10, cause="x") == []
+    (resolved,) = second.poll_schedule(at(220), late=0, total=10, cause="")
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, firing.alert_id)

@@ -143,11 +143,13 @@ def expand(scope: tuple[str, ...]) -> list[str]:
 def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
     """Every PENDING/FIRING/RESOLVED/CANCELLED the spec calls for, in a plain loop.
 
-    No-data follows the README ("fires after `stale_after` without a good poll, or at once
-    when the key is rejected ...; while the workspace series itself is failing, agents
-    don't add one alert each; it resolves on the next good poll") and the engine's module
-    docstring (after the workspace recovers, agents get a fresh `stale_after`: one message
-    for one outage). Every answer is recomputed from the full list of poll outcomes.
+    No-data follows the README ("fires when a series' own polls failed: at least one
+    failed poll and no good one for `stale_after`, or at once when the key is rejected
+    ...; a series the watchdog did not poll does not page by itself; while the workspace
+    series itself is failing, agents don't add one alert each; it resolves on the next
+    good poll") and the engine's module docstring (after the workspace recovers, agents
+    get a fresh `stale_after`: one message for one outage). Every answer is recomputed
+    from the full list of poll outcomes.
 
     Where the spec is silent, this model reads it so (and the engine agrees, over
     thousands of random scenarios):
@@ -205,11 +207,17 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
             return True
         return agent_answered is not None and agent_answered >= workspace_answered - one_moment
 
+    def failed_since_answer(series: str) -> bool:
+        """Whether a poll of `series` failed after its last good one (the API's fault)."""
+        return latest_poll(series) in ("failed", "rejected")
+
     def no_data(series: str, at: datetime) -> None:
         if (NO_DATA_RULE, series) in state:
             return
         rejected = latest_poll(series) == "rejected"
-        if not rejected and at - quiet_since(series) < stale_after:
+        if not rejected and (
+            not failed_since_answer(series) or at - quiet_since(series) < stale_after
+        ):
             return
         if series != WORKSPACE and in_workspace_outage(series):
             return
@@ -474,6 +482,7 @@ def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
         ("sample", 60, AGENT, 4),
         ("sample", 90, WORKSPACE, 4),
         ("sample", 350, WORKSPACE, 4),
+        ("fail", 380, AGENT, False),
         ("tick", 400),
         ("sample", 500, AGENT, 4),  # its base (60 s) is older than two windows: not judged
         ("sample", 560, AGENT, 4),
@@ -509,6 +518,7 @@ def test_workspace_outage_readings_on_hand_written_scenarios() -> None:
     )
     dead_agent = (
         ("sample", 0, AGENT, 5),
+        ("fail", 100, AGENT, False),
         ("sample", 200, WORKSPACE, 5),
         ("fail", 250, WORKSPACE, False),
         ("tick", 300),
@@ -517,13 +527,21 @@ def test_workspace_outage_readings_on_hand_written_scenarios() -> None:
         ("sample", 99, AGENT, 5),
         ("sample", 100, WORKSPACE, 5),
         ("fail", 110, WORKSPACE, False),
+        ("fail", 110, AGENT, False),
         ("tick", 399),
         ("tick", 400),
     )
     never_answered = (("fail", 10, WORKSPACE, False), ("fail", 20, AGENT, True), ("tick", 30))
+    not_polled = (  # the watchdog fell behind: no failed poll, so no page
+        ("sample", 0, WORKSPACE, 5),
+        ("sample", 0, AGENT, 5),
+        ("tick", 300),
+        ("tick", 3000),
+    )
     cases = [
         (same_cycle, [("firing", NO_DATA_RULE, WORKSPACE, start + timedelta(seconds=400))]),
         (never_answered, []),
+        (not_polled, []),
         (
             outage,
             [

@@ -208,6 +208,11 @@ ERRORS = [
         "rules[0] (no-data).name: 'no-data' is the built-in rule's name",
     ),
     (
+        "reserved-self-alert",
+        rule("above = 1", name="watchdog-behind"),
+        "rules[0] (watchdog-behind).name: 'watchdog-behind' is the built-in rule's name",
+    ),
+    (
         "bad-rule-name",
         rule("above = 1", name="two words"),
         "rules[0] (two words).name: ' ' is not allowed: use letters, digits",
@@ -813,6 +818,20 @@ def test_no_data_table_routes_and_judges_the_built_in_alert() -> None:
         "#api-outages",
         "<!subteam^S1>",
         "https://wiki/no-data",
+    )
+
+
+def test_no_data_table_routes_the_watchdog_behind_self_alert() -> None:
+    """watchdog-behind goes where no-data goes: [no_data] channel, mention and runbook."""
+    config = parse_config(
+        '[slack]\nchannel = "#oncall"\n'
+        '[no_data]\nchannel = "#api-outages"\nmention = "<!here>"\nrunbook = "https://wiki/nd"\n'
+    )
+    route = config.route_for("watchdog-behind")
+    assert (route.channel, route.mention, route.runbook) == (
+        "#api-outages",
+        "<!here>",
+        "https://wiki/nd",
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +22,9 @@ from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.harness import API_KEY, DaemonProcess, daemon_env
 from watchdog.audit import configure_logging
 from watchdog.clock import SystemClock
-from watchdog.daemon import Daemon
+from watchdog.daemon import STARVED_CAUSE, Daemon
 from watchdog.metrics import Metrics
-from watchdog.model import NO_DATA_RULE, AlertState
+from watchdog.model import NO_DATA_RULE, WATCHDOG_BEHIND_RULE, AlertState
 from watchdog.notify import ConsoleNotifier
 from watchdog.rules import load_config
 from watchdog.source import LiveCountSource
@@ -130,3 +131,49 @@ def test_request_timeout_is_bounded_by_the_interval(tmp_path: Path) -> None:
     assert {e["series"] for e in failed} <= set(HUNG)
     assert {e["detail"] for e in failed} == {"timed out after 200ms"}
     assert min(polls[agent_id] for agent_id in HEALTHY) >= 8
+
+
+def test_a_starved_poll_loop_is_one_watchdog_behind_alert_not_no_data(tmp_path: Path) -> None:
+    """A hog blocking the event loop makes polls start late while the API answers every
+    one: the engine gets the share of late series each cycle and raises watchdog-behind
+    once, naming the starved loop; no series raises no-data."""
+    log = io.StringIO()
+    configure_logging(level="debug", stream=log)
+    path = _rules(tmp_path / "rules.toml", poll_interval="200ms", timeout="10s", concurrency=2)
+    config = load_config(path)
+
+    async def hog(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            time.sleep(0.3)  # blocks the loop: what a CPU-bound bug or a swapped host does
+            await asyncio.sleep(0.01)
+
+    async def run(api: FakeElevenLabs) -> Daemon:
+        clock = SystemClock()
+        with (
+            Store.open(Store.default_path(tmp_path)) as store,
+            LiveCountSource(
+                SecretStr(API_KEY), api.url, now=clock.now, timeout=10.0, max_concurrency=2
+            ) as source,
+        ):
+            daemon = Daemon(
+                config=config,
+                source=source,
+                store=store,
+                notifier=ConsoleNotifier(io.StringIO()),
+                clock=clock,
+            )
+            stop = asyncio.Event()
+            hogging = asyncio.create_task(hog(stop))
+            await asyncio.wait_for(daemon.run(max_cycles=8), timeout=60)
+            stop.set()
+            await hogging
+            return daemon
+
+    with FakeElevenLabs(API_KEY, count=1, known_agents=HUNG + HEALTHY) as api:
+        daemon = asyncio.run(run(api))
+    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert not [e for e in events if e["event"] == "poll.failed"]
+    firing = [r for r in daemon.engine.records() if r.state is AlertState.FIRING]
+    assert [(r.rule, r.series) for r in firing] == [(WATCHDOG_BEHIND_RULE, "watchdog")]
+    assert STARVED_CAUSE in firing[0].condition
+    assert {e["reason"] for e in events if e["event"] == "poll.late"} >= {"poll loop starved"}

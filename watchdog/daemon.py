@@ -22,6 +22,10 @@ Guarantees:
 - no poll waits for another: each series is polled when it is due; one whose previous
   request is still running is skipped and counted late (`poll.late`, never a failure,
   never a sample), and a cycle stops waiting for stragglers when the next one is due.
+- the watchdog's own backlog never pages per series: each cycle tells the engine how
+  many series were not polled on time (skipped while their previous request runs, or
+  started more than STARVED_SHARE of an interval after they were due) and why; the
+  engine raises one `watchdog-behind` self-alert when that lasts (see `watchdog.engine`).
 """
 
 from __future__ import annotations
@@ -78,6 +82,11 @@ HOUSEKEEPING_BATCH = 25
 """Series per pruning or thinning transaction: each holds the store for a few ms only."""
 SPREAD_SHARE = 0.8
 """Polls of a cycle start within this share of the interval, leaving room for answers."""
+STARVED_SHARE = 0.5
+"""A group of polls started more than this share of the interval after it was due was
+started late: the poll loop itself was starved (a blocked event loop, a cycle overrun)."""
+IN_FLIGHT_CAUSE = "previous requests still in flight"
+STARVED_CAUSE = "poll loop starved (polls started over half an interval late)"
 CLOCK_JUMP = timedelta(seconds=5)
 """A disagreement between wall and monotonic time this large is a clock being set."""
 STOP_GRACE_SECONDS = 3.0
@@ -97,6 +106,14 @@ _TRANSITION_EVENTS = {
     TransitionKind.RESOLVED: Event.ALERT_RESOLVED,
     TransitionKind.CANCELLED: Event.ALERT_CANCELLED,
 }
+
+
+@dataclass(slots=True)
+class _Late:
+    """Series one cycle did not poll on time, by cause (see `Daemon._report_schedule`)."""
+
+    in_flight: int = 0  # skipped: the previous request still runs
+    starved: int = 0  # started over STARVED_SHARE of an interval after due
 
 
 @dataclass
@@ -167,6 +184,7 @@ class Daemon:
         self._unsaved = _Unsaved()
         self._blocked_until: dict[str, float] = {}
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._late = _Late()  # of the running cycle
         self._poll_crash: BaseException | None = None
         self._wake = asyncio.Event()
         self._reload = asyncio.Event()
@@ -374,6 +392,8 @@ class Daemon:
                     raise self._poll_crash
                 self._flush()
                 self._check_clock()
+                if not self._stop.is_set():
+                    self._report_schedule()
                 self._commit(self._engine.tick(self._clock.now()))
                 self._cycles += 1
                 self._polls.beat()
@@ -431,12 +451,15 @@ class Daemon:
         step = interval * SPREAD_SHARE / len(groups) if spread else 0.0
         # structlog's lazy proxy binds a new logger on every call: bind once per cycle.
         self._poll_log = self._log.bind()
+        self._late = _Late()
         started_polls: list[asyncio.Task[None]] = []
         for index, group in enumerate(groups):
-            await self._sleep_or_stop(started + index * step - self._clock.monotonic())
+            due = started + index * step
+            await self._sleep_or_stop(due - self._clock.monotonic())
             if self._stop.is_set():
                 return False
-            started_polls += self._start_polls(group)
+            starved = self._clock.monotonic() - due > interval * STARVED_SHARE
+            started_polls += self._start_polls(group, starved=starved)
         running = [poll for poll in started_polls if not poll.done()]
         if running:
             waiting = asyncio.ensure_future(asyncio.wait(running))
@@ -444,16 +467,15 @@ class Daemon:
             waiting.cancel()
         return all(poll.done() for poll in started_polls)
 
-    def _start_polls(self, group: Sequence[tuple[str, str | None]]) -> list[asyncio.Task[None]]:
+    def _start_polls(
+        self, group: Sequence[tuple[str, str | None]], *, starved: bool
+    ) -> list[asyncio.Task[None]]:
         started: list[asyncio.Task[None]] = []
         now = self._clock.monotonic()
         for name, agent_id in group:
             if name in self._in_flight:
-                self._poll_log.debug(
-                    Event.POLL_LATE, series=name, reason="previous poll still running"
-                )
-                if self._metrics is not None:
-                    self._metrics.poll_late()
+                self._late.in_flight += 1
+                self._poll_late(name, "previous poll still running")
                 continue
             if self._blocked_until.get(name, 0.0) > now:
                 self._poll_log.debug(
@@ -461,11 +483,32 @@ class Daemon:
                 )
                 self._polls.beat()  # waiting out a Retry-After is progress too
                 continue
+            if starved:
+                self._late.starved += 1
+                self._poll_late(name, "poll loop starved")
             poll = asyncio.create_task(self._poll_one(name, agent_id), name=f"poll {name}")
             self._in_flight[name] = poll
             poll.add_done_callback(functools.partial(self._poll_done, name))
             started.append(poll)
         return started
+
+    def _poll_late(self, name: str, reason: str) -> None:
+        self._poll_log.debug(Event.POLL_LATE, series=name, reason=reason)
+        if self._metrics is not None:
+            self._metrics.poll_late()
+
+    def _report_schedule(self) -> None:
+        """Tell the engine how many series this cycle did not poll on time, and why."""
+        late = self._late
+        causes = [IN_FLIGHT_CAUSE] * bool(late.in_flight) + [STARVED_CAUSE] * bool(late.starved)
+        transitions = self._engine.poll_schedule(
+            self._clock.now(),
+            late=late.in_flight + late.starved,
+            total=len(self.config.series),
+            cause="; ".join(causes),
+        )
+        if transitions:
+            self._commit(transitions)
 
     def _poll_done(self, name: str, poll: asyncio.Task[None]) -> None:
         del self._in_flight[name]

@@ -18,12 +18,21 @@ Semantics, per alert instance (rule x series):
   is not evaluated (an alert already firing keeps firing). No base yet: not evaluated.
 - active hours: outside its window a rule is off; a firing alert resolves, a pending one
   is cancelled (at a sample or a tick).
-- no-data (built in, per series): fires when a series had no good poll for `stale_after`
+- no-data (built in, per series): pages only when the API is to blame. It fires when a
+  series' own polls failed: at least one failed poll and no good one for `stale_after`
   (counted from the later of its last good poll and the engine's start), or at once on a
   failure no retry can fix (rejected key, unknown agent); resolves at the next good
-  sample. While the workspace series itself is failing, agent series do not raise their
-  own no-data alert, and once it recovers they get a fresh `stale_after` to recover too:
-  one message for one outage instead of one per agent.
+  sample. A series the watchdog did not poll in time (skipped as late while its previous
+  request runs, or started late because the poll loop was starved) has no failure and
+  does not page by itself: the watchdog's own backlog is `watchdog-behind`, below. While the
+  workspace series itself is failing, agent series do not raise their own no-data alert,
+  and once it recovers they get a fresh `stale_after` to recover too: one message for one
+  outage instead of one per agent.
+- watchdog-behind (built in, one self-alert on the pseudo series `watchdog`): the daemon
+  reports, once per poll cycle, how many series were not polled on time and why
+  (`poll_schedule`). When more than BEHIND_SHARE of the series were late at every report
+  for `stale_after`, it fires once, saying the share and the cause; it resolves at the
+  first report at or below the share. Routed and ranked like no-data (`[no_data]`).
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
 - redefinition (`reconfigure`, i.e. a reload): an alert whose rule is removed, or whose
   series left the rule's scope, resolves. A rule whose kind changed (threshold <-> change)
@@ -47,6 +56,8 @@ from datetime import datetime, timedelta
 from watchdog.durations import format_duration
 from watchdog.model import (
     NO_DATA_RULE,
+    WATCHDOG_BEHIND_RULE,
+    WATCHDOG_SERIES,
     WORKSPACE,
     AlertRecord,
     AlertState,
@@ -62,6 +73,12 @@ SPARKLINE_LENGTH = 24
 
 MAX_BASE_AGE = 2
 """A change rule's base may be at most this many windows old (see the module docstring)."""
+
+BEHIND_SHARE = 0.10
+"""The watchdog is behind while more than this share of series is not polled on time.
+
+A tenth: one slow answer among a few series is noise the per-series scheduler absorbs,
+while a tenth of all series silently unpolled for `stale_after` hides real outages."""
 
 _Rule = ThresholdRule | ChangeRule
 
@@ -135,6 +152,15 @@ class _Series:
     rules: list[_Rule] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Behind:
+    """The watchdog's own backlog: late at every report since `since`, as last reported."""
+
+    since: datetime
+    share: float
+    cause: str
+
+
 class Engine:
     """Evaluates one `Config` over time. Feed it in time order; it never reads a clock."""
 
@@ -144,6 +170,7 @@ class Engine:
         self._instances: dict[tuple[str, str], _Instance] = {}
         self._series: dict[str, _Series] = {}
         self._workspace_back: datetime | None = None  # see _check_no_data
+        self._behind: _Behind | None = None  # see poll_schedule
         self._build_series()
 
     # -- set-up ---------------------------------------------------------------------
@@ -221,6 +248,9 @@ class Engine:
         series_names = {name for name, _ in config.series}
         for key, inst in list(self._instances.items()):
             rule_name, series = key
+            if rule_name == WATCHDOG_BEHIND_RULE:
+                inst.severity = config.no_data.severity
+                continue
             if rule_name == NO_DATA_RULE:
                 if series not in series_names:
                     out.append(self._end(inst, now, None, "series removed from config"))
@@ -303,9 +333,29 @@ class Engine:
             return self._check_no_data(series, at, force=True)
         return []
 
+    def poll_schedule(
+        self, now: datetime, *, late: int, total: int, cause: str
+    ) -> list[Transition]:
+        """One poll cycle's report: `late` of `total` series were not polled on time, for
+        `cause`. Raises or resolves `watchdog-behind` (see the module docstring)."""
+        if total <= 0:
+            return []
+        share = late / total
+        inst = self._instances.get((WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES))
+        if share <= BEHIND_SHARE:
+            self._behind = None
+            if inst is None:
+                return []
+            return [self._end(inst, now, None, f"{_percent(share)} of series late")]
+        if self._behind is None:
+            self._behind = _Behind(now, share, cause)
+        else:
+            self._behind.share, self._behind.cause = share, cause
+        return self._check_behind(now)
+
     def tick(self, now: datetime) -> list[Transition]:
-        """Time passing: no-data staleness, leaving active hours, repeats."""
-        out: list[Transition] = []
+        """Time passing: no-data, the watchdog's own backlog, leaving active hours, repeats."""
+        out: list[Transition] = self._check_behind(now)
         for series in self._series.values():
             out.extend(self._check_no_data(series, now, force=series.immediate_failure))
         for key, inst in list(self._instances.items()):
@@ -403,8 +453,8 @@ class Engine:
             # back, instead of one no-data message each for the outage just resolved.
             reference = max(reference, self._workspace_back)
         stale_after = self._config.no_data.stale_after
-        if not force and now - reference < stale_after:
-            return []
+        if not force and (not series.failure or now - reference < stale_after):
+            return []  # no failed poll: not polled is the watchdog's backlog, not the API's
         if series.name != WORKSPACE and self._workspace_outage(series):
             return []  # a workspace-wide outage: the workspace's no-data alert covers it
         if force:
@@ -415,6 +465,21 @@ class Engine:
                 condition += f" (last error: {series.failure})"
         since = series.last_good if series.last_good and not force else now
         inst = self._start(NO_DATA_RULE, series.name, since, None, condition)
+        out: list[Transition] = []
+        self._fire(inst, now, out)
+        return out
+
+    def _check_behind(self, now: datetime) -> list[Transition]:
+        behind = self._behind
+        if behind is None or (WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES) in self._instances:
+            return []
+        lasted = now - behind.since
+        if lasted < self._config.no_data.stale_after:
+            return []
+        condition = (
+            f"{_percent(behind.share)} of series late for {format_duration(lasted)}: {behind.cause}"
+        )
+        inst = self._start(WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES, behind.since, None, condition)
         out: list[Transition] = []
         self._fire(inst, now, out)
         return out
@@ -446,6 +511,8 @@ class Engine:
         self._started_at += delta
         if self._workspace_back is not None:
             self._workspace_back += delta
+        if self._behind is not None:
+            self._behind.since += delta
         for series in self._series.values():
             if series.last_good is not None:
                 series.last_good += delta
@@ -508,7 +575,7 @@ class Engine:
             count=count,
             condition=inst.condition,
             reason=reason,
-            recent=self.recent(inst.series),
+            recent=self.recent(inst.series) if inst.rule != WATCHDOG_BEHIND_RULE else (),
         )
 
     def _severity(self, rule_name: str) -> Severity:
@@ -523,6 +590,10 @@ def _redefine(inst: _Instance, old: _Rule | None, new: _Rule) -> None:
         inst.redefined = True
         if isinstance(new, ThresholdRule):
             inst.condition = new.describe()
+
+
+def _percent(share: float) -> str:
+    return f"{round(share * 100)} %"
 
 
 def _recovery(rule: ThresholdRule) -> str:

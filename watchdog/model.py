@@ -14,7 +14,13 @@ WORKSPACE = "workspace"
 """Name of the series that carries the workspace-wide count."""
 
 NO_DATA_RULE = "no-data"
-"""Name of the built-in rule that fires when a series has no good poll."""
+"""Name of the built-in rule that fires when a series' polls keep failing."""
+
+WATCHDOG_BEHIND_RULE = "watchdog-behind"
+"""Name of the built-in self-alert that fires when the watchdog does not poll on time."""
+
+WATCHDOG_SERIES = "watchdog"
+"""The pseudo series the watchdog's own alerts (`watchdog-behind`) are raised on."""
 
 
 class Severity(StrEnum):

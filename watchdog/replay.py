@@ -94,6 +94,10 @@ def replay(config: Config, samples: Iterable[Sample]) -> Iterator[Transition]:
     no-data, leaving active hours and repeats happen when they would have), and at each
     sample. Series without any sample in the input are left out, so a CSV of one series
     does not raise no-data for every other series of the config.
+
+    Recorded history holds good polls only, so a gap cannot tell a failing API from a
+    watchdog that was not polling; replay reads a gap of a present series (two poll
+    intervals without a sample) as failed polls, and shows the no-data page it may cost.
     """
     ordered = sorted(samples, key=lambda s: s.at)
     if not ordered:
@@ -102,6 +106,7 @@ def replay(config: Config, samples: Iterable[Sample]) -> Iterator[Transition]:
     engine = Engine(config, started_at=ordered[0].at)
     step = max(config.watchdog.poll_interval, timedelta(seconds=1))
     last = ordered[0].at
+    gaps = _Gaps(engine, step)
     for sample in ordered:
         ticks = []
         gap = sample.at - last
@@ -112,15 +117,40 @@ def replay(config: Config, samples: Iterable[Sample]) -> Iterator[Transition]:
                 ticks.append(moment)
                 moment += stride
         last = sample.at
-        decided = [t for moment in ticks for t in engine.tick(moment)]
-        decided += engine.tick(sample.at)
-        decided += engine.observe(sample)
+        decided = [t for moment in ticks for t in gaps.failed(moment) + engine.tick(moment)]
+        decided += gaps.failed(sample.at) + engine.tick(sample.at)
+        decided += gaps.observe(sample)
         for transition in decided:
             if transition.kind not in _SHOWN:
                 continue
             if transition.rule == NO_DATA_RULE and transition.series not in present:
                 continue
             yield transition
+
+
+class _Gaps:
+    """Feeds the engine one failed poll per gap in a series' samples (see `replay`)."""
+
+    def __init__(self, engine: Engine, step: timedelta) -> None:
+        self._engine = engine
+        self._missed_after = 2 * step
+        self._last: dict[str, datetime] = {}
+        self._in_gap: set[str] = set()
+
+    def failed(self, moment: datetime) -> list[Transition]:
+        out: list[Transition] = []
+        for series, last in self._last.items():
+            if series not in self._in_gap and moment - last >= self._missed_after:
+                self._in_gap.add(series)
+                out += self._engine.poll_failed(
+                    series, moment, "no sample recorded", immediate=False
+                )
+        return out
+
+    def observe(self, sample: Sample) -> list[Transition]:
+        self._last[sample.series] = sample.at
+        self._in_gap.discard(sample.series)
+        return self._engine.observe(sample)
 
 
 def as_json(t: Transition) -> dict[str, object]:

@@ -36,7 +36,7 @@ from pydantic import (
 
 from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import ConfigError
-from watchdog.model import NO_DATA_RULE, WORKSPACE, Severity
+from watchdog.model import NO_DATA_RULE, WATCHDOG_BEHIND_RULE, WORKSPACE, Severity
 from watchdog.suggest import did_you_mean, expected_choice
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -347,10 +347,10 @@ class Config:
     def route_for(self, rule: str) -> Route:
         """The rule's own channel (else `[slack] channel`), mention and runbook.
 
-        The built-in no-data alert is routed by the `[no_data]` table.
+        The built-in no-data and watchdog-behind alerts are routed by the `[no_data]` table.
         """
         found: ThresholdRule | ChangeRule | NoDataSection | None = (
-            self.no_data if rule == NO_DATA_RULE else self.rule(rule)
+            self.no_data if rule in (NO_DATA_RULE, WATCHDOG_BEHIND_RULE) else self.rule(rule)
         )
         if found is None:
             return Route(self.slack.channel, None, None)
@@ -544,8 +544,8 @@ def _semantic_problems(
         where = f"rules[{i}] ({_printable(rule.name)})"
         if rule.name in seen:
             problems.append((f"{where}.name", "duplicate rule name"))
-        if rule.name == NO_DATA_RULE:
-            problems.append((f"{where}.name", f"{NO_DATA_RULE!r} is the built-in rule's name"))
+        if rule.name in (NO_DATA_RULE, WATCHDOG_BEHIND_RULE):
+            problems.append((f"{where}.name", f"{rule.name!r} is the built-in rule's name"))
         elif (wrong := _name_problem(rule.name)) is not None:
             problems.append((f"{where}.name", wrong))
         seen.add(rule.name)
