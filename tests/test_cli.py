@@ -49,6 +49,11 @@ EXAMPLE = ROOT / "rules.example.toml"
 COMMANDS = ("run", "check", "poll", "replay", "status", "demo")
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
+NO_DATA = (  # the `check` line of the built-in alerts
+    "no-data: built in, after 2m of failed polls per series;"
+    " watchdog-behind: over 10% of series late for as long"
+)
+
 
 def cli(
     *args: str, env: dict[str, str], timeout: float = 30, bound_by_file_modes: bool = False
@@ -156,7 +161,7 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
         "-> #voice-oncall",
     ]
     assert lines[5:] == [
-        "  no-data: built in, after 2m per series [critical] -> #voice-critical",
+        f"  {NO_DATA} [critical] -> #voice-critical",
         "  alerts go to the console (no Slack configured); API key NOT SET (needed by run "
         f"and poll); state in {state}",
     ]
@@ -233,9 +238,7 @@ def test_check_in_webhook_mode_says_channels_are_unused(state: Path) -> None:
         f"workspace [critical] (channel #voice-critical {unused})"
     )
     assert lines[4] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
-    assert lines[5] == (
-        f"  no-data: built in, after 2m per series [critical] (channel #voice-critical {unused})"
-    )
+    assert lines[5] == (f"  {NO_DATA} [critical] (channel #voice-critical {unused})")
     assert lines[6] == f"  slack.channel #voice-oncall {unused}"
     assert "->" not in done.stdout
     assert webhook not in done.stdout
@@ -251,7 +254,7 @@ def test_check_bot_mode_needs_no_slack_channel_when_everything_has_its_own(
     )
     done = cli("check", "--config", str(path), env=base_env(state, SLACK_BOT_TOKEN=SLACK_TOKEN))
     assert done.returncode == 0, done.stderr
-    assert "  no-data: built in, after 2m per series [critical] -> #nd" in done.stdout.splitlines()
+    assert f"  {NO_DATA} [critical] -> #nd" in done.stdout.splitlines()
 
 
 def test_check_bot_mode_names_only_what_lacks_a_channel(state: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.durations import format_duration
+from watchdog.engine import BEHIND_SHARE
 from watchdog.rules import ChangeRule, Config, ThresholdRule
 from watchdog.settings import SlackMode
 
@@ -59,7 +60,8 @@ def summarize(
 def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
     no_data = config.no_data
     parts = [
-        f"no-data: built in, after {format_duration(no_data.stale_after)} per series",
+        f"no-data: built in, after {format_duration(no_data.stale_after)} of failed polls per"
+        f" series; watchdog-behind: over {BEHIND_SHARE:.0%} of series late for as long",
         f"[{no_data.severity}]",
         *_destination(config, no_data.channel, slack_mode),
     ]
