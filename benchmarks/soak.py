@@ -6,12 +6,14 @@ any length with `--soak-minutes N`. What the soak does:
 
 * churn: every second, with some chance, one quiet agent is spiked above the `busy`
   threshold for 4 to 10 s, so alerts fire and resolve every few seconds;
-* a collapse of the workspace (to 0 for 30 s) every five minutes (every minute in a
-  pass shorter than 10 minutes, so a quick pass sees some);
+* a collapse of the workspace (to 0 for 30 s) every five minutes;
 * every ~30 s one fault, in turn: Slack 429 (Retry-After 3 s), Slack 500 x3, a 20 s Slack
   outage, the API answering 500 for 5 s, a burst of 8 API requests that hang for 30 s,
   a post whose answer is lost (kept by Slack, connection reset);
 * SIGHUP every three minutes; one kill -9 and restart at 55 % of the run.
+
+A pass under 10 minutes (`--quick`) compresses the pace so it still sees every kind of
+event: a collapse every minute, a fault every 25 s, a SIGHUP every minute.
 
 Then the counts go quiet and the outbox gets 60 s to drain.
 
@@ -76,6 +78,8 @@ SPIKE_SECONDS = (4, 10)
 COLLAPSE_SECONDS = 30.0
 FAULT_EVERY = 30.0
 SIGHUP_EVERY = 180.0
+SHORT_FAULT_EVERY, SHORT_SIGHUP_EVERY = 25.0, 60.0
+"""In a pass under 10 minutes: so that 3 minutes see every fault and some SIGHUPs."""
 KILL_AT = 0.55
 DRAIN_SECONDS = 60.0
 RSS_EVERY = 10.0
@@ -142,6 +146,11 @@ class Soak:
 
     # -- the scenario -------------------------------------------------------------------
 
+    @property
+    def long(self) -> bool:
+        """At least 10 minutes: the issue's pace of collapses, faults and SIGHUPs."""
+        return self.seconds >= 600
+
     def _set(self, series: str, agent_id: str | None, count: int) -> None:
         self.sets.append((self.api.set_count(count, agent_id), series, count))
 
@@ -150,9 +159,10 @@ class Soak:
         agents = _agents()
         spiked: dict[str, tuple[str, float]] = {}  # agent id -> (name, ends)
         began = time.monotonic()
-        collapse_every = 300.0 if self.seconds >= 600 else 60.0
+        collapse_every = 300.0 if self.long else 60.0
+        fault_every = FAULT_EVERY if self.long else SHORT_FAULT_EVERY
         next_collapse, collapse_ends = began + collapse_every, None
-        next_fault, fault_index = began + FAULT_EVERY, 0
+        next_fault, fault_index = began + fault_every, 0
         tick = began
         while (now := time.monotonic()) < until and not self._stop.is_set():
             for agent_id, (name, ends) in list(spiked.items()):
@@ -174,7 +184,7 @@ class Soak:
             if now >= next_fault:
                 self._fault(FAULTS[fault_index % len(FAULTS)])
                 fault_index += 1
-                next_fault += FAULT_EVERY
+                next_fault += fault_every
             tick += 1.0
             self._stop.wait(max(0.0, tick - time.monotonic()))
         for agent_id, (series, _) in spiked.items():
@@ -327,7 +337,7 @@ class Verdict:
     delivered: int
     lost: list[Expected]
     duplicated: int
-    unexpected: int
+    unexpected: Counter[str]  # by rule
     lags: list[float]
 
 
@@ -366,8 +376,8 @@ def judge(expected: list[Expected], got: list[Card], slack: FakeSlack) -> Verdic
         lags.append(arrived - reachable)
     identities = Counter((c.call.method, c.alert_id, c.transition, c.at) for c in got)
     duplicated = sum(n - 1 for n in identities.values() if n > 1)
-    unexpected = sum(
-        1
+    unexpected = Counter(
+        c.rule
         for c in got
         if id(c) not in matched and c.call.method == "chat.postMessage" and c.call.thread_ts is None
     )
@@ -395,6 +405,10 @@ def _stalls(soak: Soak, since: float, until: float) -> list[float]:
     return [
         b - a for a, b in pairwise(times) if b - a > STALL_SECONDS and not (a <= k1 and b >= k0)
     ]
+
+
+def _by_kind(lost: list[Expected]) -> str:
+    return ", ".join(f"{n} {key}" for key, n in Counter(f"{e.rule} {e.kind}" for e in lost).items())
 
 
 def _rss_at(points: list[tuple[float, float]], seconds: float) -> str:
@@ -437,7 +451,8 @@ def run(quick: bool) -> list[Figure]:
             target=soak.churn, args=(churn_until,), name="churn", daemon=True
         )
         churner.start()
-        next_sample, next_hup, killed = began, began + SIGHUP_EVERY, False
+        sighup_every = SIGHUP_EVERY if soak.long else SHORT_SIGHUP_EVERY
+        next_sample, next_hup, killed = began, began + sighup_every, False
         end = churn_until + DRAIN_SECONDS
         try:
             while (now := time.monotonic()) < end:
@@ -447,7 +462,7 @@ def run(quick: bool) -> list[Figure]:
                 if now >= next_hup and now < churn_until:
                     life.proc.send(signal.SIGHUP)
                     soak.sighups += 1
-                    next_hup += SIGHUP_EVERY
+                    next_hup += sighup_every
                 if not killed and now >= began + KILL_AT * soak.seconds:
                     soak.sample(life)
                     k0 = time.monotonic()
@@ -522,7 +537,7 @@ def _figures(
         Figure(
             NAME,
             "lost transitions",
-            f"{len(v.lost)}" + (f" (e.g. {v.lost[0]})" if v.lost else ""),
+            f"{len(v.lost)}" + (f" ({_by_kind(v.lost)}; e.g. {v.lost[0]})" if v.lost else ""),
             "0",
             not v.lost,
         ),
@@ -530,7 +545,8 @@ def _figures(
         info(
             NAME,
             "unexpected top-level cards (no expected transition; e.g. no-data)",
-            f"{v.unexpected}",
+            f"{v.unexpected.total()}"
+            + (f" (by rule: {dict(v.unexpected.most_common())})" if v.unexpected else ""),
         ),
         info(
             NAME,
