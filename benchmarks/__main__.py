@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import engine, housekeeping, idle, latency, polls, scale
+from benchmarks import engine, housekeeping, idle, latency, polls, scale, soak
 from benchmarks.common import PROFILE, Figure, machine, progress
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "polls": polls.run,
     "idle": idle.run,
     "housekeeping": housekeeping.run,
+    "soak": soak.run,
 }
 
 
@@ -47,7 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the daemons under cProfile, write DIR/<benchmark>.prof and print the hot "
         "spots (CPU and latency figures of such a run are inflated by the profiler)",
     )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        metavar="N",
+        help=f"length of the soak's churn (default {soak.DEFAULT_MINUTES:g}, "
+        f"{soak.QUICK_MINUTES:g} with --quick)",
+    )
     args = parser.parse_args(argv)
+    if args.soak_minutes is not None:
+        soak.MINUTES["minutes"] = args.soak_minutes
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         PROFILE["dir"] = args.profile.resolve()
