@@ -25,7 +25,8 @@ when the fake Slack holds a post or update whose metadata names the same rule an
 series, that transition, and a time within `MATCH_SECONDS` of the serving; a "fired and
 resolved" card (a firing folded into its resolution) covers both. "Lost" = expected
 transitions not delivered; "duplicated" = one notification's identity (alert id,
-transition, time; from the metadata) accepted twice by the same Slack method;
+transition, time; from the metadata) posted twice (a second card or thread reply); an
+edit (`chat.update`) repeated is counted apart: edits are idempotent and may repeat;
 "unexpected cards" = posts matching no expected transition (a no-data page while the API
 was healthy would show here). Delivery lag = the card's arrival minus the later of the
 moment the soak set the count and the last failed Slack attempt before the card (the
@@ -337,6 +338,7 @@ class Verdict:
     delivered: int
     lost: list[Expected]
     duplicated: int
+    repeated_edits: int
     unexpected: Counter[str]  # by rule
     lags: list[float]
 
@@ -375,13 +377,20 @@ def judge(expected: list[Expected], got: list[Card], slack: FakeSlack) -> Verdic
         )
         lags.append(arrived - reachable)
     identities = Counter((c.call.method, c.alert_id, c.transition, c.at) for c in got)
-    duplicated = sum(n - 1 for n in identities.values() if n > 1)
+    duplicated = sum(
+        n - 1 for key, n in identities.items() if n > 1 and key[0] == "chat.postMessage"
+    )
+    repeated_edits = sum(
+        n - 1 for key, n in identities.items() if n > 1 and key[0] != "chat.postMessage"
+    )
     unexpected = Counter(
         c.rule
         for c in got
         if id(c) not in matched and c.call.method == "chat.postMessage" and c.call.thread_ts is None
     )
-    return Verdict(len(expected), len(expected) - len(lost), lost, duplicated, unexpected, lags)
+    return Verdict(
+        len(expected), len(expected) - len(lost), lost, duplicated, repeated_edits, unexpected, lags
+    )
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -541,7 +550,8 @@ def _figures(
             "0",
             not v.lost,
         ),
-        Figure(NAME, "duplicated notifications", f"{v.duplicated}", "0", v.duplicated == 0),
+        Figure(NAME, "duplicated posts", f"{v.duplicated}", "0", v.duplicated == 0),
+        info(NAME, "repeated edits (idempotent chat.update)", f"{v.repeated_edits}"),
         info(
             NAME,
             "unexpected top-level cards (no expected transition; e.g. no-data)",
