@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
+from tests.fakes.slack import FakeSlack
+from tests.harness import API_KEY, SLACK_TOKEN, Site, daemon_env, write_rules
 
 
 @pytest.fixture
@@ -14,3 +18,33 @@ def fake_elevenlabs() -> Iterator[FakeElevenLabs]:
     """A started loopback ElevenLabs fake (key "test-key", workspace count 0), stopped after."""
     with FakeElevenLabs() as fake:
         yield fake
+
+
+@pytest.fixture
+def api() -> Iterator[FakeElevenLabs]:
+    """The loopback ElevenLabs of the process tests: the harness's key, workspace count 1."""
+    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """The loopback Slack of the process tests, taking the harness's bot token."""
+    with FakeSlack(token=SLACK_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[..., Site]:
+    """Make a test's rules file, state directory and daemon environment against the fakes
+    (a module may override `slack` with a fake of its own; `with_slack=False` is console)."""
+
+    def make(body: str, *, with_slack: bool = True, **options: Any) -> Site:
+        config = write_rules(tmp_path / "rules.toml", body, **options)
+        state = tmp_path / "state"
+        env = daemon_env(
+            state, api_url=api.url, slack_api_url=slack.api_url if with_slack else None
+        )
+        return Site(config, state, env, options)
+
+    return make

@@ -12,7 +12,7 @@ import json
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,39 +28,12 @@ from tests.harness import (
     Site,
     alert_of,
     at,
-    daemon_env,
     rule,
-    write_rules,
 )
 
 pytestmark = pytest.mark.slow
 
 HIGH = rule("high", above=5, severity="critical")
-
-
-@pytest.fixture
-def api() -> Iterator[FakeElevenLabs]:
-    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
-        yield fake
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack(token=SLACK_TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[..., Site]:
-    def make(body: str, *, with_slack: bool = True, **options: Any) -> Site:
-        config = write_rules(tmp_path / "rules.toml", body, **options)
-        state = tmp_path / "state"
-        env = daemon_env(
-            state, api_url=api.url, slack_api_url=slack.api_url if with_slack else None
-        )
-        return Site(config, state, env, options)
-
-    return make
 
 
 def card(slack: FakeSlack, alert_id: str) -> SlackCall:

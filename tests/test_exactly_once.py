@@ -9,53 +9,25 @@ back to at least once, and says so once at start and in `watchdog check`.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import Fail, FakeSlack
 from tests.harness import (
-    API_KEY,
-    SLACK_TOKEN,
     DaemonProcess,
     Site,
     alert_of,
     base_env,
-    daemon_env,
     rule,
-    write_rules,
 )
 
 pytestmark = pytest.mark.slow
 
 HIGH = rule("high", above=5, severity="critical")
 NO_HISTORY = ["chat:write", "channels:read", "groups:read"]
-
-
-@pytest.fixture
-def api() -> Iterator[FakeElevenLabs]:
-    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
-        yield fake
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack(token=SLACK_TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[..., Site]:
-    def make(body: str, **options: Any) -> Site:
-        config = write_rules(tmp_path / "rules.toml", body, **options)
-        state = tmp_path / "state"
-        env = daemon_env(state, api_url=api.url, slack_api_url=slack.api_url)
-        return Site(config, state, env, options)
-
-    return make
 
 
 def fire(daemon: DaemonProcess, api: FakeElevenLabs) -> str:

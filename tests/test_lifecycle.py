@@ -18,7 +18,6 @@ import pytest
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import Fail, FakeSlack, channel_id
 from tests.harness import (
-    API_KEY,
     SLACK_TOKEN,
     DaemonProcess,
     Site,
@@ -33,12 +32,6 @@ pytestmark = pytest.mark.slow
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 HIGH = rule("high", above=5, severity="critical")
-
-
-@pytest.fixture
-def api() -> Iterator[FakeElevenLabs]:
-    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
-        yield fake
 
 
 class ArrivingSlack(FakeSlack):
@@ -68,17 +61,6 @@ def slack() -> Iterator[ArrivingSlack]:
     fake = ArrivingSlack(token=SLACK_TOKEN)
     with fake:
         yield fake
-
-
-@pytest.fixture
-def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[..., Site]:
-    def make(body: str, **options: Any) -> Site:
-        config = write_rules(tmp_path / "rules.toml", body, **options)
-        state = tmp_path / "state"
-        env = daemon_env(state, api_url=api.url, slack_api_url=slack.api_url)
-        return Site(config, state, env, options)
-
-    return make
 
 
 def more_polls(daemon: DaemonProcess, n: int = 3) -> None:

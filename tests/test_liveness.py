@@ -20,13 +20,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fakes.elevenlabs import ALL, FakeElevenLabs
 from tests.fakes.slack import Fail, FakeSlack
-from tests.harness import API_KEY, SLACK_TOKEN, DaemonProcess, Site, daemon_env, rule, write_rules
+from tests.harness import API_KEY, DaemonProcess, Site, daemon_env, rule, write_rules
 from watchdog.audit import configure_logging, reset_logging
 from watchdog.clock import SystemClock
 from watchdog.daemon import Daemon
@@ -37,29 +36,6 @@ from watchdog.store import Store
 from watchdog.systemd import SdNotifier
 
 HIGH = rule("high", above=5, severity="critical")
-
-
-@pytest.fixture
-def api() -> Iterator[FakeElevenLabs]:
-    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
-        yield fake
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack(token=SLACK_TOKEN) as fake:
-        yield fake
-
-
-@pytest.fixture
-def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[..., Site]:
-    def make(body: str, **options: Any) -> Site:
-        config = write_rules(tmp_path / "rules.toml", body, **options)
-        state = tmp_path / "state"
-        env = daemon_env(state, api_url=api.url, slack_api_url=slack.api_url)
-        return Site(config, state, env, options)
-
-    return make
 
 
 class NotifySocket:

@@ -14,7 +14,7 @@ import signal
 import socket
 import threading
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,18 +37,6 @@ from watchdog.store import Store
 NEW_KEY = "sk_rotated0123456789abcdefghijklmnopq"
 NEW_SLACK_TOKEN = "xoxb-2222222222-3333333333-RotatedTokenValue7"
 HIGH = rule("high", above=5, recover_below=2)
-
-
-@pytest.fixture
-def api() -> Iterator[FakeElevenLabs]:
-    with FakeElevenLabs(api_key=API_KEY, count=1) as fake:
-        yield fake
-
-
-@pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack(token=SLACK_TOKEN) as fake:
-        yield fake
 
 
 @pytest.fixture
