@@ -55,9 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"length of the soak's churn (default {soak.DEFAULT_MINUTES:g}, "
         f"{soak.QUICK_MINUTES:g} with --quick)",
     )
+    parser.add_argument(
+        "--soak-kill-at",
+        type=float,
+        metavar="F",
+        help=f"when the soak kills -9 and restarts the daemon, as a share of the churn "
+        f"(default {soak.KILL_AT:g}; 0 = never, so one life spans the run)",
+    )
     args = parser.parse_args(argv)
     if args.soak_minutes is not None:
         soak.MINUTES["minutes"] = args.soak_minutes
+    if args.soak_kill_at is not None:
+        soak.KILL["at"] = args.soak_kill_at
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         PROFILE["dir"] = args.profile.resolve()

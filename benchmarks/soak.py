@@ -71,6 +71,8 @@ DEFAULT_MINUTES = 20.0
 QUICK_MINUTES = 3.0
 MINUTES: dict[str, float] = {}
 """Set by `--soak-minutes N` (overrides the default and --quick)."""
+KILL: dict[str, float] = {}
+"""Set by `--soak-kill-at F`: when to kill -9, as a share of the churn (0 = never)."""
 
 QUIET, SPIKE, ABOVE = 5, 30, 20
 WORKSPACE_LEVEL, COLLAPSE_BELOW = 100, 5
@@ -427,6 +429,24 @@ def _rss_at(points: list[tuple[float, float]], seconds: float) -> str:
     return f"{[v for t, v in points if t <= seconds][-1]:.1f}"
 
 
+def _flat_memory(points: list[tuple[float, float]]) -> list[Figure]:
+    """Issue 16's criterion, where one life spans it: RSS at 60 min within 10 % of 10 min."""
+    if not points or points[-1][0] < 3600:
+        return []
+    at10 = [v for t, v in points if t <= 600][-1]
+    at60 = [v for t, v in points if t <= 3600][-1]
+    change = 100 * (at60 - at10) / at10
+    return [
+        Figure(
+            NAME,
+            "RSS at 10 min -> 60 min (one life)",
+            f"{at10:.1f} -> {at60:.1f} MiB ({change:+.1f} %)",
+            "within 10 %",
+            abs(change) <= 10,
+        )
+    ]
+
+
 def run(quick: bool) -> list[Figure]:
     minutes = MINUTES.get("minutes", QUICK_MINUTES if quick else DEFAULT_MINUTES)
     soak = Soak(minutes)
@@ -462,6 +482,7 @@ def run(quick: bool) -> list[Figure]:
         churner.start()
         sighup_every = SIGHUP_EVERY if soak.long else SHORT_SIGHUP_EVERY
         next_sample, next_hup, killed = began, began + sighup_every, False
+        kill_at = KILL.get("at", KILL_AT)
         end = churn_until + DRAIN_SECONDS
         try:
             while (now := time.monotonic()) < end:
@@ -472,7 +493,7 @@ def run(quick: bool) -> list[Figure]:
                     life.proc.send(signal.SIGHUP)
                     soak.sighups += 1
                     next_hup += sighup_every
-                if not killed and now >= began + KILL_AT * soak.seconds:
+                if not killed and kill_at and now >= began + kill_at * soak.seconds:
                     soak.sample(life)
                     k0 = time.monotonic()
                     life.proc.kill()
@@ -529,7 +550,8 @@ def _figures(
             "set-up",
             f"{AGENTS} agents + workspace, 1 s polls, {minutes:g} min churn + "
             f"{DRAIN_SECONDS:g} s drain, seed 16; faults {dict(soak.faults)}, "
-            f"{soak.collapses} collapses, {soak.sighups} SIGHUPs, 1 kill -9",
+            f"{soak.collapses} collapses, {soak.sighups} SIGHUPs, "
+            f"{len(lives) - 1} kill -9",
         ),
         info(NAME, "polls answered with a count", f"{polls:,}"),
         info(
@@ -584,6 +606,7 @@ def _figures(
             f"{rss_last[0][1]:.1f}, {rss_last[-1][1]:.1f} MiB",
         ),
         info(NAME, "RSS of each life: at 60 s, 300 s, 600 s, end", rss_points),
+        *_flat_memory(lives[0].rss),
         info(NAME, "RSS slope per life, after its first minute", f"{slopes} MiB/h"),
         info(NAME, "open fds: min / max", f"{min(fds, default=0)} / {max(fds, default=0)}"),
         info(
