@@ -188,6 +188,7 @@ class Daemon:
         self._poll_crash: BaseException | None = None
         self._wake = asyncio.Event()
         self._reload = asyncio.Event()
+        self._samples_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._cycles = 0
         self._last_prune = clock.monotonic()
@@ -390,7 +391,7 @@ class Daemon:
                 complete = await self._cycle(spread=not first, started=started, interval=interval)
                 if self._poll_crash is not None:
                     raise self._poll_crash
-                self._flush()
+                await self.flush_samples()
                 self._check_clock()
                 if not self._stop.is_set():
                     self._report_schedule()
@@ -629,7 +630,8 @@ class Daemon:
         while not self._stop.is_set():
             await self._reload.wait()
             self._reload.clear()
-            self.reload()
+            async with self._samples_lock:  # the history it reads includes every sample
+                self.reload()
 
     def reload(self) -> bool:
         """Apply new rules and settings now; an invalid config is rejected, the old one kept.
@@ -737,16 +739,45 @@ class Daemon:
                 notifications=unsaved.notifications,
             )
         except StateError as exc:
-            self._log.error(
-                Event.STATE_ERROR,
-                error=str(exc),
-                unsaved_notifications=len(unsaved.notifications),
-                unsaved_samples=len(unsaved.samples),
-            )
-            if len(unsaved.samples) > 100_000:  # bound memory during a long disk-full spell
-                del unsaved.samples[: len(unsaved.samples) - 100_000]
+            self._unsaved_kept(exc)
             return
         self._unsaved = _Unsaved()
+
+    async def flush_samples(self) -> None:
+        """Write a poll cycle's samples from a worker thread, so the loop never waits on it.
+
+        A thousand samples into a cold, week-old database take 100 ms and more (the first
+        flush after a start reads the index from disk); on the loop that would delay every
+        poll and ping. Only samples go this way: they are history rows, independent of
+        each other and of the order of writes. Alerts and notifications (a transition) are
+        written on the loop, in order, by `_commit`. A reload waits for a flush in flight
+        (`_samples_lock`) so that it reads the history whole.
+        """
+        unsaved = self._unsaved
+        if unsaved.alerts or unsaved.notifications:
+            self._flush()
+            return
+        if not unsaved.samples:
+            return
+        async with self._samples_lock:
+            samples, unsaved.samples = unsaved.samples, []
+            try:
+                await asyncio.to_thread(self._store.apply, samples=samples)
+            except StateError as exc:
+                self._unsaved.samples[:0] = samples
+                self._unsaved_kept(exc)
+
+    def _unsaved_kept(self, exc: StateError) -> None:
+        """A write failed: keep what was not written for the next one, within a bound."""
+        unsaved = self._unsaved
+        self._log.error(
+            Event.STATE_ERROR,
+            error=str(exc),
+            unsaved_notifications=len(unsaved.notifications),
+            unsaved_samples=len(unsaved.samples),
+        )
+        if len(unsaved.samples) > 100_000:  # bound memory during a long disk-full spell
+            del unsaved.samples[: len(unsaved.samples) - 100_000]
 
     def _start_housekeeping(self) -> None:
         """Hourly, in the background: the poll loop never waits for housekeeping."""

@@ -410,7 +410,20 @@ class Store:
         """
         if not (samples or alerts or notifications):
             return []
-        new_series: dict[str, int] = {}
+        with self._lock:  # the series ids written and their cache change together
+            new_series: dict[str, int] = {}
+            outbox_ids = self._write_tick(samples, alerts, notifications, new_series)
+            # Only after the commit: a rolled-back series id must not be remembered.
+            self._series.update(new_series)
+        return outbox_ids
+
+    def _write_tick(
+        self,
+        samples: Sequence[Sample],
+        alerts: Sequence[AlertRecord],
+        notifications: Sequence[Notification],
+        new_series: dict[str, int],
+    ) -> list[int]:
         outbox_ids: list[int] = []
         with self._writing("saving a tick") as conn:
             rows: list[tuple[int, int, int]] = []
@@ -464,8 +477,6 @@ class Store:
                 )
                 assert cursor.lastrowid is not None
                 outbox_ids.append(cursor.lastrowid)
-        # Only after the commit: a rolled-back series id must not be remembered.
-        self._series.update(new_series)
         return outbox_ids
 
     # --- alerts ---
