@@ -65,6 +65,10 @@ class Event(StrEnum):
     NOTIFY_GUARANTEE = "notify.guarantee"  # exactly-once or at-least-once, and why
     NOTIFY_FOLDED = "notify.folded"  # a queued firing + its resolution: one card (with reason)
     NOTIFY_DROPPED = "notify.dropped"  # a queued notification overtaken by the queue (reason)
+    NOTIFY_SUPPRESSED = "notify.suppressed"  # held back by a silence or mute (reason, which)
+    NOTIFY_RELEASED = "notify.released"  # its cover ended while the alert still fires: announced
+    SILENCE_CREATED = "silence.created"  # with who made it (`by`)
+    SILENCE_EXPIRED = "silence.expired"  # it ran out, or was expired early
     CONFIG_LOADED = "config.loaded"
     CONFIG_REJECTED = "config.rejected"
     CONFIG_UNKNOWN_VARIABLE = "config.unknown_variable"  # a WATCHDOG_* typo, ignored

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -36,10 +37,12 @@ from watchdog.errors import (
     WatchdogError,
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
-from watchdog.model import WORKSPACE, AlertState, Notification
+from watchdog.model import WATCHDOG_SERIES, WORKSPACE, AlertState, Notification
 from watchdog.rules import Config, load_config
 from watchdog.settings import Settings, credentials_for_check, load_settings, unknown_variables
+from watchdog.silences import ALL_RULES, Silence
 from watchdog.store import Store, Unreadable, writer_lock
+from watchdog.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from watchdog.daemon import Reloaded
@@ -129,7 +132,35 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="one JSON document")
     sub = command("demo", _cmd_demo, "a simulated day against the example rules (no account)")
     sub.add_argument("--speed", type=float, default=None, help=argparse.SUPPRESS)
+    _silence_parser(commands)
     return parser
+
+
+def _silence_parser(commands: Any) -> None:
+    """`watchdog silence add|list|expire`: works while the daemon runs (same state)."""
+    text = "hold back notifications for a while (the rules keep running)"
+    silence = commands.add_parser("silence", help=text, description=text)
+    actions = silence.add_subparsers(title="actions", required=True, metavar="ACTION")
+
+    def action(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
+        sub = actions.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--config", type=Path, metavar="FILE", help="rules file (TOML)")
+        return sub
+
+    add = action("add", _cmd_silence_add, "silence a rule (or all) on a series (or all)")
+    add.add_argument("--rule", required=True, metavar='NAME|"*"', help='a rule name, "*" = all')
+    add.add_argument("--scope", metavar="SERIES", help="one series (default: every series)")
+    until = add.add_mutually_exclusive_group(required=True)
+    until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 30m")
+    until.add_argument(
+        "--until", metavar="ISO-8601", help="end time (local time unless it has an offset)"
+    )
+    add.add_argument("--comment", required=True, help="why (shown in status and Slack)")
+    listing = action("list", _cmd_silence_list, "the silences in force or still to come")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    expire = action("expire", _cmd_silence_expire, "end a silence now")
+    expire.add_argument("id", type=int, metavar="ID", help="the silence's id")
 
 
 # -- shared wiring ------------------------------------------------------------------
@@ -528,7 +559,27 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"dead letters: {len(report['dead_letters'])}")
     for dead in report["dead_letters"]:
         print(f"  {dead['failed_at']} {dead['kind']} {dead['rule'] or '?'} -> {dead['reason']}")
+    _print_silences(report, now)
     return EXIT_OK
+
+
+def _print_silences(report: dict[str, Any], now: datetime) -> None:
+    print("silences:")
+    if not report["silences"]:
+        print("  none in force")
+    for item in report["silences"]:
+        silence = Silence(
+            id=item["id"],
+            rule=item["rule"],
+            scope=item["scope"],
+            starts=datetime.fromisoformat(item["starts"]),
+            ends=datetime.fromisoformat(item["ends"]),
+            by=item["by"],
+            comment=item["comment"],
+        )
+        print(f"  {silence.describe(now)}")
+        for alert in item["covers"]:
+            print(f"    covers FIRING {alert['rule']} [{alert['series']}] id={alert['alert_id']}")
 
 
 def _delivery_lag_line(lag: dict[str, Any], now: datetime) -> str:
@@ -575,6 +626,18 @@ def _status_report(store: Store, now: datetime) -> dict[str, Any]:
     oldest = store.oldest_pending()
     dead = store.dead_letters()
     lag = DeliveryLag.from_json(store.get_meta(LAG_META_KEY))
+    firing = [a for a in alerts if a["state"] == AlertState.FIRING.value]
+    silences = [
+        {
+            **_silence_json(s),
+            "covers": [
+                {"alert_id": a["alert_id"], "rule": a["rule"], "series": a["series"]}
+                for a in firing
+                if s.covers(str(a["rule"]), str(a["series"]), now)
+            ],
+        }
+        for s in store.silences(now)
+    ]
 
     def described(note: Notification | Unreadable) -> dict[str, Any]:
         if isinstance(note, Unreadable):
@@ -605,6 +668,7 @@ def _status_report(store: Store, now: datetime) -> dict[str, Any]:
             if oldest is None
             else max(0.0, (now - oldest.created_at).total_seconds()),
         },
+        "silences": silences,
         "dead_letters": [
             {
                 **described(d.notification),
@@ -616,6 +680,118 @@ def _status_report(store: Store, now: datetime) -> dict[str, Any]:
             for d in dead
         ],
     }
+
+
+def _cmd_silence_add(args: argparse.Namespace) -> int:
+    settings, config = _load(args)
+    now = datetime.now(UTC)
+    try:
+        rule, scope = _silence_target(config, args.rule, args.scope)
+        ends = _silence_end(args.duration, args.until, now)
+        comment = args.comment.strip()
+        if not comment:
+            raise ValueError("--comment: say why (it is shown in status and the audit log)")
+    except ValueError as exc:
+        print(f"watchdog silence add: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    store = _open_store(settings)
+    try:
+        silence_id = store.add_silence(rule, scope, now, ends, f"cli:{_login_name()}", comment)
+    finally:
+        store.close()
+    print(silence_id)
+    return EXIT_OK
+
+
+def _silence_target(config: Config, rule: str, scope: str | None) -> tuple[str, str | None]:
+    """The rule ("*" or one of the config's) and series (None: all) a silence is for."""
+    rules = config.rule_names
+    if rule != ALL_RULES and rule not in rules:
+        hint = did_you_mean(rule, rules) or f': use "*" or one of {", ".join(rules)}'
+        raise ValueError(f"--rule: unknown rule {rule!r}{hint}")
+    if scope is None:
+        return rule, None
+    series = [name for name, _ in config.series] + [WATCHDOG_SERIES]
+    if scope not in series:
+        hint = did_you_mean(scope, series) or f": use one of {', '.join(series)}"
+        raise ValueError(f"--scope: unknown series {scope!r}{hint}")
+    return rule, scope
+
+
+def _silence_end(duration: str | None, until: str | None, now: datetime) -> datetime:
+    """When a silence given `--for DURATION` or `--until TIME` from `now` ends."""
+    if duration is not None:
+        try:
+            length = parse_duration(duration)
+        except ValueError as exc:
+            raise ValueError(f"--for: {exc}") from None
+        if length <= timedelta(0):
+            raise ValueError("--for: a silence must last more than 0s")
+        return now + length
+    assert until is not None
+    try:
+        ends = datetime.fromisoformat(until)
+    except ValueError:
+        raise ValueError(
+            f"--until: invalid time {until!r}: use ISO 8601, e.g. 2026-12-01T18:00+01:00"
+        ) from None
+    ends = ends.astimezone(UTC)  # a naive time is the machine's local time
+    if ends <= now:
+        raise ValueError(f"--until: {ends.isoformat()} is in the past")
+    return ends
+
+
+def _login_name() -> str:
+    """Who runs the CLI: the user behind `sudo` if any, else the login name."""
+    try:
+        return os.environ.get("SUDO_USER") or getpass.getuser()
+    except (OSError, KeyError):  # no such variable and no passwd entry for the uid
+        return f"uid {os.getuid()}"
+
+
+def _cmd_silence_list(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    now = datetime.now(UTC)
+    store = _open_store(settings)
+    try:
+        silences = store.silences(now=now)
+    finally:
+        store.close()
+    for s in silences:
+        print(json.dumps(_silence_json(s)) if args.json else s.describe(now))
+    if not silences and not args.json:
+        print("no silences in force or to come")
+    return EXIT_OK
+
+
+def _silence_json(s: Silence) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "rule": s.rule,
+        "scope": s.scope,
+        "starts": s.starts.isoformat(),
+        "ends": s.ends.isoformat(),
+        "by": s.by,
+        "comment": s.comment,
+    }
+
+
+def _cmd_silence_expire(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    store = _open_store(settings)
+    try:
+        expired = store.expire_silence(args.id, datetime.now(UTC))
+    finally:
+        store.close()
+    if not expired:
+        print(
+            f"watchdog silence expire: no silence {args.id} in force or to come "
+            "(see `watchdog silence list`)",
+            file=sys.stderr,
+        )
+        return EXIT_PROBLEM
+    print(f"silence {args.id} expired")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -22,6 +22,14 @@ Guarantees:
 - no poll waits for another: each series is polled when it is due; one whose previous
   request is still running is skipped and counted late (`poll.late`, never a failure,
   never a sample), and a cycle stops waiting for stragglers when the next one is due.
+- silences and mute windows keep Slack quiet, never the rules: every transition is stored
+  and audited, and the suppression stage (`watchdog.silences.decide`) says which
+  notifications are not sent (`notify.suppressed`). It runs twice: when a notification
+  is queued, judged at the transition's own time, so that what happened inside a
+  silence stays out of Slack however late the outbox reaches it (after a Slack outage,
+  say); and when it is about to be sent, judged then, so that a silence created while it
+  waits in the outbox holds it. The ticker re-reads the silences within a second of the
+  CLI changing them, and releases held news whose cover ended (`notify.released`).
 - the watchdog's own backlog never pages per series: each cycle tells the engine how
   many series were not polled on time (skipped while their previous request runs, or
   started more than STARVED_SHARE of an interval after they were due) and why; the
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +54,14 @@ from watchdog.clock import Clock
 from watchdog.delivery import OutboxWorker
 from watchdog.durations import format_duration
 from watchdog.engine import SPARKLINE_LENGTH, Engine
-from watchdog.errors import ConfigError, DaemonCrashed, PollFailure, SourceError, StateError
+from watchdog.errors import (
+    ConfigError,
+    DaemonCrashed,
+    InputError,
+    PollFailure,
+    SourceError,
+    StateError,
+)
 from watchdog.liveness import (
     OUTBOX_AGE_LIMIT,
     READY_WITHIN_SECONDS,
@@ -68,8 +84,9 @@ from watchdog.model import (
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
 from watchdog.rules import ChangeRule, Config
+from watchdog.silences import Decision, Held, Silence, decide, reconcile
 from watchdog.source import Source, request_timeout
-from watchdog.store import Store
+from watchdog.store import OutboxEntry, Store
 from watchdog.systemd import LivenessPinger, SdNotifier
 
 TICK_SECONDS = 1.0
@@ -123,9 +140,10 @@ class _Unsaved:
     samples: list[Sample] = field(default_factory=list)
     alerts: dict[tuple[str, str], AlertRecord] = field(default_factory=dict)
     notifications: list[Notification] = field(default_factory=list)
+    held: dict[str, Held | None] = field(default_factory=dict)  # None: no longer held
 
     def __bool__(self) -> bool:
-        return bool(self.samples or self.alerts or self.notifications)
+        return bool(self.samples or self.alerts or self.notifications or self.held)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +222,8 @@ class Daemon:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._crash: tuple[str, Exception] | None = None
         self._oldest_undelivered: tuple[datetime, str | None] | None = None
+        self._silences: tuple[Silence, ...] = ()  # not yet ended; re-read on change
+        self._held: dict[str, Held] = {}  # the store's held news, by alert id
         self._pinger = LivenessPinger(
             self._sd,
             stalled=lambda: self.health().stalled,
@@ -248,6 +268,7 @@ class Daemon:
             monotonic=self._clock.monotonic,
             on_coalesced=self._coalesced,
             on_lag=self._metrics.delivered_after if self._metrics is not None else None,
+            hold=self._hold_at_delivery,
         )
         self._refresh_outbox_age()
         self._log.info(
@@ -367,6 +388,8 @@ class Daemon:
 
     def _restore(self) -> None:
         now = self._clock.now()
+        self._held = self._store.held()
+        self._refresh_silences(now)
         keep = self._history_needed()
         alerts = self._store.load_alerts()
         samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
@@ -581,7 +604,10 @@ class Daemon:
             if self._clock.monotonic() - self._started_at >= READY_WITHIN_SECONDS:
                 self._announce_ready(first_cycle="pending")
             self._check_clock()
-            transitions = self._engine.tick(self._clock.now())
+            now = self._clock.now()
+            self._follow_changes(now)
+            self._release_held(now)
+            transitions = self._engine.tick(now)
             if transitions:
                 self._commit(transitions)
 
@@ -719,11 +745,20 @@ class Daemon:
                     severity=t.severity,
                 )
             unsaved.alerts[(t.rule, t.series)] = record
+        suppressed: list[tuple[Notification, Decision]] = []
+        for t in transitions:
             if t.kind.notifies:
-                unsaved.notifications.append(self._notification(t, config))
+                note = self._notification(t, config)
+                decision = self._suppression(note, t.at, config)
+                if decision.send:
+                    unsaved.notifications.append(note)
+                else:
+                    suppressed.append((note, decision))
         self._flush()
         for t in transitions:
             self._log_transition(t)
+        for note, decision in suppressed:
+            self._log_suppressed(note, decision, stage="enqueue")
         if any(t.kind.notifies for t in transitions):
             self._wake.set()
             self._refresh_outbox_age()
@@ -737,6 +772,8 @@ class Daemon:
                 samples=unsaved.samples,
                 alerts=list(unsaved.alerts.values()),
                 notifications=unsaved.notifications,
+                held=[news for news in unsaved.held.values() if news is not None],
+                released=[alert_id for alert_id, news in unsaved.held.items() if news is None],
             )
         except StateError as exc:
             self._unsaved_kept(exc)
@@ -847,6 +884,185 @@ class Daemon:
             runbook=route.runbook,
             mention=route.mention if t.kind is TransitionKind.FIRING else None,
         )
+
+    # -- silences and mutes (see watchdog.silences) ---------------------------------
+
+    def silence_alert(self, alert_id: str, duration: timedelta, by: str) -> Silence:
+        """Silence one alert's rule on its series for `duration` from now; audited with `by`.
+
+        What the Slack card's Silence button does. Call it on the daemon's event loop.
+        Raises InputError when no pending or firing alert has that id, or the duration
+        is not positive.
+        """
+        record = next((r for r in self._engine.records() if r.alert_id == alert_id), None)
+        if record is None:
+            raise InputError(f"no pending or firing alert {alert_id!r}")
+        if duration <= timedelta(0):
+            raise InputError(f"a silence must last more than 0s, not {format_duration(duration)}")
+        now = self._clock.now()
+        silence_id = self._store.add_silence(
+            record.rule, record.series, now, now + duration, by, f"silenced alert {alert_id}"
+        )
+        self._refresh_silences(now)  # logs silence.created
+        self._release_held(now)  # a firing alert's news is held from now: its end is announced
+        return next(s for s in self._silences if s.id == silence_id)
+
+    def silences_text(self) -> str:
+        """The silences in force and the mute windows open now, in a few plain lines."""
+        now = self._clock.now()
+        active = [s for s in self._silences if s.active(now)]
+        muting = [m for m in self.config.mutes if m.active(now)]
+        if not active and not muting:
+            return "No active silences."
+        lines = [f"Active silences: {len(active)}"]
+        lines += [s.describe(now) for s in active]
+        for mute in muting:
+            lines.append(f"mute {mute.name} open now ({mute.describe()})")
+        return "\n".join(lines)
+
+    def _follow_changes(self, now: datetime) -> None:
+        """Re-read what other processes (the CLI) change, and silences that just ended.
+
+        `changed_elsewhere` is asked once per tick, here only: the answer is consumed.
+        """
+        try:
+            if self._store.changed_elsewhere() or any(s.ends <= now for s in self._silences):
+                self._refresh_silences(now)
+        except StateError as exc:
+            self._log.error(Event.STATE_ERROR, error=str(exc), during="reading silences")
+
+    def _refresh_silences(self, now: datetime) -> None:
+        """Read the silences not yet ended; audit those made or ended since the last read."""
+        news = self._store.take_silence_news(now)
+        self._silences = tuple(self._store.silences(now=now))
+        for s in news.created:
+            self._log.info(
+                Event.SILENCE_CREATED,
+                silence=s.id,
+                rule=s.rule,
+                scope=s.scope,
+                starts=s.starts.isoformat(),
+                ends=s.ends.isoformat(),
+                by=s.by,
+                comment=s.comment,
+            )
+        for s in news.expired:
+            self._log.info(
+                Event.SILENCE_EXPIRED,
+                silence=s.id,
+                rule=s.rule,
+                scope=s.scope,
+                ends=s.ends.isoformat(),
+                by=s.by,
+            )
+
+    def _suppression(self, note: Notification, at: datetime, config: Config) -> Decision:
+        """The suppression stage for `note` at `at`; the held news follows the decision."""
+        held = self._held.get(note.alert_id)
+        decision = decide(note, at, silences=self._silences, mutes=config.mutes, held=held)
+        if decision.held != held:
+            self._set_held(note.alert_id, decision.held)
+        return decision
+
+    def _set_held(self, alert_id: str, news: Held | None) -> None:
+        self._unsaved.held[alert_id] = news
+        if news is None:
+            self._held.pop(alert_id, None)
+        else:
+            self._held[alert_id] = news
+
+    def _hold_at_delivery(self, entry: OutboxEntry, note: Notification) -> bool:
+        """The suppression stage for an outbox head about to be sent: True if held back."""
+        now = self._clock.now()
+        held = self._held.get(note.alert_id)
+        decision = decide(note, now, silences=self._silences, mutes=self.config.mutes, held=held)
+        if decision.send:
+            return False
+        self._store.hold_back(entry.id, alert_id=note.alert_id, held=decision.held)
+        if decision.held is None:
+            self._held.pop(note.alert_id, None)
+        else:
+            self._held[note.alert_id] = decision.held
+        self._log_suppressed(note, decision, stage="delivery", outbox_id=entry.id)
+        return True
+
+    def _release_held(self, now: datetime) -> None:
+        """Announce the held news of alerts still firing whose cover ended.
+
+        A new card when none was posted, else a threaded reply; both with the mention.
+        Alerts firing with their card out when a cover began are held from then on.
+        """
+        if not (self._held or self._silences or self.config.mutes):
+            return
+        plan = reconcile(
+            self._held,
+            self._engine.records(),
+            now,
+            silences=self._silences,
+            mutes=self.config.mutes,
+        )
+        if not plan:
+            return
+        for news in plan.hold:
+            self._set_held(news.alert_id, news)
+        for alert_id in plan.forget:
+            self._set_held(alert_id, None)
+        released: list[tuple[Held, Notification]] = []
+        for news, record in plan.release:
+            note = self._release_note(news, record, now)
+            self._unsaved.notifications.append(note)
+            self._set_held(news.alert_id, None)
+            released.append((news, note))
+        self._flush()
+        for news, note in released:
+            self._log.warning(
+                Event.NOTIFY_RELEASED,
+                alert_id=note.alert_id,
+                rule=note.rule,
+                series=note.series,
+                kind=note.kind.value,
+                **news.cover.fields(),
+            )
+        if released:
+            self._wake.set()
+            self._refresh_outbox_age()
+
+    def _release_note(self, news: Held, record: AlertRecord, now: datetime) -> Notification:
+        """The announcement of an alert that outlived its cover: a card, or a reply to it."""
+        note = self._notification(
+            Transition(
+                alert_id=record.alert_id,
+                kind=TransitionKind.REPEAT if news.card else TransitionKind.FIRING,
+                rule=record.rule,
+                series=record.series,
+                severity=record.severity,
+                at=now,
+                since=record.since,
+                count=record.last_count,
+                condition=record.condition,
+                reason=f"{news.cover} ended; still firing",
+                recent=self._engine.recent(record.series),
+            ),
+            self.config,
+        )
+        return dataclasses.replace(note, mention=self.config.route_for(record.rule).mention)
+
+    def _log_suppressed(
+        self, note: Notification, decision: Decision, *, stage: str, outbox_id: int | None = None
+    ) -> None:
+        fields: dict[str, Any] = {
+            "alert_id": note.alert_id,
+            "rule": note.rule,
+            "series": note.series,
+            "kind": note.kind.value,
+            "reason": decision.reason.value,
+            "stage": stage,
+        }
+        if decision.cover is not None:
+            fields.update(decision.cover.fields())
+        if outbox_id is not None:
+            fields["outbox_id"] = outbox_id
+        self._log.info(Event.NOTIFY_SUPPRESSED, **fields)
 
     # -- reporting ------------------------------------------------------------------
 

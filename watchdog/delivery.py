@@ -35,6 +35,9 @@ What is guaranteed:
   sent. Each is audited (`notify.folded`, `notify.dropped`, with the reason) and costs no
   Slack call, so a backlog shrinks to what is still news. An entry that may already be in
   Slack (any earlier attempt) is never folded or dropped.
+* A head that a silence or mute covers when it is about to be sent is taken out of the
+  queue unsent by the `hold` stage the daemon passes in (`watchdog.silences`), before
+  it is brought up to date; like folding, never an entry that may already be in Slack.
 * The delivery lag of every sent notification (queued until the start of the attempt
   Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 
@@ -136,6 +139,7 @@ class OutboxWorker:
         monotonic: Callable[[], float] = time.monotonic,
         on_coalesced: Callable[[Reason], None] | None = None,
         on_lag: Callable[[float], None] | None = None,
+        hold: Callable[[OutboxEntry, Notification], bool] | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -156,6 +160,8 @@ class OutboxWorker:
         self._on_coalesced = on_coalesced or (lambda _reason: None)
         self._on_lag = on_lag or (lambda _seconds: None)
         self._lag: DeliveryLag | None = None
+        self._hold = hold or (lambda _entry, _note: False)
+        """The suppression stage: takes a head out of the queue unsent (True) or not."""
 
     def round_age(self) -> float | None:
         """Seconds the current delivery round has been running; None while waiting for work.
@@ -313,9 +319,25 @@ class OutboxWorker:
         """Each channel's head, once folding and dropping have nothing more to change."""
         while True:
             heads = self._store.outbox_heads()
-            changed = [self._coalesce(head) for head in heads]
+            changed = [self._held_back(head) or self._coalesce(head) for head in heads]
             if not any(changed):
                 return heads
+
+    def _held_back(self, head: OutboxEntry) -> bool:
+        """True when a silence or mute took `head` out of the queue (the `hold` stage)."""
+        note = head.notification
+        if isinstance(note, Unreadable) or _possibly_sent(head):
+            return False
+        if not self._hold(head, note):
+            return False
+        self._keep_backoff(head)
+        return True
+
+    def _keep_backoff(self, head: OutboxEntry) -> None:
+        """A head that Slack was failing leaves unsent: the next one waits out its backoff."""
+        if head.attempts:
+            held = self._retry_not_before.get(head.channel, head.next_attempt_at)
+            self._retry_not_before[head.channel] = max(held, head.next_attempt_at)
 
     def _coalesce(self, head: OutboxEntry) -> bool:
         """Fold or drop `head` as its plan says; True when the outbox changed."""
@@ -349,10 +371,7 @@ class OutboxWorker:
             self._on_coalesced(plan.reason)
             self._log.info(Event.NOTIFY_FOLDED, folded=list(plan.consumed), **fields)
         else:
-            if head.attempts:
-                # Slack failed this channel's head: the next one waits out its backoff.
-                held = self._retry_not_before.get(head.channel, head.next_attempt_at)
-                self._retry_not_before[head.channel] = max(held, head.next_attempt_at)
+            self._keep_backoff(head)
             self._store.discard(head.id)
             self._on_coalesced(plan.reason)
             self._log.info(Event.NOTIFY_DROPPED, **fields)

@@ -164,6 +164,38 @@ class ActiveWindow(BaseModel):
         return f"{self.days} {self.hours} {self.tz}"
 
 
+class MuteWindow(ActiveWindow):
+    """`[[mute]]`: a recurring maintenance window in which notifications are not sent.
+
+    The window is an `ActiveWindow` (days, hours, zone; an overnight span such as
+    "22:00-06:00" belongs to the day it starts on, and follows the zone's DST). It covers
+    the rules named in `rules` (default: every rule, the built-in ones too) on the series
+    named in `scope` (default: every series). Rules are still evaluated while it covers
+    them; only their notifications are held back (see `watchdog.silences`).
+    """
+
+    name: StrictStr
+    days: StrictStr
+    hours: StrictStr
+    tz: StrictStr
+    rules: list[StrictStr] | None = None
+    scope: StrictStr | list[StrictStr] | None = None
+
+    def active(self, at: datetime) -> bool:
+        """Whether the window is open at the aware instant `at`."""
+        return self.contains(at)
+
+    def covers(self, rule: str, series: str, at: datetime) -> bool:
+        """Whether the window holds back the notifications of `rule` on `series` at `at`."""
+        if self.rules is not None and rule not in self.rules:
+            return False
+        if self.scope is not None:
+            scope = [self.scope] if isinstance(self.scope, str) else self.scope
+            if "*" not in scope and series not in scope:
+                return False
+        return self.active(at)
+
+
 class _RuleBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -309,6 +341,7 @@ class _ConfigFile(BaseModel):
     slack: SlackSection = SlackSection()
     agents: list[Agent] = []
     rules: list[Rule] = []
+    mute: list[MuteWindow] = []
 
 
 @dataclass(frozen=True)
@@ -331,6 +364,12 @@ class Config:
     rules: tuple[ThresholdRule | ChangeRule, ...]
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     no_data: NoDataSection = field(default_factory=NoDataSection)
+    mutes: tuple[MuteWindow, ...] = ()
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        """Every rule an alert can come from: the file's rules, then the built-in ones."""
+        return (*(rule.name for rule in self.rules), NO_DATA_RULE, WATCHDOG_BEHIND_RULE)
 
     @property
     def series(self) -> tuple[tuple[str, str | None], ...]:
@@ -377,8 +416,8 @@ def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-            if parent == "rules" and out.count("[") == 1:
-                out = _with_rule_name(data, out, part)
+            if parent in _NAMED_LISTS and out.count("[") == 1:
+                out = _with_name(data, str(parent), out, part)
             parent = part
             continue
         if part in KINDS or "[" in part or part in _TYPE_TAGS:
@@ -389,12 +428,14 @@ def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "function-after"})
+_NAMED_LISTS = ("rules", "mute")
+"""Top-level arrays of tables whose items are named in locations: `mute[0] (deploys)`."""
 
 
-def _with_rule_name(data: Mapping[str, Any], where: str, index: int) -> str:
-    rules = data.get("rules")
-    if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], dict):
-        name = rules[index].get("name")
+def _with_name(data: Mapping[str, Any], key: str, where: str, index: int) -> str:
+    items = data.get(key)
+    if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
+        name = items[index].get("name")
         if isinstance(name, str):
             return f"{where} ({_printable(name)})"
     return where
@@ -416,6 +457,7 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("rules", "change"): ChangeRule,
     ("rules", "threshold", "active"): ActiveWindow,
     ("rules", "change", "active"): ActiveWindow,
+    ("mute",): MuteWindow,
 }
 # Keys people reach for whose spelling no string distance finds.
 _SYNONYMS = {"timezone": "tz", "time_zone": "tz", "zone": "tz"}
@@ -527,10 +569,11 @@ class _Parts:
     no_data: NoDataSection | None
     agents: Sequence[tuple[int, Agent]]
     rules: Sequence[tuple[int, ThresholdRule | ChangeRule]]
+    mutes: Sequence[tuple[int, MuteWindow]] = ()
 
 
 def _semantic_problems(
-    parts: _Parts, known_agents: set[str], from_env: Collection[str]
+    parts: _Parts, known_agents: set[str], from_env: Collection[str], known_rules: set[str]
 ) -> list[tuple[str, str]]:
     """Checks across fields and sections, as (location, message) pairs.
 
@@ -554,6 +597,42 @@ def _semantic_problems(
             problems.extend(_threshold_problems(where, rule))
         else:
             problems.extend(_change_problems(where, rule))
+    problems += _mute_problems(parts.mutes, known_rules, known_agents)
+    return problems
+
+
+def _mute_problems(
+    mutes: Sequence[tuple[int, MuteWindow]], known_rules: set[str], known_agents: set[str]
+) -> list[tuple[str, str]]:
+    """Names unique and well formed; `rules` and `scope` name what exists."""
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    rules = sorted(known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE})
+    series = [WORKSPACE, "*", *sorted(known_agents)]
+    for i, mute in mutes:
+        where = f"mute[{i}] ({_printable(mute.name)})"
+        if mute.name in seen:
+            problems.append((f"{where}.name", "duplicate mute name"))
+        elif (wrong := _name_problem(mute.name)) is not None:
+            problems.append((f"{where}.name", wrong))
+        seen.add(mute.name)
+        if mute.rules is not None and not mute.rules:
+            problems.append(
+                (f"{where}.rules", "must name at least one rule (leave it out for all)")
+            )
+        for name in mute.rules or ():
+            if name not in rules:
+                hint = did_you_mean(name, rules) or ": not a rule name"
+                problems.append((f"{where}.rules", f"unknown rule {name!r}{hint}"))
+        scope = [mute.scope] if isinstance(mute.scope, str) else mute.scope
+        if scope is not None and not scope:
+            problems.append(
+                (f"{where}.scope", "must name at least one series (leave it out for all)")
+            )
+        for name in scope or ():
+            if name not in series:
+                hint = did_you_mean(name, series) or ": not an agent name"
+                problems.append((f"{where}.scope", f"unknown series {name!r}{hint}"))
     return problems
 
 
@@ -691,11 +770,8 @@ def parse_config(
             numeric = key == "concurrency" and value.isascii() and value.isdigit()
             section[key] = int(value) if numeric else value
     raw_agents = data.get("agents")
-    known_agents = {
-        a["name"]
-        for a in (raw_agents if isinstance(raw_agents, list) else [])
-        if isinstance(a, dict) and isinstance(a.get("name"), str)
-    }
+    known_agents = _raw_names(raw_agents)
+    known_rules = _raw_names(data.get("rules"))
 
     def where(location: str) -> str:
         return location if location.startswith("environment: ") else f"{source}: {location}"
@@ -711,13 +787,16 @@ def parse_config(
                 problems.append(f"environment: WATCHDOG_{str(loc[1]).upper()}: {_message(error)}")
                 continue
             problems.append(f"{source}: {_loc(data, loc)}: {_message(error)}")
-        for location, message in _semantic_problems(_valid_parts(data), known_agents, from_env):
+        for location, message in _semantic_problems(
+            _valid_parts(data), known_agents, from_env, known_rules
+        ):
             problems.append(f"{where(location)}: {message}")
         problems += [f"{where(location)}: {message}" for location, message in spelling]
         raise ConfigError(problems) from None
     agents, rules = list(enumerate(parsed.agents)), list(enumerate(parsed.rules))
-    parts = _Parts(parsed.watchdog, parsed.no_data, agents, rules)
-    for location, message in [*_semantic_problems(parts, known_agents, from_env), *spelling]:
+    parts = _Parts(parsed.watchdog, parsed.no_data, agents, rules, list(enumerate(parsed.mute)))
+    semantic = _semantic_problems(parts, known_agents, from_env, known_rules)
+    for location, message in [*semantic, *spelling]:
         problems.append(f"{where(location)}: {message}")
     if problems:
         raise ConfigError(problems)
@@ -729,7 +808,17 @@ def parse_config(
         rules=tuple(parsed.rules),
         scopes=_expand_scopes(parsed),
         no_data=_no_data_in_force(parsed.watchdog, parsed.no_data, from_env),
+        mutes=tuple(parsed.mute),
     )
+
+
+def _raw_names(items: object) -> set[str]:
+    """The `name`s of a raw array of tables, whether or not its items are valid."""
+    return {
+        item["name"]
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    }
 
 
 _RULE: TypeAdapter[ThresholdRule | ChangeRule] = TypeAdapter(Rule)
@@ -739,15 +828,20 @@ def _valid_parts(data: Mapping[str, Any]) -> _Parts:
     """The sections and items of a file that failed validation which are valid alone."""
     agents: list[tuple[int, Agent]] = []
     rules: list[tuple[int, ThresholdRule | ChangeRule]] = []
-    raw_agents, raw_rules = data.get("agents"), data.get("rules")
+    mutes: list[tuple[int, MuteWindow]] = []
+    raw_agents, raw_rules, raw_mutes = data.get("agents"), data.get("rules"), data.get("mute")
     for i, raw in enumerate(raw_agents if isinstance(raw_agents, list) else []):
         with contextlib.suppress(ValidationError):
             agents.append((i, Agent.model_validate(raw)))
     for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         with contextlib.suppress(ValidationError):
             rules.append((i, _RULE.validate_python(raw)))
+    for i, raw in enumerate(raw_mutes if isinstance(raw_mutes, list) else []):
+        with contextlib.suppress(ValidationError):
+            mutes.append((i, MuteWindow.model_validate(raw)))
     watchdog = _valid_or_none(WatchdogSection, data.get("watchdog", {}))
-    return _Parts(watchdog, _valid_or_none(NoDataSection, data.get("no_data", {})), agents, rules)
+    no_data = _valid_or_none(NoDataSection, data.get("no_data", {}))
+    return _Parts(watchdog, no_data, agents, rules, mutes)
 
 
 def _valid_or_none(model: type[_Model], raw: object) -> _Model | None:

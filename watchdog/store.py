@@ -51,8 +51,9 @@ from watchdog.model import (
     Severity,
     TransitionKind,
 )
+from watchdog.silences import Cover, Held, Silence
 
-__all__ = ["DeadLetter", "OutboxEntry", "Store", "Unreadable", "writer_lock"]
+__all__ = ["DeadLetter", "OutboxEntry", "SilenceNews", "Store", "Unreadable", "writer_lock"]
 
 DB_FILENAME: Final = "watchdog.db"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -144,9 +145,48 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE outbox SET first_attempt_at = created_at, in_doubt = 1")
 
 
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Silences, and the news of alerts a silence or mute held back.
+
+    A silence row is kept after it ends (`watchdog silence list` shows the ones in force);
+    expiring one early sets its `ends` to that moment.
+    `created_audited` and `expired_audited` let the daemon log `silence.created` and
+    `silence.expired` once each, also for silences the CLI made while it was stopped.
+    `held` has one row per alert whose notifications were held back (see
+    `watchdog.silences.Held`): `silence_id` or `mute` names the cover, `card` whether a
+    card of the alert is in Slack.
+    """
+    conn.execute(
+        """CREATE TABLE silences (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            rule TEXT NOT NULL,
+            scope TEXT,
+            starts INTEGER NOT NULL,
+            ends INTEGER NOT NULL,
+            created_by TEXT NOT NULL,
+            comment TEXT NOT NULL,
+            created_audited INTEGER NOT NULL DEFAULT 0,
+            expired_audited INTEGER NOT NULL DEFAULT 0,
+            CHECK (ends > starts)
+        )"""
+    )
+    conn.execute("CREATE INDEX silences_by_end ON silences (ends)")
+    conn.execute(
+        """CREATE TABLE held (
+            alert_id TEXT PRIMARY KEY,
+            rule TEXT NOT NULL,
+            series TEXT NOT NULL,
+            card INTEGER NOT NULL,
+            silence_id INTEGER,
+            mute TEXT
+        ) WITHOUT ROWID"""
+    )
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
+    _migrate_v3,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -201,6 +241,14 @@ class DeadLetter:
     created_at: datetime
     failed_at: datetime
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceNews:
+    """Silences whose creation, or end, has not been audited yet (see `take_silence_news`)."""
+
+    created: tuple[Silence, ...] = ()
+    expired: tuple[Silence, ...] = ()
 
 
 class _Lifecycle(Enum):
@@ -303,6 +351,27 @@ def _entry(
     )
 
 
+_SILENCES: Final = """
+    SELECT id, rule, scope, starts, ends, created_by, comment FROM silences
+"""
+
+
+def _silence(row: tuple[int, str, str | None, int, int, str, str]) -> Silence:
+    silence_id, rule, scope, starts, ends, by, comment = row
+    return Silence(silence_id, rule, scope, _from_ms(starts), _from_ms(ends), by, comment)
+
+
+def _write_held(conn: sqlite3.Connection, held: Sequence[Held], released: Sequence[str]) -> None:
+    conn.executemany("DELETE FROM held WHERE alert_id = ?", [(a,) for a in released])
+    conn.executemany(
+        """INSERT INTO held (alert_id, rule, series, card, silence_id, mute)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT (alert_id) DO UPDATE SET card = excluded.card,
+           silence_id = excluded.silence_id, mute = excluded.mute""",
+        [(h.alert_id, h.rule, h.series, int(h.card), h.cover.silence, h.cover.mute) for h in held],
+    )
+
+
 # --- the store ------------------------------------------------------------------------
 
 
@@ -316,6 +385,7 @@ class Store:
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.OPEN
         self._series: dict[str, int] = dict(conn.execute("SELECT name, id FROM series"))
+        self._data_version: int = conn.execute("PRAGMA data_version").fetchone()[0]
 
     @staticmethod
     def default_path(state_dir: Path) -> Path:
@@ -400,19 +470,24 @@ class Store:
         samples: Sequence[Sample] = (),
         alerts: Sequence[AlertRecord] = (),
         notifications: Sequence[Notification] = (),
+        held: Sequence[Held] = (),
+        released: Sequence[str] = (),
     ) -> list[int]:
         """Persist one tick's effects in a single transaction; return the new outbox ids.
 
         Samples are stored (a second sample for the same series and millisecond replaces
         the first); an alert record is upserted by (rule, series), or deleted if INACTIVE;
-        each notification is queued in its channel's outbox, due at once (at its `at`).
-        If anything fails, nothing of this call is kept.
+        each notification is queued in its channel's outbox, due at once (at its `at`);
+        `held` news is upserted by alert id, and the held news of the `released` alert
+        ids deleted. If anything fails, nothing of this call is kept.
         """
-        if not (samples or alerts or notifications):
+        if not (samples or alerts or notifications or held or released):
             return []
         with self._lock:  # the series ids written and their cache change together
             new_series: dict[str, int] = {}
-            outbox_ids = self._write_tick(samples, alerts, notifications, new_series)
+            outbox_ids = self._write_tick(
+                samples, alerts, notifications, new_series, held=held, released=released
+            )
             # Only after the commit: a rolled-back series id must not be remembered.
             self._series.update(new_series)
         return outbox_ids
@@ -423,9 +498,13 @@ class Store:
         alerts: Sequence[AlertRecord],
         notifications: Sequence[Notification],
         new_series: dict[str, int],
+        *,
+        held: Sequence[Held],
+        released: Sequence[str],
     ) -> list[int]:
         outbox_ids: list[int] = []
         with self._writing("saving a tick") as conn:
+            _write_held(conn, held, released)
             rows: list[tuple[int, int, int]] = []
             for sample in samples:
                 series_id = self._series.get(sample.series, new_series.get(sample.series))
@@ -802,6 +881,116 @@ class Store:
                 reason,
             ) in rows
         ]
+
+    # --- silences and held news (see watchdog.silences) ---
+
+    def add_silence(
+        self,
+        rule: str,
+        scope: str | None,
+        starts: datetime,
+        ends: datetime,
+        by: str,
+        comment: str,
+    ) -> int:
+        """Store a new silence; return its id (ids are never reused)."""
+        if ends <= starts:
+            raise ValueError("a silence must end after it starts")
+        with self._writing("adding a silence") as conn:
+            cursor = conn.execute(
+                """INSERT INTO silences (rule, scope, starts, ends, created_by, comment)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (rule, scope, _to_ms(starts), _to_ms(ends), by, comment),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    def silences(self, at: datetime | None = None, *, now: datetime | None = None) -> list[Silence]:
+        """The silences in force at `at`; with None, every one not yet ended (future ones too).
+
+        Ordered by id. "Not yet ended" means ending after `now`, by default the wall clock
+        (the daemon passes its own clock's time).
+        """
+        with self._reading("reading silences") as conn:
+            if at is None:
+                moment = _to_ms(datetime.now(UTC) if now is None else now)
+                rows = conn.execute(f"{_SILENCES} WHERE ends > ? ORDER BY id", (moment,)).fetchall()
+            else:
+                moment = _to_ms(at)
+                rows = conn.execute(
+                    f"{_SILENCES} WHERE starts <= ? AND ends > ? ORDER BY id", (moment, moment)
+                ).fetchall()
+        return [_silence(row) for row in rows]
+
+    def expire_silence(self, silence_id: int, at: datetime) -> bool:
+        """End silence `silence_id` at `at`; False when it is unknown or already ended then.
+
+        A silence that has not started yet is removed from the future the same way (its
+        `starts` moves to `at` too, so it is an empty, ended silence).
+        """
+        moment = _to_ms(at)
+        with self._writing("expiring a silence") as conn:
+            cursor = conn.execute(
+                """UPDATE silences SET ends = ?, starts = MIN(starts, ? - 1)
+                   WHERE id = ? AND ends > ?""",
+                (moment, moment, silence_id, moment),
+            )
+            return cursor.rowcount == 1
+
+    def take_silence_news(self, at: datetime) -> SilenceNews:
+        """The silences whose creation, and those whose end by `at`, are not audited yet.
+
+        Marked as audited in the same transaction: each is returned once, to be logged.
+        """
+        moment = _to_ms(at)
+        with self._writing("auditing silences") as conn:
+            created = conn.execute(f"{_SILENCES} WHERE created_audited = 0 ORDER BY id").fetchall()
+            expired = conn.execute(
+                f"{_SILENCES} WHERE expired_audited = 0 AND ends <= ? ORDER BY id", (moment,)
+            ).fetchall()
+            conn.execute("UPDATE silences SET created_audited = 1 WHERE created_audited = 0")
+            conn.execute(
+                "UPDATE silences SET expired_audited = 1 WHERE expired_audited = 0 AND ends <= ?",
+                (moment,),
+            )
+        return SilenceNews(
+            created=tuple(_silence(row) for row in created),
+            expired=tuple(_silence(row) for row in expired),
+        )
+
+    def held(self) -> dict[str, Held]:
+        """Every alert's held news, by alert id."""
+        with self._reading("reading held news") as conn:
+            rows = conn.execute(
+                "SELECT alert_id, rule, series, card, silence_id, mute FROM held"
+            ).fetchall()
+        return {
+            alert_id: Held(alert_id, rule, series, bool(card), Cover(silence_id, mute))
+            for alert_id, rule, series, card, silence_id, mute in rows
+        }
+
+    def hold_back(self, entry_id: int, *, alert_id: str, held: Held | None) -> None:
+        """Take outbox entry `entry_id` out of the queue unsent, a silence or mute covering it.
+
+        In the same transaction the alert's held news becomes `held` (None: none).
+        """
+        with self._writing("holding back a notification") as conn:
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            _write_held(conn, [] if held is None else [held], [] if held else [alert_id])
+
+    def changed_elsewhere(self) -> bool:
+        """True when another connection (another process) committed since the last call.
+
+        SQLite's `PRAGMA data_version` changes with every commit made through another
+        connection, never with this one's own. The daemon asks once a second, and re-reads
+        what the CLI may change (silences) when the answer is yes. The first call compares
+        with the state when the store was opened.
+        """
+        with self._reading("checking for changes") as conn:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+        changed = version != self._data_version
+        self._data_version = version
+        return bool(changed)
 
     # --- meta ---
 

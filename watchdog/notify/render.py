@@ -251,10 +251,13 @@ def _repeat_reply(note: Notification) -> RenderedMessage:
     lines = [f"{_REPEAT_EMOJI} Still firing for *{held}*, {now}"]
     if reason:
         lines.append(f"_{reason}_")
+    if note.mention:  # a silence that ended: the reply pages again
+        lines.append(f"Paging {note.mention}")
     blocks = [_section("\n".join(lines)), *_trend_blocks(note.recent, as_context=True)]
+    paging = f" {note.mention}" if note.mention else ""
     text = (
         f"{severity_emoji(note.severity)} [{_label(note)}] {rule} on {series} still firing "
-        f"for {held}, {_count_phrase(note.count, 'count now')} ({condition})"
+        f"for {held}, {_count_phrase(note.count, 'count now')} ({condition}){paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
