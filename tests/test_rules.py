@@ -1406,3 +1406,65 @@ def test_generated_threshold_rules_validate_or_explain(
         return
     assert not valid, found
     assert all(line.startswith(f"{SOURCE}: rules[0] (r).") for line in found)
+
+
+# -- [[mute]] windows -------------------------------------------------------------------
+
+MUTE_BASE = rule("above = 5", name="high")
+
+
+def mute(body: str, name: str = "deploys") -> str:
+    """The one-rule document with one `[[mute]]` table."""
+    return f'{MUTE_BASE}\n[[mute]]\nname = "{name}"\n{body}\n'
+
+
+OVERNIGHT = 'days = "sat"\nhours = "22:00-06:00"\ntz = "Europe/Berlin"'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (mute(OVERNIGHT + '\nrules = ["hihg"]'), "mute[0] (deploys).rules: unknown rule 'hihg'"),
+        (mute(OVERNIGHT + '\nscope = "suport"'), "mute[0] (deploys).scope: unknown series"),
+        (mute(OVERNIGHT + "\nrules = []"), "mute[0] (deploys).rules: must name at least one"),
+        (mute(OVERNIGHT + "\nscope = []"), "mute[0] (deploys).scope: must name at least one"),
+        (
+            mute('days = "sat"\nhours = "22:00-30:00"\ntz = "UTC"'),
+            "mute[0] (deploys).hours: invalid hours '22:00-30:00'",
+        ),
+        (
+            mute('days = "sat"\nhours = "22:00-06:00"\ntz = "Europe/Berln"'),
+            "mute[0] (deploys).tz: unknown time zone 'Europe/Berln': did you mean",
+        ),
+        (mute('days = "sat"\nhours = "22:00-06:00"'), "mute[0] (deploys).tz: required key"),
+        (mute(OVERNIGHT + "\nrulez = []"), "mute[0] (deploys).rulez: unknown key: did you mean"),
+        (mute(OVERNIGHT, name="no spaces"), "mute[0] (no spaces).name: ' ' is not allowed"),
+        (
+            mute(OVERNIGHT) + f'\n[[mute]]\nname = "deploys"\n{OVERNIGHT}\n',
+            "mute[1] (deploys).name: duplicate mute name",
+        ),
+    ],
+    ids=[
+        "unknown-rule",
+        "unknown-series",
+        "empty-rules",
+        "empty-scope",
+        "bad-hours",
+        "bad-zone",
+        "missing-zone",
+        "unknown-key",
+        "bad-name",
+        "duplicate",
+    ],
+)
+def test_mute_problems_name_the_window(text: str, expected: str) -> None:
+    """A bad `[[mute]]` is reported as `FILE: mute[N] (name).key: message`."""
+    found = problems(text)
+    assert any(line.startswith(f"{SOURCE}: {expected}") for line in found), found
+
+
+def test_mute_may_name_the_built_in_rules_and_any_series() -> None:
+    """`rules` may name no-data and watchdog-behind; `scope` an agent, the workspace or "*"."""
+    text = mute(OVERNIGHT + '\nrules = ["no-data", "watchdog-behind", "high"]\nscope = ["*"]')
+    (window,) = parse_config(text, source=SOURCE).mutes
+    assert window.rules == ["no-data", "watchdog-behind", "high"]

@@ -31,6 +31,7 @@ from watchdog.model import (
     Severity,
     TransitionKind,
 )
+from watchdog.silences import Cover, Held
 from watchdog.store import _MIGRATIONS, SCHEMA_VERSION, Store
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -767,3 +768,93 @@ def test_prune_and_thin_can_work_on_a_few_series_at_a_time(tmp_path: Path) -> No
         left = {name: len(store.load_samples(since=t0, series=name)) for name in names}
     assert (thinned, expired) == (6, 4)
     assert left == {"workspace": 8, "agent_a": 2, "agent_b": 4}
+
+
+# -- silences and held news ---------------------------------------------------------------
+
+
+def test_silences_round_trip_and_are_listed_by_when_they_are_in_force(store: Store) -> None:
+    """`silences(at)` gives those in force at `at`; without `at`, all not yet ended."""
+    hour = timedelta(hours=1)
+    first = store.add_silence("too-many", None, T0, T0 + hour, "cli:alice", "deploy")
+    later = store.add_silence("*", "support", T0 + hour, T0 + 2 * hour, "U123", "migration")
+    assert later > first
+    (found,) = store.silences(T0)
+    assert (found.id, found.rule, found.scope, found.by, found.comment) == (
+        first,
+        "too-many",
+        None,
+        "cli:alice",
+        "deploy",
+    )
+    assert (found.starts, found.ends) == (T0, T0 + hour)
+    assert found.ends.tzinfo is not None
+    assert [s.id for s in store.silences(T0 + hour)] == [later]  # the first ended
+    assert [s.id for s in store.silences(now=T0)] == [first, later]
+    assert [s.id for s in store.silences(now=T0 + hour)] == [later]
+    assert store.silences(now=T0 + 2 * hour) == []
+
+
+def test_a_silence_must_end_after_it_starts(store: Store) -> None:
+    """An empty or reversed silence is refused before it reaches the file."""
+    with pytest.raises(ValueError, match="end after it starts"):
+        store.add_silence("too-many", None, T0, T0, "cli:alice", "oops")
+
+
+def test_expire_silence_ends_it_then_and_reports_unknown_ids(store: Store) -> None:
+    """Expiring ends a silence at the given time; an unknown or ended one gives False."""
+    silence_id = store.add_silence("too-many", None, T0, T0 + timedelta(hours=2), "a", "b")
+    future = store.add_silence(
+        "too-many", None, T0 + timedelta(hours=5), T0 + timedelta(hours=6), "a", "c"
+    )
+    assert store.expire_silence(silence_id, T0 + timedelta(minutes=10))
+    assert store.silences(T0 + timedelta(minutes=10)) == []
+    assert store.silences(T0 + timedelta(minutes=9))[0].ends == T0 + timedelta(minutes=10)
+    assert not store.expire_silence(silence_id, T0 + timedelta(minutes=20))  # already ended
+    assert not store.expire_silence(999, T0)
+    assert store.expire_silence(future, T0)  # one still to come is called off
+    assert store.silences(now=T0 + timedelta(minutes=10)) == []
+
+
+def test_silence_news_is_taken_once(store: Store) -> None:
+    """Each silence's creation and end are handed out once, to be audited once."""
+    silence_id = store.add_silence("too-many", None, T0, T0 + timedelta(hours=1), "a", "b")
+    news = store.take_silence_news(T0)
+    assert [s.id for s in news.created] == [silence_id]
+    assert news.expired == ()
+    assert store.take_silence_news(T0) == type(news)()
+    ended = store.take_silence_news(T0 + timedelta(hours=1))
+    assert ended.created == ()
+    assert [s.id for s in ended.expired] == [silence_id]
+    assert store.take_silence_news(T0 + timedelta(hours=3)) == type(news)()
+
+
+def test_changed_elsewhere_sees_commits_of_other_connections_only(db_path: Path) -> None:
+    """`changed_elsewhere` is true once after another process committed, never for our own."""
+    with Store.open(db_path) as daemon, Store.open(db_path) as cli:
+        assert not daemon.changed_elsewhere()
+        daemon.add_silence("too-many", None, T0, T0 + timedelta(hours=1), "a", "own")
+        assert not daemon.changed_elsewhere()
+        cli.add_silence("too-many", None, T0, T0 + timedelta(hours=1), "a", "other")
+        assert daemon.changed_elsewhere()
+        assert not daemon.changed_elsewhere()  # consumed by the call
+        assert cli.expire_silence(1, T0)
+        assert daemon.changed_elsewhere()
+
+
+def test_held_news_is_written_with_the_tick_and_taken_out_of_the_outbox(store: Store) -> None:
+    """Held news goes in with `apply`, and `hold_back` removes an entry and sets the news
+    in one transaction."""
+    news = Held("a1", "too-many", "workspace", card=False, cover=Cover(silence=3))
+    store.apply(alerts=[alert()], held=[news])
+    assert store.held() == {"a1": news}
+    (entry_id,) = store.apply(notifications=[note("a2")])
+    muted = Held("a2", "too-many", "workspace", card=True, cover=Cover(mute="deploys"))
+    store.hold_back(entry_id, alert_id="a2", held=muted)
+    assert store.outbox_depth() == 0
+    assert store.held() == {"a1": news, "a2": muted}
+    store.apply(released=["a1"])
+    (entry_id,) = store.apply(notifications=[note("a2", kind=TransitionKind.RESOLVED)])
+    store.hold_back(entry_id, alert_id="a2", held=None)
+    assert store.held() == {}
+    assert store.outbox_depth() == 0
