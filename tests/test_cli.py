@@ -46,7 +46,7 @@ from watchdog.model import (
 from watchdog.store import Store
 
 EXAMPLE = ROOT / "rules.example.toml"
-COMMANDS = ("run", "check", "poll", "replay", "status", "demo")
+COMMANDS = ("run", "check", "poll", "replay", "status", "demo", "silence")
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
 NO_DATA = (  # the `check` line of the built-in alerts
@@ -1106,6 +1106,7 @@ def test_status_of_an_empty_database(state: Path) -> None:
             "worst_last_hour_seconds": None,
             "waiting_seconds": None,
         },
+        "silences": [],
         "dead_letters": [],
     }
     text = cli("status", env=base_env(state)).stdout.splitlines()

@@ -20,6 +20,7 @@ import pytest
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import FakeSlack
 from tests.harness import DaemonProcess, Site, alert_of, at, rule
+from watchdog.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -270,12 +271,25 @@ def test_silence_cli_errors_are_clear(
 ) -> None:
     """Bad input to `watchdog silence` is one clear line and exit 2 (usage) or 1, no traceback."""
     s = site(HIGH)
+    Store.open(Store.default_path(s.state)).close()  # as `watchdog run` leaves it
     config = ["--config", str(s.config)] if args[0] == "add" else []
     result = s.cli("silence", *args[:1], *config, *args[1:])
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["list"], ["expire", "1"]], ids=["list", "expire"])
+def test_silence_list_and_expire_need_the_state_database(
+    site: Callable[..., Site], args: list[str]
+) -> None:
+    """Reading or expiring silences never creates a state database: no database, exit 1."""
+    s = site(HIGH)
+    result = s.cli("silence", *args)
+    assert result.returncode == 1
+    assert "no state database yet" in result.stderr
+    assert not s.state.exists()
 
 
 def test_silence_until_without_an_offset_is_local_time(site: Callable[..., Site]) -> None:

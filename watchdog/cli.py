@@ -140,12 +140,16 @@ def _silence_parser(commands: Any) -> None:
     """`watchdog silence add|list|expire`: works while the daemon runs (same state)."""
     text = "hold back notifications for a while (the rules keep running)"
     silence = commands.add_parser("silence", help=text, description=text)
+    silence.add_argument("--config", type=Path, metavar="FILE", help="rules file (TOML)")
     actions = silence.add_subparsers(title="actions", required=True, metavar="ACTION")
 
     def action(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
         sub = actions.add_parser(name, help=text, description=text)
         sub.set_defaults(handler=handler)
-        sub.add_argument("--config", type=Path, metavar="FILE", help="rules file (TOML)")
+        # Before or after the action; SUPPRESS keeps a value given before it.
+        sub.add_argument(
+            "--config", type=Path, metavar="FILE", default=argparse.SUPPRESS, help="rules file"
+        )
         return sub
 
     add = action("add", _cmd_silence_add, "silence a rule (or all) on a series (or all)")
@@ -518,13 +522,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    settings = load_settings()
+def _existing_store(settings: Settings) -> Store:
+    """The state database, which must exist: reading commands never create one."""
     path = Store.default_path(settings.state_dir)
     if not path.exists():
         raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
+    return Store.open(path)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings()
     now = datetime.now(UTC)
-    store = Store.open(path)
+    store = _existing_store(settings)
+    path = store.path
     try:
         report = _status_report(store, now)
     finally:
@@ -564,9 +574,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_silences(report: dict[str, Any], now: datetime) -> None:
-    print("silences:")
-    if not report["silences"]:
-        print("  none in force")
+    """The silences in force and the firing alerts each covers; nothing when there are none."""
+    if report["silences"]:
+        print("silences:")
     for item in report["silences"]:
         silence = Silence(
             id=item["id"],
@@ -752,7 +762,7 @@ def _login_name() -> str:
 def _cmd_silence_list(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = datetime.now(UTC)
-    store = _open_store(settings)
+    store = _existing_store(settings)
     try:
         silences = store.silences(now=now)
     finally:
@@ -778,7 +788,7 @@ def _silence_json(s: Silence) -> dict[str, Any]:
 
 def _cmd_silence_expire(args: argparse.Namespace) -> int:
     settings = load_settings()
-    store = _open_store(settings)
+    store = _existing_store(settings)
     try:
         expired = store.expire_silence(args.id, datetime.now(UTC))
     finally:
