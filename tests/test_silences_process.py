@@ -147,6 +147,30 @@ def test_a_card_that_outlives_its_silence_gets_a_threaded_reply_with_the_mention
     assert f"silence {silence_id} ended" in json.dumps(reply.blocks)
 
 
+def test_repeats_inside_a_silence_are_not_sent(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """ "Still firing" repeats are decided and audited as usual, but none reaches Slack
+    while a silence covers the alert."""
+    s = site(HIGH, repeat="500ms")
+    with s.run() as daemon:
+        daemon.wait_for("poll.ok")
+        api.set_count(9)
+        firing = daemon.wait_for("alert.firing", rule="high")
+        daemon.wait_for("notify.sent", kind="firing")
+        silence_id = silence_add(s, "--rule", "high", "--for", "1h", "--comment", "on it")
+        daemon.wait_for("silence.created", silence=silence_id)
+        first = daemon.wait_for("notify.suppressed", alert_id=firing["alert_id"], kind="repeat")
+        posted = len(slack.messages)
+        repeats = len(daemon.find("alert.repeat"))
+        daemon.wait_for("alert.repeat", count=repeats + 3)
+        held = daemon.find("notify.suppressed", alert_id=firing["alert_id"], kind="repeat")
+        assert len(held) >= 3
+        assert {e["reason"] for e in held} == {"silenced"}
+        assert first["silence"] == silence_id
+        assert len(slack.messages) == posted
+
+
 def test_the_resolution_of_a_posted_card_is_sent_inside_a_silence(
     site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
 ) -> None:
@@ -290,6 +314,18 @@ def test_silence_list_and_expire_need_the_state_database(
     assert result.returncode == 1
     assert "no state database yet" in result.stderr
     assert not s.state.exists()
+
+
+def test_check_lists_the_mute_windows(site: Callable[..., Site]) -> None:
+    """`watchdog check` says when each mute window is open and what it holds back."""
+    narrow = '[[mute]]\nname = "night"\ndays = "sat"\nhours = "22:00-06:00"\n'
+    narrow += 'tz = "Europe/Berlin"\nrules = ["high"]\nscope = "workspace"\n'
+    s = site(HIGH + ALWAYS + narrow)
+    result = s.cli("check", "--config", str(s.config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  mute deploys: mon-sun 00:00-24:00 UTC: holds back every rule on every series" in lines
+    assert "  mute night: sat 22:00-06:00 Europe/Berlin: holds back high on workspace" in lines
 
 
 def test_silence_until_without_an_offset_is_local_time(site: Callable[..., Site]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from watchdog.durations import format_duration
 from watchdog.engine import BEHIND_SHARE
-from watchdog.rules import ChangeRule, Config, ThresholdRule
+from watchdog.rules import ChangeRule, Config, MuteWindow, ThresholdRule
 from watchdog.settings import SlackMode
 
 WEBHOOK_IGNORES_CHANNEL = "an incoming webhook posts to the channel it was created for"
@@ -39,6 +39,7 @@ def report(config: Config, env: Environment) -> list[str]:
     ]
     lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
+    lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
     lines.append(f"  {_delivery_line(env)}")
@@ -66,6 +67,14 @@ def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
         *_destination(config, no_data.channel, slack_mode),
     ]
     return " ".join(parts)
+
+
+def _mute_line(mute: MuteWindow) -> str:
+    """When a mute window is open, and whose notifications it holds back then."""
+    rules = ", ".join(mute.rules) if mute.rules is not None else "every rule"
+    scope = [mute.scope] if isinstance(mute.scope, str) else mute.scope
+    series = ", ".join(scope) if scope is not None else "every series"
+    return f"mute {mute.name}: {mute.describe()}: holds back {rules} on {series}"
 
 
 def _destination(config: Config, own: str | None, slack_mode: SlackMode) -> Sequence[str]:
