@@ -3,9 +3,9 @@
 Problems are reported as `FILE: rules[N] (name).key: what is wrong` (`mute[N] (name)` for
 a `[[mute]]` window) so an operator can fix a whole file in one pass; a message names the
 limit that was broken, and a near miss (an unknown key, kind, scope, severity, day or
-time zone) suggests the closest valid word. This module knows what a rule means but never reads the environment or secrets:
-overrides from `WATCHDOG_*` variables are passed in by `settings`. What `watchdog check`
-prints about a valid file lives in `checkreport`.
+time zone) suggests the closest valid word. This module knows what a rule means but never
+reads the environment or secrets: overrides from `WATCHDOG_*` variables are passed in by
+`settings`. What `watchdog check` prints about a valid file lives in `checkreport`.
 """
 
 from __future__ import annotations
