@@ -957,7 +957,12 @@ class Daemon:
             )
 
     def _suppression(self, note: Notification, at: datetime, config: Config) -> Decision:
-        """The suppression stage for `note` at `at`; the held news follows the decision."""
+        """The suppression stage as a notification is queued, at its transition's time.
+
+        Judged at the transition's time so that what happened inside a silence stays out
+        of Slack however late the outbox gets to it; the held news it changes is written
+        with the transition.
+        """
         held = self._held.get(note.alert_id)
         decision = decide(note, at, silences=self._silences, mutes=config.mutes, held=held)
         if decision.held != held:
@@ -965,24 +970,30 @@ class Daemon:
         return decision
 
     def _set_held(self, alert_id: str, news: Held | None) -> None:
+        """Change an alert's held news, written with the next commit."""
         self._unsaved.held[alert_id] = news
+        self._remember_held(alert_id, news)
+
+    def _remember_held(self, alert_id: str, news: Held | None) -> None:
         if news is None:
             self._held.pop(alert_id, None)
         else:
             self._held[alert_id] = news
 
     def _hold_at_delivery(self, entry: OutboxEntry, note: Notification) -> bool:
-        """The suppression stage for an outbox head about to be sent: True if held back."""
+        """The suppression stage for an outbox head about to be sent: True if held back.
+
+        Judged now, so that a silence made while the notification waited (behind a Slack
+        outage, or Slack's pace) holds it too. The entry leaves the outbox together with
+        the change to its alert's held news.
+        """
         now = self._clock.now()
         held = self._held.get(note.alert_id)
         decision = decide(note, now, silences=self._silences, mutes=self.config.mutes, held=held)
         if decision.send:
             return False
         self._store.hold_back(entry.id, alert_id=note.alert_id, held=decision.held)
-        if decision.held is None:
-            self._held.pop(note.alert_id, None)
-        else:
-            self._held[note.alert_id] = decision.held
+        self._remember_held(note.alert_id, decision.held)
         self._log_suppressed(note, decision, stage="delivery", outbox_id=entry.id)
         return True
 

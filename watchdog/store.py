@@ -1,4 +1,4 @@
-"""The SQLite file in the state directory: alert instances, sample history, outbox, migrations.
+"""The SQLite file in the state directory: alerts, sample history, outbox, silences, migrations.
 
 What is guaranteed:
 
@@ -22,7 +22,9 @@ Threads: one `sqlite3.Connection` is the database's one writer. It is opened wit
 `check_same_thread=False` and every public method holds one lock, so the store may be used
 from the event-loop thread and, if the daemon prefers not to block the loop on `fsync`,
 from a worker thread (`asyncio.to_thread(store.apply, ...)`); calls are serialised.
-Other processes (a replay, an inspection CLI) may read the file concurrently thanks to WAL.
+Other processes (a replay, an inspection CLI) may read the file concurrently thanks to WAL,
+and `watchdog silence` writes silences into it while the daemon runs; `changed_elsewhere`
+tells the daemon that another process committed.
 """
 
 from __future__ import annotations
