@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.heartbeat import FakeHeartbeat, Ping
 from tests.fakes.slack import FakeSlack
 from tests.harness import Site, rule
+from tests.test_liveness import queued_card, seed_outbox
 from watchdog.deadman import DeadMansSwitch, ping_url
+from watchdog.rules import parse_config
 
 CHECK = "5f0c9a4e-77b1-4c55-9d2e-3a1b2c3d4e5f"
 """The ping URL's secret part, as in a healthchecks.io URL."""
@@ -176,6 +179,29 @@ def test_run_pings_after_healthy_cycles_and_fail_while_the_api_fails(
     assert set(endpoint.paths()) == {f"/ping/{CHECK}", f"/ping/{CHECK}/fail"}
 
 
+def test_an_outbox_slack_refuses_pings_fail_though_the_api_is_fine(
+    site: Callable[..., Site], slack: FakeSlack, endpoint: FakeHeartbeat
+) -> None:
+    """The pipeline's health counts, not only the poll: a card undelivered for an hour
+    (Slack down, `/healthz` 503) makes every cycle ping `/fail`; once it is delivered,
+    success again."""
+    s = site("")
+    s.env["WATCHDOG_HEARTBEAT_URL"] = endpoint.url_for(CHECK)
+    hour_ago = int((datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
+    seed_outbox(s.state, queued_card("fedcba987654"), f"UPDATE outbox SET created_at = {hour_ago}")
+    slack.outage(True)
+    with s.run() as daemon:
+        endpoint.wait_for(lambda pings: sum(p.path.endswith("/fail") for p in pings) >= 3)
+        assert not _to(CHECK)(endpoint.pings)
+        said = daemon.wait_for("heartbeat.sent", signal="fail")
+        assert any(p.startswith("outbox: ") for p in said["problems"])
+        daemon.wait_for("poll.ok")  # the API itself was fine all along
+        slack.outage(False)
+        daemon.wait_for("notify.sent", alert_id="fedcba987654", timeout=30)
+        endpoint.wait_for(_to(CHECK))
+        assert daemon.stop() == 0
+
+
 def test_a_hanging_endpoint_delays_neither_polls_nor_alerts(
     site: Callable[..., Site], slack: FakeSlack, endpoint: FakeHeartbeat
 ) -> None:
@@ -265,3 +291,13 @@ def test_an_unusable_heartbeat_url_is_refused_without_quoting_it(
     assert check.returncode == 1
     assert expected in check.stderr
     _assert_secret_kept(CHECK, check.stdout, check.stderr)
+
+
+def test_the_environment_or_credential_wins_over_the_rules_file() -> None:
+    """`WATCHDOG_HEARTBEAT_URL` (or the credential file) overrides `[watchdog] heartbeat_url`."""
+    text = '[watchdog]\nheartbeat_url = "https://hc-ping.com/from-the-file"\n'
+    assert parse_config(text).watchdog.heartbeat_url == SecretStr(
+        "https://hc-ping.com/from-the-file"
+    )
+    config = parse_config(text, overrides={"heartbeat_url": "https://hc-ping.com/from-env"})
+    assert config.watchdog.heartbeat_url == SecretStr("https://hc-ping.com/from-env")
