@@ -173,8 +173,9 @@ def test_webhook_mode_posts_the_card_and_says_it_cannot_edit(
     s = site("")
     del s.env["SLACK_BOT_TOKEN"]
     s.env["SLACK_WEBHOOK_URL"] = slack.webhook_url
-    result = s.cli("notify-test", "--config", str(s.config))
+    result = s.cli("notify-test", "--config", str(s.config), "--channel", "#drill")
     assert result.returncode == 0, result.stderr
+    assert "--channel ignored: an incoming webhook posts to the channel" in result.stderr
     (card,) = slack.messages
     assert card.method == "webhook"
     assert "TEST" in card.text
@@ -199,3 +200,19 @@ def test_a_rule_channel_is_not_the_default(site: Callable[..., Site], slack: Fak
     assert result.returncode == 0, result.stderr
     assert len(slack.top_level("#oncall")) == 1
     assert slack.top_level("#elsewhere") == []
+
+
+def test_without_a_default_channel_it_asks_for_one(
+    site: Callable[..., Site], slack: FakeSlack
+) -> None:
+    """No `[slack] channel` (every alert has its own): exit 1 asking for `--channel`."""
+    own = rule("busy", above=100, channel="#elsewhere") + '[no_data]\nchannel = "#elsewhere"\n'
+    s = site(own, channel="")
+    result = s.cli("notify-test", "--config", str(s.config))
+    assert result.returncode == 1
+    assert "slack.channel: not set: pass --channel" in result.stderr
+    _assert_clean(result.stdout, result.stderr)
+    assert slack.messages == []
+    given = s.cli("notify-test", "--config", str(s.config), "--channel", "#elsewhere")
+    assert given.returncode == 0, given.stderr
+    assert len(slack.top_level("#elsewhere")) == 1

@@ -633,7 +633,13 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     import socket
 
     from watchdog.checkreport import WEBHOOK_IGNORES_CHANNEL
-    from watchdog.notify.drill import TEST_RULE, DrillFailed, advice, run_drill
+    from watchdog.notify.drill import (
+        TEST_RULE,
+        DrillFailed,
+        failure_lines,
+        result_lines,
+        run_drill,
+    )
 
     settings, config = _load(args)
     configure_logging(level="error", stream=sys.stderr, secrets=_secrets(settings, config))
@@ -642,7 +648,7 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
         print(f"notify-test: --channel ignored: {WEBHOOK_IGNORES_CHANNEL}", file=sys.stderr)
     # The routing of `Daemon._notification` for a rule without a channel of its own.
     channel = fixed_channel or args.channel or config.route_for(TEST_RULE).channel
-    if channel is None:
+    if not channel:
         raise ConfigError(
             [f"{config.source}: slack.channel: not set: pass --channel to name a channel"]
         )
@@ -651,32 +657,10 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
             notifier, channel, now=lambda: datetime.now(UTC), host=socket.gethostname()
         )
     except DrillFailed as exc:
-        if exc.posted is not None:
-            print(
-                f"notify-test: the test card was posted (channel {exc.posted.channel},"
-                f" ts {exc.posted.ts}) but {exc.step} failed",
-                file=sys.stderr,
-            )
-        print(f"notify-test: {exc.step} failed: {exc.error.reason}", file=sys.stderr)
-        hint = advice(exc.error, channel, notifier)
-        if hint:
-            print(f"what to do: {hint}", file=sys.stderr)
+        _problems("\n".join(failure_lines(exc, notifier)))
         return EXIT_PROBLEM
-    if result.posted is not None:
-        print(f"test card posted to {channel} and edited to resolved")
-        print(f"channel: {result.posted.channel}")
-        print(f"ts: {result.posted.ts}")
-    elif fixed_channel == "webhook":
-        print(
-            "test card posted through the incoming webhook; a webhook cannot edit it to"
-            " resolved nor return its ts"
-        )
-        print("channel: the webhook's own")
-        print("ts: none")
-    else:
-        print("test card printed above: no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL is set")
-        print("channel: console")
-        print("ts: none")
+    for line in result_lines(result):
+        print(line)
     return EXIT_OK
 
 

@@ -25,9 +25,18 @@ from datetime import datetime
 
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
-from watchdog.notify import Notifier, SlackBotNotifier
+from watchdog.notify import Notifier, SlackBotNotifier, SlackWebhookNotifier
 
-__all__ = ["TEST_RULE", "DrillFailed", "DrillResult", "advice", "drill_card", "run_drill"]
+__all__ = [
+    "TEST_RULE",
+    "DrillFailed",
+    "DrillResult",
+    "advice",
+    "drill_card",
+    "failure_lines",
+    "result_lines",
+    "run_drill",
+]
 
 TEST_RULE = "🧪 TEST: watchdog notify-test"
 """The rule name the card shows in its header and preview: nobody mistakes it for an alert."""
@@ -46,9 +55,12 @@ class DrillResult:
 class DrillFailed(Exception):
     """A step of the drill failed; `posted` is set when the card was posted before it."""
 
-    def __init__(self, step: str, error: NotifyError, posted: MessageRef | None = None) -> None:
+    def __init__(
+        self, step: str, error: NotifyError, channel: str, posted: MessageRef | None = None
+    ) -> None:
         self.step = step
         self.error = error
+        self.channel = channel
         self.posted = posted
         super().__init__(f"{step}: {error.reason}")
 
@@ -84,7 +96,7 @@ def run_drill(
     try:
         posted = notifier.deliver(firing, None)
     except NotifyError as exc:
-        raise DrillFailed("posting the test card", exc) from None
+        raise DrillFailed("posting the test card", exc, channel) from None
     if posted is None:
         return DrillResult(notifier.name, channel, None)
     resolved = replace(
@@ -96,8 +108,45 @@ def run_drill(
     try:
         notifier.deliver(resolved, posted)
     except NotifyError as exc:
-        raise DrillFailed("resolving the test card", exc, posted) from None
+        raise DrillFailed("resolving the test card", exc, channel, posted) from None
     return DrillResult(notifier.name, channel, posted)
+
+
+def result_lines(result: DrillResult) -> list[str]:
+    """What `notify-test` prints after a drill went through: what happened, channel, ts."""
+    if result.posted is not None:
+        return [
+            f"test card posted to {result.channel} and edited to resolved",
+            f"channel: {result.posted.channel}",
+            f"ts: {result.posted.ts}",
+        ]
+    if result.sender == SlackWebhookNotifier.name:
+        return [
+            "test card posted through the incoming webhook; a webhook cannot edit it to"
+            " resolved nor return its ts",
+            "channel: the webhook's own",
+            "ts: none",
+        ]
+    return [
+        "test card printed above: no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL is set",
+        f"channel: {result.channel}",
+        "ts: none",
+    ]
+
+
+def failure_lines(failed: DrillFailed, notifier: Notifier) -> list[str]:
+    """What `notify-test` prints when a step failed: the card if posted, the error, advice."""
+    lines = []
+    if failed.posted is not None:
+        lines.append(
+            f"notify-test: the test card was posted (channel {failed.posted.channel},"
+            f" ts {failed.posted.ts}) but {failed.step} failed"
+        )
+    lines.append(f"notify-test: {failed.step} failed: {failed.error.reason}")
+    hint = advice(failed.error, failed.channel, notifier)
+    if hint:
+        lines.append(f"what to do: {hint}")
+    return lines
 
 
 def advice(error: NotifyError, channel: str, notifier: Notifier) -> str | None:
