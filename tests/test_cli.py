@@ -46,7 +46,7 @@ from watchdog.model import (
 from watchdog.store import Store
 
 EXAMPLE = ROOT / "rules.example.toml"
-COMMANDS = ("run", "check", "poll", "replay", "status", "demo", "silence")
+COMMANDS = ("run", "check", "poll", "replay", "status", "notify-test", "demo", "silence")
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
 NO_DATA = (  # the `check` line of the built-in alerts
@@ -118,7 +118,7 @@ def test_python_m_watchdog_help_lists_the_commands(state: Path) -> None:
     done = cli("--help", env=base_env(state))
     assert done.returncode == 0
     assert done.stdout.startswith("usage: watchdog ")
-    listed = re.findall(r"^    (\w+)\s", done.stdout, flags=re.MULTILINE)
+    listed = re.findall(r"^    ([\w-]+)\s", done.stdout, flags=re.MULTILINE)
     assert listed == list(COMMANDS)
 
 

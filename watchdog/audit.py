@@ -82,6 +82,8 @@ class Event(StrEnum):
     STATE_PRUNED = "state.pruned"
     SYSTEMD_NOTIFY_FAILED = "systemd.notify_failed"
     SYSTEMD_WATCHDOG_UNWORKABLE = "systemd.watchdog_unworkable"  # WatchdogSec= cannot work
+    HEARTBEAT_SENT = "heartbeat.sent"  # the dead-man's switch was pinged (success or /fail)
+    HEARTBEAT_FAILED = "heartbeat.failed"  # its endpoint was slow, unreachable or refused
 
 
 _LEVELS: dict[str, int] = {
@@ -130,6 +132,8 @@ _SECRET_KEYS = frozenset(
         "slack_webhook_url",
         "webhook_url",
         "bot_token",
+        "heartbeat_url",
+        "watchdog_heartbeat_url",
     }
 )
 

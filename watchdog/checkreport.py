@@ -15,6 +15,7 @@ from watchdog.durations import format_duration
 from watchdog.engine import BEHIND_SHARE
 from watchdog.rules import ChangeRule, Config, MuteWindow, ThresholdRule
 from watchdog.settings import SlackMode
+from watchdog.urls import url_host
 
 WEBHOOK_IGNORES_CHANNEL = "an incoming webhook posts to the channel it was created for"
 
@@ -42,8 +43,18 @@ def report(config: Config, env: Environment) -> list[str]:
     lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
+    if config.watchdog.heartbeat_url is not None:
+        lines.append(f"  {_heartbeat_line(config.watchdog.heartbeat_url.get_secret_value())}")
     lines.append(f"  {_delivery_line(env)}")
     return lines
+
+
+def _heartbeat_line(url: str) -> str:
+    """The dead-man's switch, by host only: the URL's path is the check's secret."""
+    return (
+        f"heartbeat: pings {url_host(url)} after every poll cycle (the URL's path is secret),"
+        " or its /fail when the workspace poll failed or the pipeline is unhealthy"
+    )
 
 
 def summarize(

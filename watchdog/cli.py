@@ -130,6 +130,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = command("status", _cmd_status, "show series, alerts and the outbox from the state")
     sub.add_argument("--json", action="store_true", help="one JSON document")
+    sub = command(
+        "notify-test",
+        _cmd_notify_test,
+        "a fire drill: send a test card the way alerts go, then resolve it",
+    )
+    sub.add_argument(
+        "--channel",
+        metavar="C",
+        help="send to C (a #name or channel id) instead of the default channel",
+    )
     sub = command("demo", _cmd_demo, "a simulated day against the example rules (no account)")
     sub.add_argument("--speed", type=float, default=None, help=argparse.SUPPRESS)
     _silence_parser(commands)
@@ -282,7 +292,7 @@ def _print_guarantee(settings: Settings) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, config = _load(args)
     _require_key(settings)
-    configure_logging(level=settings.watchdog_log_level, secrets=settings.secrets())
+    configure_logging(level=settings.watchdog_log_level, secrets=_secrets(settings, config))
     log = get_logger()
     for unknown in unknown_variables():
         log.warning(
@@ -379,7 +389,7 @@ def _reload(running: Settings, path: Path) -> Reloaded:
     _check_slack(running, config)
     _require_key(settings)
     assert settings.elevenlabs_api_key is not None
-    for secret in settings.secrets():
+    for secret in _secrets(settings, config):
         add_secret(secret)
     changed = [name for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)]
     notifier = None
@@ -802,6 +812,48 @@ def _cmd_silence_expire(args: argparse.Namespace) -> int:
         return EXIT_PROBLEM
     print(f"silence {args.id} expired")
     return EXIT_OK
+
+
+def _cmd_notify_test(args: argparse.Namespace) -> int:
+    """The fire drill (see `watchdog.notify.drill`); it never opens the state database."""
+    import socket
+
+    from watchdog.checkreport import WEBHOOK_IGNORES_CHANNEL
+    from watchdog.notify.drill import (
+        TEST_RULE,
+        DrillFailed,
+        failure_lines,
+        result_lines,
+        run_drill,
+    )
+
+    settings, config = _load(args)
+    configure_logging(level="error", stream=sys.stderr, secrets=_secrets(settings, config))
+    notifier, fixed_channel = _notifier(settings, stream=sys.stdout)
+    if fixed_channel == "webhook" and args.channel:
+        print(f"notify-test: --channel ignored: {WEBHOOK_IGNORES_CHANNEL}", file=sys.stderr)
+    # The routing of `Daemon._notification` for a rule without a channel of its own.
+    channel = fixed_channel or args.channel or config.route_for(TEST_RULE).channel
+    if not channel:
+        raise ConfigError(
+            [f"{config.source}: slack.channel: not set: pass --channel to name a channel"]
+        )
+    try:
+        result = run_drill(
+            notifier, channel, now=lambda: datetime.now(UTC), host=socket.gethostname()
+        )
+    except DrillFailed as exc:
+        _problems("\n".join(failure_lines(exc, notifier)))
+        return EXIT_PROBLEM
+    for line in result_lines(result):
+        print(line)
+    return EXIT_OK
+
+
+def _secrets(settings: Settings, config: Config) -> list[str]:
+    """Every secret for the log redaction, the rules file's `heartbeat_url` included."""
+    url = config.watchdog.heartbeat_url
+    return [*settings.secrets(), *([url.get_secret_value()] if url is not None else [])]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

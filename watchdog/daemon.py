@@ -30,6 +30,9 @@ Guarantees:
   say); and when it is about to be sent, judged then, so that a silence created while it
   waits in the outbox holds it. The ticker re-reads the silences within a second of the
   CLI changing them, and releases held news whose cover ended (`notify.released`).
+- after every poll cycle the dead-man's switch (`heartbeat_url`, see `watchdog.deadman`)
+  is told whether the workspace series polled fine and the pipeline is healthy; it pings
+  from a task of its own, so a slow ping endpoint never delays a poll or an alert.
 - the watchdog's own backlog never pages per series: each cycle tells the engine how
   many series were not polled on time (skipped while their previous request runs, or
   started more than STARVED_SHARE of an interval after they were due) and why; the
@@ -51,6 +54,7 @@ from pydantic import SecretStr
 
 from watchdog.audit import Event, get_logger
 from watchdog.clock import Clock
+from watchdog.deadman import DeadMansSwitch
 from watchdog.delivery import OutboxWorker
 from watchdog.durations import format_duration
 from watchdog.engine import SPARKLINE_LENGTH, Engine
@@ -74,6 +78,7 @@ from watchdog.liveness import (
 from watchdog.metrics import Metrics
 from watchdog.model import (
     NO_DATA_RULE,
+    WORKSPACE,
     AlertRecord,
     AlertState,
     Notification,
@@ -224,6 +229,8 @@ class Daemon:
         self._oldest_undelivered: tuple[datetime, str | None] | None = None
         self._silences: tuple[Silence, ...] = ()  # not yet ended; re-read on change
         self._held: dict[str, Held] = {}  # the store's held news, by alert id
+        self._workspace_sampled = False  # in the running cycle
+        self._dead_mans_switch = DeadMansSwitch(monotonic=clock.monotonic)
         self._pinger = LivenessPinger(
             self._sd,
             stalled=lambda: self.health().stalled,
@@ -283,6 +290,7 @@ class Daemon:
             POLL_LOOP_TASK: self._poll_loop(max_cycles),
             "ticker": self._ticker(),
             "reloader": self._reloader(),
+            "heartbeat": self._dead_mans_switch.run(),
         }
         if self._sd.watchdog_interval is not None:
             jobs["pinger"] = self._pinger.run(self._stop)
@@ -421,6 +429,7 @@ class Daemon:
                 self._commit(self._engine.tick(self._clock.now()))
                 self._cycles += 1
                 self._polls.beat()
+                self._report_to_dead_mans_switch()
                 took = self._clock.monotonic() - started
                 # A cycle that stopped waiting for stragglers has reported them as late.
                 if complete and took > interval:
@@ -439,6 +448,13 @@ class Daemon:
                 await self._sleep_or_stop(started - self._clock.monotonic())
         finally:
             await self._cancel_polls()
+
+    def _report_to_dead_mans_switch(self) -> None:
+        """Healthy: the workspace gave a sample this cycle and nothing is stalled or degraded."""
+        problems = list(self.health().problems)
+        if not self._workspace_sampled:
+            problems.insert(0, f"{WORKSPACE}: no good poll this cycle")
+        self._dead_mans_switch.report(self.config.watchdog.heartbeat_url, problems)
 
     def _next_start(self, started: float, interval: float) -> float:
         """One interval after `started`, so the loop's own work does not make the schedule
@@ -476,6 +492,7 @@ class Daemon:
         # structlog's lazy proxy binds a new logger on every call: bind once per cycle.
         self._poll_log = self._log.bind()
         self._late = _Late()
+        self._workspace_sampled = False
         started_polls: list[asyncio.Task[None]] = []
         for index, group in enumerate(groups):
             due = started + index * step
@@ -569,6 +586,8 @@ class Daemon:
         if self._metrics is not None:
             self._metrics.poll_ok(sample, took)
         self._unsaved.samples.append(sample)
+        if name == WORKSPACE:
+            self._workspace_sampled = True
         transitions = self._engine.observe(sample)
         if transitions:
             self._commit(transitions)

@@ -71,6 +71,10 @@ class NotifyError(WatchdogError):
     `in_doubt` says Slack may have accepted the post although no answer said so (the
     answer was lost, or the attempt ended before an earlier doubt could be cleared): the
     next attempt must look for the post before posting again.
+
+    `slack_error` is Slack's own error code when Slack answered with one
+    (`not_in_channel`, ...), and `needed_scope` the scope it named for `missing_scope`:
+    `watchdog notify-test` turns them into what to do.
     """
 
     def __init__(
@@ -80,11 +84,15 @@ class NotifyError(WatchdogError):
         recoverable: bool,
         retry_after: float | None = None,
         in_doubt: bool = False,
+        slack_error: str | None = None,
+        needed_scope: str | None = None,
     ) -> None:
         self.reason = reason
         self.recoverable = recoverable
         self.retry_after = retry_after
         self.in_doubt = in_doubt
+        self.slack_error = slack_error
+        self.needed_scope = needed_scope
         super().__init__(reason)
 
 

@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -38,6 +39,7 @@ from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import ConfigError
 from watchdog.model import NO_DATA_RULE, WATCHDOG_BEHIND_RULE, WORKSPACE, Severity
 from watchdog.suggest import did_you_mean, expected_choice
+from watchdog.urls import HEARTBEAT_URL_PROBLEM, check_http_url
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
@@ -309,6 +311,19 @@ class WatchdogSection(BaseModel):
     timeout: Duration = timedelta(seconds=10)
     concurrency: Annotated[StrictInt, Field(ge=1, le=MAX_CONCURRENCY)] = 8
     no_data_severity: Severity | None = None
+    heartbeat_url: SecretStr | None = None
+    """The dead-man's switch's ping URL (see `watchdog.deadman`); its path is a secret."""
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _heartbeat_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_http_url(value.get_secret_value())
+            except ValueError:
+                # Never quote the value: the path is the check's secret.
+                raise ValueError(HEARTBEAT_URL_PROBLEM) from None
+        return value
 
 
 class NoDataSection(BaseModel):

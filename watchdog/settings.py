@@ -16,13 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from watchdog.errors import ConfigError
 from watchdog.suggest import closest, expected_choice
+from watchdog.urls import HEARTBEAT_URL_PROBLEM, check_http_url
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 SERVICE_CREDENTIALS_DIR = Path("/etc/watchdog/credentials")
@@ -41,19 +41,6 @@ _OVERRIDABLE = (
 
 SlackMode = Literal["bot", "webhook", "console"]
 _TOKEN = re.compile(r"[\x21-\x7e]+")
-
-
-def _check_url(value: str) -> None:
-    """An http(s) URL with a host, or ValueError; checked here so `check` catches it."""
-    if not value.startswith(("https://", "http://")):
-        raise ValueError("must start with https:// (or http:// for a local test server)")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - parsing the port raises on garbage such as "[::1"
-    except ValueError as exc:
-        raise ValueError(f"not a valid URL: {exc}") from None
-    if not parts.hostname or not value.isascii() or any(c.isspace() for c in value):
-        raise ValueError("not a valid URL: needs a host name, no spaces")
 
 
 class Settings(BaseSettings):
@@ -78,6 +65,11 @@ class Settings(BaseSettings):
     watchdog_timeout: str | None = None
     watchdog_concurrency: str | None = None
     watchdog_no_data_severity: str | None = None
+    watchdog_heartbeat_url: SecretStr | None = Field(
+        default=None,
+        # The credential file is `heartbeat_url`, as the issue and README name it.
+        validation_alias=AliasChoices("watchdog_heartbeat_url", "heartbeat_url"),
+    )
 
     state_directory: str | None = Field(default=None, exclude=True)
 
@@ -91,7 +83,7 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        _check_url(value)
+        check_http_url(value)
         return value.rstrip("/")
 
     @field_validator("slack_webhook_url")
@@ -99,10 +91,21 @@ class Settings(BaseSettings):
     def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             try:
-                _check_url(value.get_secret_value())
+                check_http_url(value.get_secret_value())
             except ValueError:
                 # The message must not quote the value: it is a secret.
                 raise ValueError("must be an https:// incoming-webhook URL") from None
+        return value
+
+    @field_validator("watchdog_heartbeat_url")
+    @classmethod
+    def _heartbeat(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_http_url(value.get_secret_value())
+            except ValueError:
+                # The message must not quote the value: its path is the check's secret.
+                raise ValueError(HEARTBEAT_URL_PROBLEM) from None
         return value
 
     @property
@@ -125,17 +128,24 @@ class Settings(BaseSettings):
         return base / "watchdog"
 
     def overrides(self) -> dict[str, str]:
-        """`WATCHDOG_*` values for the rules file's `[watchdog]` section."""
+        """`WATCHDOG_*` values (and the `heartbeat_url` credential) for `[watchdog]`."""
         out: dict[str, str] = {}
         for key in _OVERRIDABLE:
             value = getattr(self, f"watchdog_{key}")
             if value is not None:
                 out[key] = value
+        if self.watchdog_heartbeat_url is not None:
+            out["heartbeat_url"] = self.watchdog_heartbeat_url.get_secret_value()
         return out
 
     def secrets(self) -> list[str]:
         """The secret values, for the log redaction processor."""
-        values = (self.elevenlabs_api_key, self.slack_bot_token, self.slack_webhook_url)
+        values = (
+            self.elevenlabs_api_key,
+            self.slack_bot_token,
+            self.slack_webhook_url,
+            self.watchdog_heartbeat_url,
+        )
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 

@@ -225,6 +225,15 @@ class SlackBotNotifier:
             f"repeated{where} (add the scopes and reinstall the Slack app)",
         )
 
+    def bot_name(self) -> str | None:
+        """The bot user's name (`auth.test`), for telling people whom to invite; None if unknown."""
+        try:
+            answer = self._call("auth.test", self._client.auth_test)
+        except _Failure:
+            return None
+        name = answer.data.get("user")
+        return name if isinstance(name, str) and name else None
+
     def announce_guarantee(self) -> Guarantee:
         """Determine the guarantee and log it once as `notify.guarantee` (for start-up)."""
         guarantee = self.guarantee()
@@ -520,7 +529,14 @@ class SlackBotNotifier:
                 in_doubt=posting and _maybe_done(status, error),
             )
         else:
-            notify = NotifyError(f"{where}: {error}", recoverable=False)
+            needed = data.get("needed") if isinstance(data, Mapping) else None
+            needed = needed if error == "missing_scope" and isinstance(needed, str) else None
+            notify = NotifyError(
+                f"{where}: {error}" + (f" (needs {needed})" if needed else ""),
+                recoverable=False,
+                slack_error=error,
+                needed_scope=needed,
+            )
         return _Failure(notify, slack_error=error)
 
 

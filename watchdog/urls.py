@@ -1,0 +1,29 @@
+"""Checking the URLs an operator configures, and showing them without their secret parts."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+__all__ = ["HEARTBEAT_URL_PROBLEM", "check_http_url", "url_host"]
+
+HEARTBEAT_URL_PROBLEM = "must be an http(s) URL such as https://hc-ping.com/<uuid>"
+"""What is wrong with an unusable `heartbeat_url`; never the value, which is a secret."""
+
+
+def check_http_url(value: str) -> None:
+    """An http(s) URL with a host, or ValueError; checked at load so `check` catches it."""
+    if not value.startswith(("https://", "http://")):
+        raise ValueError("must start with https:// (or http:// for a local test server)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - parsing the port raises on garbage such as "[::1"
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if not parts.hostname or not value.isascii() or any(c.isspace() for c in value):
+        raise ValueError("not a valid URL: needs a host name, no spaces")
+
+
+def url_host(value: str) -> str:
+    """The host (and port) of a URL whose path or query is a secret, safe to print."""
+    parts = urlsplit(value)
+    return parts.netloc.rpartition("@")[2] or "?"
