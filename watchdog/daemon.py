@@ -105,6 +105,9 @@ _TRANSITION_EVENTS = {
     TransitionKind.REPEAT: Event.ALERT_REPEAT,
     TransitionKind.RESOLVED: Event.ALERT_RESOLVED,
     TransitionKind.CANCELLED: Event.ALERT_CANCELLED,
+    TransitionKind.ESCALATED: Event.ALERT_ESCALATED,
+    TransitionKind.DEESCALATED: Event.ALERT_DEESCALATED,
+    TransitionKind.FLAPPING: Event.ALERT_FLAPPING,
 }
 
 
@@ -370,8 +373,9 @@ class Daemon:
         keep = self._history_needed()
         alerts = self._store.load_alerts()
         samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
+        changes = self._store.load_changes()
         # Alerts of rules removed while the watchdog was down resolve now.
-        self._commit(self._engine.restore(alerts, samples))
+        self._commit(self._engine.restore(alerts, samples, changes))
         if alerts:
             self._log.info(
                 "state.restored",
@@ -717,6 +721,7 @@ class Daemon:
                     last_notified=None,
                     condition=t.condition,
                     severity=t.severity,
+                    changes=self._engine.changes(t.rule, t.series),
                 )
             unsaved.alerts[(t.rule, t.series)] = record
             if t.kind.notifies:
@@ -845,7 +850,7 @@ class Daemon:
             reason=t.reason,
             recent=t.recent,
             runbook=route.runbook,
-            mention=route.mention if t.kind is TransitionKind.FIRING else None,
+            mention=_mention(t, route.mention),
         )
 
     # -- reporting ------------------------------------------------------------------
@@ -933,3 +938,10 @@ class Daemon:
 
 def _seconds(value: float) -> str:
     return format_duration(timedelta(seconds=value))
+
+
+def _mention(t: Transition, routed: str | None) -> str | None:
+    """Whom a notification pages: the rule's mention when it fires, plus escalation's."""
+    if t.kind is TransitionKind.FIRING:
+        return " ".join(m for m in (routed, t.mention) if m) or None
+    return t.mention if t.kind is TransitionKind.ESCALATED else None
