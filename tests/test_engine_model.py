@@ -11,7 +11,7 @@ firing and resolution).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
@@ -159,7 +159,7 @@ class Scenario:
     # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, immediate)
     # | ("ack", seconds, rule, series)
     events: tuple[tuple[object, ...], ...]
-    flap: tuple[int, int] | None | str = "default"  # (changes, window seconds), off, default
+    flap: tuple[int, int] | str | None = "default"  # (changes, window seconds), off, default
 
 
 @dataclass
@@ -501,7 +501,7 @@ def rules_toml(scenario: Scenario) -> str:
     return text
 
 
-def flap_toml(flap: tuple[int, int] | None | str) -> str:
+def flap_toml(flap: tuple[int, int] | str | None) -> str:
     if flap == "default":
         return ""
     if flap is None:
