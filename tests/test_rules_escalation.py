@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from watchdog.errors import ConfigError
 from watchdog.model import Severity
-from watchdog.rules import Config, FlapSettings, ThresholdRule, parse_config
+from watchdog.rules import Config, FlapSettings, ThresholdRule, load_config, parse_config
 
 
 def parse(text: str) -> Config:
@@ -149,3 +150,15 @@ def test_flap_is_on_by_default_and_can_be_set_or_turned_off() -> None:
 def test_flap_problems(value: str, expected: str) -> None:
     """A wrong `flap` is named at `watchdog.flap[.key]`."""
     assert problems(f"[watchdog]\nflap = {value}\n") == [expected]
+
+
+def test_example_escalates_the_concurrency_alert_by_time() -> None:
+    """rules.example.toml shows a time stage that pages a group, and the default `flap`."""
+    example = Path(__file__).resolve().parent.parent / "rules.example.toml"
+    config = load_config(example)
+    limit = config.rule("near-concurrency-limit")
+    assert isinstance(limit, ThresholdRule)
+    assert [(s.after, s.mention) for s in limit.escalate] == [
+        (timedelta(minutes=15), "<!subteam^S0123>")
+    ]
+    assert config.watchdog.flap == FlapSettings()
