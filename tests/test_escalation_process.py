@@ -46,6 +46,7 @@ def test_escalation_edits_the_card_and_mentions_in_its_thread(
         sent(daemon, "escalated")
         assert escalated["alert_id"] == firing["alert_id"]
         assert escalated["severity"] == "critical"
+        assert escalated["level"] == "warning"  # it pages, like a firing
         assert daemon.stop() == 0
 
     (card,) = slack.top_level()
@@ -65,6 +66,7 @@ def test_escalation_edits_the_card_and_mentions_in_its_thread(
         sent(daemon, "deescalated")
         assert deescalated["alert_id"] == firing["alert_id"]
         assert deescalated["severity"] == "warning"
+        assert deescalated["level"] == "info"
         assert daemon.find("alert.escalated") == []
         assert daemon.find("alert.firing") == []
         assert daemon.stop() == 0

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from tests.fakes.slack import FakeSlack, channel_id
+from tests.fakes.slack import Fail, FakeSlack, channel_id
+from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
 from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
 from watchdog.notify.console import format_console
@@ -203,3 +204,39 @@ def test_a_change_to_a_card_never_sent_is_dropped(change: Notification) -> None:
     """An edit of a card given up on its first attempt would become a new card: dropped."""
     plan = plan_head(queue(change), never_announced={"al-1"})
     assert (plan.action, plan.reason) == (Action.DROP, Reason.NEVER_ANNOUNCED)
+
+
+# a post whose answer was lost
+
+
+def test_a_lost_escalation_reply_is_found_and_pages_once(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """The card was edited and the paging reply kept, its answer lost: the next attempt
+    finds the reply in the thread and pages nobody twice."""
+    ref = bot.deliver(note(), None)
+    assert ref is not None
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True, method="chat.postMessage")])
+    with pytest.raises(NotifyError) as lost:
+        bot.deliver(ESCALATED, ref)
+    assert lost.value.in_doubt
+    assert bot.deliver(ESCALATED, ref, in_doubt_since=started) == ref
+    assert len(slack.replies(ref.ts)) == 1
+    assert len(slack.top_level()) == 1
+
+
+def test_a_lost_escalation_card_in_place_of_a_gone_one_is_found(
+    slack: FakeSlack, bot: SlackBotNotifier
+) -> None:
+    """With the card gone, the escalation became a card of its own whose answer was lost:
+    the next attempt finds it in the channel instead of posting a second one."""
+    gone = MessageRef(channel=channel_id(CHANNEL), ts="1600000000.000100")
+    started = datetime.now(UTC)
+    slack.fail_next([Fail.reset(accept=True, method="chat.postMessage")])
+    with pytest.raises(NotifyError) as lost:
+        bot.deliver(ESCALATED, gone)
+    assert lost.value.in_doubt
+    ref = bot.deliver(ESCALATED, gone, in_doubt_since=started)
+    [card] = slack.top_level(CHANNEL)
+    assert ref == MessageRef(card.channel, card.ts)

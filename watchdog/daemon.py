@@ -867,7 +867,8 @@ class Daemon:
         }
         if t.reason:
             fields["reason"] = t.reason
-        level = "warning" if t.kind is TransitionKind.FIRING else "info"
+        paging = t.kind in (TransitionKind.FIRING, TransitionKind.ESCALATED)
+        level = "warning" if paging else "info"
         getattr(self._log, level)(_TRANSITION_EVENTS[t.kind], **fields)
         self._update_firing_metric()
 

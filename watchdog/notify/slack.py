@@ -340,7 +340,7 @@ class SlackBotNotifier:
                 if self._in_thread(note, original, oldest):
                     self._found(note, original)
                     return original
-                if note.kind is not TransitionKind.RESOLVED:
+                if note.kind is TransitionKind.REPEAT:
                     return None
                 channel: str | None = original.channel  # the fallback when the card was gone
             else:
