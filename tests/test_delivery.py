@@ -334,14 +334,14 @@ def test_an_unreadable_payload_is_dead_lettered_without_a_call(store: Store) -> 
     store.apply(notifications=[note("a1"), note("a2")])
     with sqlite3.connect(store.path) as conn:
         conn.execute(
-            "UPDATE outbox SET payload = json_set(payload, '$.kind', 'escalated')"
+            "UPDATE outbox SET payload = json_set(payload, '$.kind', 'teleported')"
             " WHERE alert_id = 'a1'"
         )
     with capture_logs() as logs:
         asyncio.run(drain(worker(store, notifier), clock))
     (failed,) = events(logs, "notify.failed")
     assert failed["alert_id"] == "a1"
-    assert failed["error"].startswith("unreadable payload: ValueError: 'escalated'")
+    assert failed["error"].startswith("unreadable payload: ValueError: 'teleported'")
     assert notifier.delivered() == ["a2"]
     assert [c.note.alert_id for c in notifier.calls] == ["a2"]
     (dead,) = store.dead_letters()

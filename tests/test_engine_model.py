@@ -4,7 +4,9 @@ The reference below is written from the product spec, not from the engine: it ke
 full sample history and every poll outcome of every series and answers each question with
 a straightforward loop (the base of a change window is found by scanning every sample so
 far, an active window is a list of local wall-clock intervals, percentages are exact
-fractions, staleness and workspace outages are read off the list of poll outcomes).
+fractions, staleness and workspace outages are read off the list of poll outcomes,
+escalation stages in force are recomputed as a set, flapping counts a plain list of every
+firing and resolution).
 """
 
 from __future__ import annotations
@@ -29,7 +31,12 @@ COMPARED = {
     TransitionKind.FIRING,
     TransitionKind.RESOLVED,
     TransitionKind.CANCELLED,
+    TransitionKind.ESCALATED,
+    TransitionKind.DEESCALATED,
+    TransitionKind.FLAPPING,
 }
+DEFAULT_FLAP = (6, 3600)
+"""The documented default of `[watchdog] flap`: 6 firings and resolutions within an hour."""
 
 # Moments where local clocks jump, with the zone that jumps there.
 DST_CHANGES = [
@@ -74,6 +81,27 @@ class Active:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One `escalate` stage: a level (`above`/`below` as the rule's side) or `after`."""
+
+    level: int | None
+    recover: int | None
+    after_seconds: int | None
+    critical: bool  # severity = "critical" (the rules are "warning")
+    mention: str | None
+
+    def reached(self, rule: Threshold, count: int) -> bool:
+        assert self.level is not None
+        return count > self.level if rule.above is not None else count < self.level
+
+    def left(self, rule: Threshold, count: int) -> bool:
+        assert self.level is not None
+        if rule.above is not None:
+            return count < self.recover if self.recover is not None else count <= self.level
+        return count > self.recover if self.recover is not None else count >= self.level
+
+
+@dataclass(frozen=True)
 class Threshold:
     name: str
     scope: tuple[str, ...]
@@ -82,6 +110,7 @@ class Threshold:
     recover: int | None  # recover_below for above, recover_above for below
     for_seconds: int
     active: Active | None
+    escalate: tuple[Stage, ...] = ()
 
     def holds(self, count: int) -> bool:
         if self.above is not None:
@@ -128,7 +157,32 @@ class Scenario:
     stale_after: int
     rules: tuple[Rule, ...]
     # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, immediate)
+    # | ("ack", seconds, rule, series)
     events: tuple[tuple[object, ...], ...]
+    flap: tuple[int, int] | str | None = "default"  # (changes, window seconds), off, default
+
+
+@dataclass
+class Flap:
+    """A flapping alert's hidden real state."""
+
+    stable_since: datetime
+    firing: bool = False
+    holding_since: datetime | None = None
+
+
+@dataclass
+class Alert:
+    phase: str  # pending | firing
+    since: datetime
+    stages: frozenset[int] = frozenset()
+    acked: bool = False
+    flap: Flap | None = None
+    severity: str = "warning"
+
+
+Seen = tuple[str, str, str, datetime, str]
+"""(kind, rule, series, at, severity) of one transition."""
 
 
 def expand(scope: tuple[str, ...]) -> list[str]:
@@ -140,8 +194,8 @@ def expand(scope: tuple[str, ...]) -> list[str]:
     return names
 
 
-def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
-    """Every PENDING/FIRING/RESOLVED/CANCELLED the spec calls for, in a plain loop.
+def reference(scenario: Scenario) -> list[Seen]:
+    """Every transition the spec calls for (but repeats), in a plain loop.
 
     No-data follows the README ("fires when a series' own polls failed: at least one
     failed poll and no good one for `stale_after`, or at once when the key is rejected
@@ -163,18 +217,106 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
       answered, or never heard from while the workspace was, is a problem of its own: one
       failed workspace poll does not hide it.
     - "A fresh `stale_after`" counts from the moment the workspace's no-data resolved.
+
+    Escalation and flapping follow the engine's module docstring: the stages in force
+    are the set of level stages the count is beyond (with their hysteresis) plus the
+    time stages due while unacknowledged; flapping counts every firing and resolution by
+    the condition at most `window` old since the alert last entered flapping.
     """
     history: dict[str, list[tuple[datetime, int]]] = {s: [] for s in SERIES}
     polls: dict[str, list[tuple[datetime, str]]] = {s: [] for s in SERIES}  # good|failed|rejected
-    state: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> ("pending"|"firing", since)
+    state: dict[tuple[str, str], Alert] = {}
     by_name = {rule.name: rule for rule in scenario.rules}
-    out: list[tuple[str, str, str, datetime]] = []
+    out: list[Seen] = []
     stale_after = timedelta(seconds=scenario.stale_after)
     one_moment = timedelta(seconds=1)  # the poll_interval of the generated config
+    flap = DEFAULT_FLAP if scenario.flap == "default" else scenario.flap
+    assert not isinstance(flap, str)
+    changes: dict[tuple[str, str], list[datetime]] = {}  # every counted firing and resolution
+    afresh: dict[tuple[str, str], datetime] = {}  # when each rule x series last started flapping
+
+    def emit(kind: str, key: tuple[str, str], at: datetime) -> None:
+        out.append((kind, key[0], key[1], at, state[key].severity))
 
     def end(key: tuple[str, str], at: datetime) -> None:
-        phase, _since = state.pop(key)
-        out.append(("resolved" if phase == "firing" else "cancelled", key[0], key[1], at))
+        emit("resolved" if state[key].phase == "firing" else "cancelled", key, at)
+        del state[key]
+
+    def severity(rule: Threshold, stages: frozenset[int]) -> str:
+        return "critical" if any(rule.escalate[i].critical for i in stages) else "warning"
+
+    def put_in_force(
+        rule: Threshold, key: tuple[str, str], at: datetime, stages: frozenset[int]
+    ) -> None:
+        alert = state[key]
+        before, alert.stages = alert.stages, stages
+        alert.severity = severity(rule, stages)
+        if stages - before:
+            emit("escalated", key, at)
+        elif before - stages:
+            emit("deescalated", key, at)
+
+    def levels_in_force(rule: Threshold, before: frozenset[int], count: int) -> frozenset[int]:
+        kept = {i for i in before if rule.escalate[i].after_seconds is not None}
+        for i, stage in enumerate(rule.escalate):
+            if stage.level is None:
+                continue
+            if (i in before and not stage.left(rule, count)) or (
+                i not in before and stage.reached(rule, count)
+            ):
+                kept.add(i)
+        return frozenset(kept)
+
+    def fire(
+        rule: Threshold, key: tuple[str, str], at: datetime, since: datetime, count: int
+    ) -> None:
+        stages = levels_in_force(rule, frozenset(), count)
+        state[key] = Alert("firing", since, stages, severity=severity(rule, stages))
+        changes.setdefault(key, []).append(at)
+        emit("firing", key, at)
+
+    def counted(key: tuple[str, str], at: datetime) -> int:
+        assert flap is not None
+        window = timedelta(seconds=flap[1])
+        started = afresh.get(key)
+        return sum(
+            1 for c in changes.get(key, []) if c >= at - window and (started is None or c > started)
+        )
+
+    def resolve(key: tuple[str, str], at: datetime) -> None:
+        changes.setdefault(key, []).append(at)
+        if flap is not None and counted(key, at) >= flap[0]:
+            afresh[key] = at
+            state[key].flap = Flap(stable_since=at)
+            emit("flapping", key, at)
+        else:
+            end(key, at)
+
+    def leave_flapping_if_steady(key: tuple[str, str], at: datetime) -> None:
+        flapping = state[key].flap
+        assert flapping is not None
+        if flap is not None and at - flapping.stable_since < timedelta(seconds=flap[1]):
+            return
+        state[key].flap = None
+        if flapping.firing:
+            emit("firing", key, at)
+        else:
+            end(key, at)
+
+    def follow_flapping(rule: Threshold, key: tuple[str, str], at: datetime, count: int) -> None:
+        flapping = state[key].flap
+        assert flapping is not None
+        if flapping.firing and rule.recovered(count):
+            flapping.firing, flapping.stable_since = False, at
+        elif not flapping.firing:
+            if not rule.holds(count):
+                flapping.holding_since = None
+            else:
+                flapping.holding_since = flapping.holding_since or at
+                if at - flapping.holding_since >= timedelta(seconds=rule.for_seconds):
+                    flapping.firing, flapping.stable_since = True, at
+                    flapping.holding_since = None
+        leave_flapping_if_steady(key, at)
 
     def latest_poll(series: str) -> str | None:
         return polls[series][-1][1] if polls[series] else None
@@ -192,7 +334,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
         if series != WORKSPACE:
             moments += [
                 at
-                for kind, rule, name, at in out
+                for kind, rule, name, at, _severity in out
                 if (kind, rule, name) == ("resolved", NO_DATA_RULE, WORKSPACE)
             ]
         return max(moments)
@@ -221,8 +363,8 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
             return
         if series != WORKSPACE and in_workspace_outage(series):
             return
-        state[(NO_DATA_RULE, series)] = ("firing", at)
-        out.append(("firing", NO_DATA_RULE, series, at))
+        state[(NO_DATA_RULE, series)] = Alert("firing", at, severity="critical")
+        emit("firing", (NO_DATA_RULE, series), at)
 
     for event in scenario.events:
         at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
@@ -233,6 +375,24 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 rule = by_name.get(key[0])
                 if rule is not None and rule.active is not None and not rule.active.contains(at):
                     end(key, at)
+                elif state[key].flap is not None:
+                    leave_flapping_if_steady(key, at)
+                elif isinstance(rule, Threshold) and state[key].phase == "firing":
+                    if state[key].acked:
+                        continue
+                    held = at - state[key].since
+                    due = {
+                        i
+                        for i, stage in enumerate(rule.escalate)
+                        if stage.after_seconds is not None
+                        and held >= timedelta(seconds=stage.after_seconds)
+                    }
+                    put_in_force(rule, key, at, state[key].stages | due)
+            continue
+        if event[0] == "ack":
+            key = (str(event[2]), str(event[3]))
+            if key in state and state[key].phase == "firing":
+                state[key].acked = True
             continue
         if event[0] == "fail":
             series, is_immediate = event[2], event[3]
@@ -258,19 +418,23 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 continue
             if isinstance(rule, Threshold):
                 if key not in state:
-                    if rule.holds(count):
-                        phase = "firing" if rule.for_seconds == 0 else "pending"
-                        state[key] = (phase, at)
-                        out.append((phase, rule.name, series, at))
-                elif state[key][0] == "pending":
-                    since = state[key][1]
+                    if rule.holds(count) and rule.for_seconds == 0:
+                        fire(rule, key, at, at, count)
+                    elif rule.holds(count):
+                        state[key] = Alert("pending", at)
+                        emit("pending", key, at)
+                elif state[key].flap is not None:
+                    follow_flapping(rule, key, at, count)
+                elif state[key].phase == "pending":
+                    since = state[key].since
                     if not rule.holds(count):
                         end(key, at)
                     elif at - since >= timedelta(seconds=rule.for_seconds):
-                        state[key] = ("firing", since)
-                        out.append(("firing", rule.name, series, at))
+                        fire(rule, key, at, since, count)
                 elif rule.recovered(count):
-                    end(key, at)
+                    resolve(key, at)
+                else:
+                    put_in_force(rule, key, at, levels_in_force(rule, state[key].stages, count))
                 continue
             base, base_at = None, at
             window = timedelta(seconds=rule.window_seconds)
@@ -281,8 +445,8 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 continue
             holds = rule.holds(base, count)
             if key not in state and holds:
-                state[key] = ("firing", at)
-                out.append(("firing", rule.name, series, at))
+                state[key] = Alert("firing", at)
+                emit("firing", key, at)
             elif key in state and not holds:
                 end(key, at)
     return out
@@ -308,7 +472,8 @@ def scope_toml(scope: tuple[str, ...]) -> str:
 def rules_toml(scenario: Scenario) -> str:
     text = (
         f'[watchdog]\npoll_interval = "1s"\nstale_after = "{scenario.stale_after}s"\n'
-        f'repeat = "0s"\n\n[[agents]]\nname = "{AGENT}"\nid = "agent_a"\n'
+        f'repeat = "0s"\n{flap_toml(scenario.flap)}\n[[agents]]\nname = "{AGENT}"\n'
+        'id = "agent_a"\n'
     )
     for rule in scenario.rules:
         text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope)
@@ -323,6 +488,9 @@ def rules_toml(scenario: Scenario) -> str:
                 if rule.recover is not None:
                     text += f"recover_above = {rule.recover}\n"
             text += f'for = "{rule.for_seconds}s"\n'
+            if rule.escalate:
+                side = "above" if rule.above is not None else "below"
+                text += f"escalate = [{', '.join(stage_toml(side, s) for s in rule.escalate)}]\n"
         else:
             text += f'kind = "change"\nwindow = "{rule.window_seconds}s"\n'
             text += f"{rule.condition} = {rule.amount}\n"
@@ -333,7 +501,31 @@ def rules_toml(scenario: Scenario) -> str:
     return text
 
 
-def engine_transitions(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
+def flap_toml(flap: tuple[int, int] | str | None) -> str:
+    if flap == "default":
+        return ""
+    if flap is None:
+        return "flap = false\n"
+    assert not isinstance(flap, str)
+    return f'flap = {{ changes = {flap[0]}, window = "{flap[1]}s" }}\n'
+
+
+def stage_toml(side: str, stage: Stage) -> str:
+    keys = []
+    if stage.level is not None:
+        keys.append(f"{side} = {stage.level}")
+        if stage.recover is not None:
+            keys.append(f"recover_{'below' if side == 'above' else 'above'} = {stage.recover}")
+    else:
+        keys.append(f'after = "{stage.after_seconds}s"')
+    if stage.critical:
+        keys.append('severity = "critical"')
+    if stage.mention is not None:
+        keys.append(f'mention = "{stage.mention}"')
+    return "{ " + ", ".join(keys) + " }"
+
+
+def engine_transitions(scenario: Scenario) -> list[Seen]:
     config = parse_config(rules_toml(scenario), source="model.toml")
     engine = Engine(config, started_at=scenario.start)
     out = []
@@ -341,12 +533,16 @@ def engine_transitions(scenario: Scenario) -> list[tuple[str, str, str, datetime
         at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
         if event[0] == "tick":
             out += engine.tick(at)
+        elif event[0] == "ack":
+            engine.acknowledge(str(event[2]), str(event[3]), by="model", at=at)
         elif event[0] == "fail":
             reason = "rejected key" if event[3] else "server error"
             out += engine.poll_failed(event[2], at, reason, immediate=bool(event[3]))  # type: ignore[arg-type]
         else:
             out += engine.observe(Sample(event[2], at, event[3]))  # type: ignore[arg-type]
-    return [(t.kind.value, t.rule, t.series, t.at) for t in out if t.kind in COMPARED]
+    return [
+        (t.kind.value, t.rule, t.series, t.at, t.severity.value) for t in out if t.kind in COMPARED
+    ]
 
 
 # -- random scenarios --------------------------------------------------------------------------
@@ -376,18 +572,41 @@ def actives(draw: st.DrawFn, zone: str) -> Active | None:
 
 
 @st.composite
+def stages(draw: st.DrawFn, above: bool, bound: int, i: int) -> Stage:
+    critical = draw(st.booleans())
+    mention = None if critical and draw(st.booleans()) else f"<@m{i}>"
+    if draw(st.integers(0, 3)) == 0:
+        after = draw(st.sampled_from([30, 60, 300]) | st.integers(1, 900))
+        return Stage(None, None, after, critical, mention)
+    if above:
+        level = bound + draw(st.integers(1, 15))
+        recover = draw(st.none() | st.integers(max(0, level - 10), level + 1))
+    else:
+        level = draw(st.integers(0, bound - 1))
+        recover = draw(st.none() | st.integers(max(0, level - 1), level + 10))
+    return Stage(level, recover, None, critical, mention)
+
+
+@st.composite
 def thresholds(draw: st.DrawFn, name: str, zone: str) -> Threshold:
     bound = draw(st.integers(0, 60))
     recover = draw(st.none() | st.integers(0, 70))
     for_seconds = draw(st.sampled_from([0, 0, 15, 60, 90, 300]) | st.integers(0, 300))
-    if draw(st.booleans()):
+    above = draw(st.booleans())
+    if not above:
+        bound = max(bound, 1)
+    escalate = tuple(draw(stages(above, bound, i)) for i in range(draw(st.integers(0, 3))))
+    if above:
         if recover is not None:
             recover = min(recover, bound)
-        return Threshold(name, draw(scopes), bound, None, recover, for_seconds, draw(actives(zone)))
-    bound = max(bound, 1)
+        return Threshold(
+            name, draw(scopes), bound, None, recover, for_seconds, draw(actives(zone)), escalate
+        )
     if recover is not None:
         recover = max(recover, bound)
-    return Threshold(name, draw(scopes), None, bound, recover, for_seconds, draw(actives(zone)))
+    return Threshold(
+        name, draw(scopes), None, bound, recover, for_seconds, draw(actives(zone)), escalate
+    )
 
 
 @st.composite
@@ -422,6 +641,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             events.append(("tick", seconds + draw(st.integers(1, gap - 1))))
         seconds += gap
         series = draw(st.sampled_from([WORKSPACE, WORKSPACE, AGENT]))
+        if draw(st.integers(0, 24)) == 0:
+            acked = draw(st.sampled_from(rules))
+            events.append(("ack", seconds, acked.name, series))
         roll = draw(st.integers(0, 19))
         if roll == 0:
             events.append(("fail", seconds, series, draw(st.booleans())))
@@ -433,13 +655,21 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         events.append(("sample", seconds, series, counts[series]))
     events.append(("tick", seconds + 1))
     stale_after = draw(st.sampled_from([60, 120, 600]) | st.integers(30, 1800))
-    return Scenario(start, stale_after, tuple(rules), tuple(events))
+    flap = draw(
+        st.sampled_from(["default", None])
+        | st.tuples(st.integers(2, 6), st.sampled_from([60, 300, 1800]) | st.integers(1, 3600))
+    )
+    return Scenario(start, stale_after, tuple(rules), tuple(events), flap)
 
 
-def ordered(
-    transitions: list[tuple[str, str, str, datetime]],
-) -> list[tuple[str, str, str, datetime]]:
-    """Order within one instant is not part of the semantics; order across instants is."""
+def ordered(transitions: list[Seen]) -> list[tuple[str, str, str, datetime]]:
+    """Order within one instant is not part of the semantics; order across instants is.
+
+    Severities are left out: see `test_engine_matches_reference_model` for those."""
+    return sorted((t[:4] for t in transitions), key=lambda t: (t[3], t[1], t[2], t[0]))
+
+
+def with_severity(transitions: list[Seen]) -> list[Seen]:
     return sorted(transitions, key=lambda t: (t[3], t[1], t[2], t[0]))
 
 
@@ -450,9 +680,53 @@ def ordered(
 )
 @given(scenarios())
 def test_engine_matches_reference_model(scenario: Scenario) -> None:
-    """Over random series, rules and DST-crossing active windows, engine == reference."""
-    expected = ordered(reference(scenario))
-    assert ordered(engine_transitions(scenario)) == expected, rules_toml(scenario)
+    """Over random series, rules, DST-crossing active windows, escalation stages, acks and
+    flapping settings, engine == reference, severities included."""
+    expected = with_severity(reference(scenario))
+    assert with_severity(engine_transitions(scenario)) == expected, rules_toml(scenario)
+
+
+@st.composite
+def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
+    """Counts hovering around a threshold: many firings and resolutions, so flapping and
+    escalation levels are crossed often (the general scenarios rarely flap)."""
+    rules = tuple(
+        draw(thresholds(f"rule{i}", "UTC").filter(lambda r: r.active is None))
+        for i in range(draw(st.integers(1, 2)))
+    )
+    middle = draw(st.integers(1, 40))
+    events: list[tuple[object, ...]] = []
+    seconds = 0
+    for _ in range(draw(st.integers(1, 120))):
+        seconds += draw(st.integers(1, 300))
+        series = draw(st.sampled_from([WORKSPACE, AGENT]))
+        roll = draw(st.integers(0, 9))
+        if roll == 0:
+            events.append(("tick", seconds))
+        elif roll == 1:
+            events.append(("ack", seconds, draw(st.sampled_from(rules)).name, series))
+        else:
+            count = max(0, middle + draw(st.integers(-20, 20)))
+            events.append(("sample", seconds, series, count))
+    events.append(("tick", seconds + draw(st.integers(1, 4000))))
+    flap = draw(
+        st.tuples(st.integers(2, 6), st.sampled_from([300, 1800]) | st.integers(1, 3600))
+        | st.sampled_from(["default", None])
+    )
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    return Scenario(start, 600, rules, tuple(events), flap)
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(bouncing_scenarios())
+def test_engine_matches_reference_model_around_a_threshold(scenario: Scenario) -> None:
+    """Counts hovering at a threshold (flapping, escalation, acks): engine == reference."""
+    expected = with_severity(reference(scenario))
+    assert with_severity(engine_transitions(scenario)) == expected, rules_toml(scenario)
 
 
 def test_reference_active_window_agrees_on_known_instants() -> None:

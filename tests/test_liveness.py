@@ -180,7 +180,7 @@ def test_a_poison_outbox_entry_is_dead_lettered_and_the_next_message_goes_out(
     seed_outbox(
         here.state,
         queued_card("0123456789ab"),
-        "UPDATE outbox SET payload = json_set(payload, '$.kind', 'escalated')",
+        "UPDATE outbox SET payload = json_set(payload, '$.kind', 'teleported')",
     )
     slack.fail_next([Fail.error("invalid_blocks")])
     with here.run() as daemon:

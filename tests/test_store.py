@@ -25,6 +25,7 @@ from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
     AlertState,
+    Flapping,
     MessageRef,
     Notification,
     Sample,
@@ -858,3 +859,60 @@ def test_held_news_is_written_with_the_tick_and_taken_out_of_the_outbox(store: S
     store.hold_back(entry_id, alert_id="a2", held=None)
     assert store.held() == {}
     assert store.outbox_depth() == 0
+
+
+# --- escalation and flapping ----------------------------------------------------------
+
+
+def test_escalation_acknowledgement_and_flapping_survive_reopening(db_path: Path) -> None:
+    """What a restarted engine needs of an escalated or flapping alert is kept with it."""
+    flapping = Flapping(
+        since=T0, stable_since=T0 + timedelta(minutes=5), firing=True, pending_since=None
+    )
+    escalated = dataclasses.replace(
+        alert(),
+        escalation=0b101,
+        acked_at=T0 + timedelta(minutes=2),
+        acked_by="U123",
+        flapping=flapping,
+        changes=(T0, T0 + timedelta(minutes=1)),
+    )
+    with Store.open(db_path) as store:
+        store.apply(alerts=[escalated])
+    with Store.open(db_path) as store:
+        assert store.load_alerts() == [escalated]
+        assert store.load_changes() == {("too-many", "workspace"): escalated.changes}
+
+
+def test_flap_changes_outlive_the_episode_and_go_when_empty(store: Store) -> None:
+    """A resolved alert's recent changes stay for the next episode; an empty list is removed."""
+    changes = (T0, T0 + timedelta(minutes=1))
+    store.apply(alerts=[dataclasses.replace(alert(state=AlertState.INACTIVE), changes=changes)])
+    assert store.load_alerts() == []
+    assert store.load_changes() == {("too-many", "workspace"): changes}
+    store.apply(alerts=[alert(state=AlertState.INACTIVE)])
+    assert store.load_changes() == {}
+
+
+def test_alerts_of_an_older_watchdog_start_unescalated(db_path: Path) -> None:
+    """Migrating a schema-2 database keeps its alerts: no stage in force, not flapping."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    _MIGRATIONS[0](conn)
+    _MIGRATIONS[1](conn)
+    conn.execute(
+        """INSERT INTO alerts (rule, series, alert_id, state, since, condition, severity)
+           VALUES ('r', 'workspace', 'a1', 'firing', ?, 'count > 1', 'critical')""",
+        (int(T0.timestamp() * 1000),),
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Store.open(db_path) as store:
+        (record,) = store.load_alerts()
+    assert (record.escalation, record.acked_at, record.flapping, record.changes) == (
+        0,
+        None,
+        None,
+        (),
+    )

@@ -58,6 +58,9 @@ class Event(StrEnum):
     ALERT_REPEAT = "alert.repeat"
     ALERT_RESOLVED = "alert.resolved"
     ALERT_CANCELLED = "alert.cancelled"
+    ALERT_ESCALATED = "alert.escalated"  # an `escalate` stage came into force, in place
+    ALERT_DEESCALATED = "alert.deescalated"  # a level stage was left, still firing
+    ALERT_FLAPPING = "alert.flapping"  # fired and resolved too often: held as flapping
     NOTIFY_SENT = "notify.sent"
     NOTIFY_RETRY = "notify.retry"
     NOTIFY_FAILED = "notify.failed"

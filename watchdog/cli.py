@@ -519,8 +519,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(as_json(t)))
         else:
-            state = "FIRING  " if t.kind.value == "firing" else "RESOLVED"
-            extra = t.condition if t.kind.value == "firing" else t.reason
+            state = t.kind.value.upper().ljust(8)
+            extra = t.condition if t.kind.value == "firing" and not t.reason else t.reason
             print(f"{t.at.isoformat()}  {state} {t.rule} [{t.series}] count={t.count}  {extra}")
     if not args.json:
         first, last = samples[0].at, samples[-1].at

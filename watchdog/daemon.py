@@ -127,6 +127,9 @@ _TRANSITION_EVENTS = {
     TransitionKind.REPEAT: Event.ALERT_REPEAT,
     TransitionKind.RESOLVED: Event.ALERT_RESOLVED,
     TransitionKind.CANCELLED: Event.ALERT_CANCELLED,
+    TransitionKind.ESCALATED: Event.ALERT_ESCALATED,
+    TransitionKind.DEESCALATED: Event.ALERT_DEESCALATED,
+    TransitionKind.FLAPPING: Event.ALERT_FLAPPING,
 }
 
 
@@ -401,8 +404,9 @@ class Daemon:
         keep = self._history_needed()
         alerts = self._store.load_alerts()
         samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
+        changes = self._store.load_changes()
         # Alerts of rules removed while the watchdog was down resolve now.
-        self._commit(self._engine.restore(alerts, samples))
+        self._commit(self._engine.restore(alerts, samples, changes))
         if alerts:
             self._log.info(
                 "state.restored",
@@ -762,6 +766,7 @@ class Daemon:
                     last_notified=None,
                     condition=t.condition,
                     severity=t.severity,
+                    changes=self._engine.changes(t.rule, t.series),
                 )
             unsaved.alerts[(t.rule, t.series)] = record
         suppressed: list[tuple[Notification, Decision]] = []
@@ -901,7 +906,7 @@ class Daemon:
             reason=t.reason,
             recent=t.recent,
             runbook=route.runbook,
-            mention=route.mention if t.kind is TransitionKind.FIRING else None,
+            mention=_mention(t, route.mention),
         )
 
     # -- silences and mutes (see watchdog.silences) ---------------------------------
@@ -1108,7 +1113,8 @@ class Daemon:
         }
         if t.reason:
             fields["reason"] = t.reason
-        level = "warning" if t.kind is TransitionKind.FIRING else "info"
+        paging = t.kind in (TransitionKind.FIRING, TransitionKind.ESCALATED)
+        level = "warning" if paging else "info"
         getattr(self._log, level)(_TRANSITION_EVENTS[t.kind], **fields)
         self._update_firing_metric()
 
@@ -1179,3 +1185,10 @@ class Daemon:
 
 def _seconds(value: float) -> str:
     return format_duration(timedelta(seconds=value))
+
+
+def _mention(t: Transition, routed: str | None) -> str | None:
+    """Whom a notification pages: the rule's mention when it fires, plus escalation's."""
+    if t.kind is TransitionKind.FIRING:
+        return " ".join(m for m in (routed, t.mention) if m) or None
+    return t.mention if t.kind is TransitionKind.ESCALATED else None

@@ -242,9 +242,7 @@ class OutboxWorker:
     # --- one attempt ---
 
     def _original(self, note: Notification) -> MessageRef | None:
-        if note.kind in (TransitionKind.REPEAT, TransitionKind.RESOLVED):
-            return self._store.message_ref(note.alert_id)
-        return None
+        return self._store.message_ref(note.alert_id)
 
     async def _attempt(
         self, entry: OutboxEntry, note: Notification, original: MessageRef | None
@@ -349,12 +347,18 @@ class OutboxWorker:
             for entry in self._store.outbox_queue(head.channel, note.alert_id)
             if not isinstance(entry.notification, Unreadable)
         ]
+        changes_card = note.kind is TransitionKind.RESOLVED or note.kind.edits_card
         never_announced = (
             {note.alert_id}
-            if note.kind is TransitionKind.RESOLVED and self._store.firing_never_sent(note.alert_id)
+            if changes_card and self._store.firing_never_sent(note.alert_id)
             else set()
         )
-        plan = plan_head(queue, never_announced=never_announced)
+        announced = (
+            {note.alert_id}
+            if note.kind is TransitionKind.FIRING and self._store.message_ref(note.alert_id)
+            else set()
+        )
+        plan = plan_head(queue, never_announced=never_announced, announced=announced)
         if plan.action is Action.SEND:
             return False
         fields = {

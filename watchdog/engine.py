@@ -43,13 +43,39 @@ Semantics, per alert instance (rule x series):
   (hysteresis applies from then on). A new severity is the alert's severity at once,
   and every later notification of it (repeat, resolution, the card's edit) shows it.
   No alert is ever evaluated against a definition the config no longer has.
+- escalation (threshold rules, `escalate`): stages raise a firing alert's severity in
+  place: one instance, one alert id, one card. A level stage is in force while the count
+  is beyond its level: it comes into force at a sample where the count is beyond it and
+  is left at one where its own hysteresis says so (`recover_below` / `recover_above`,
+  else back at or within the level). A time stage (`after`) comes into force at the tick
+  at which the alert has held (since `since`, the card's "holding for") that long and
+  nobody acknowledged it (`acknowledge`); it stays until the alert resolves. The severity
+  is the most severe of the rule's and of the stages in force. A sample or tick that puts
+  a stage in force emits ESCALATED (carrying the stages' mentions); one that only leaves
+  level stages emits DEESCALATED; neither resolves anything. An alert that fires with
+  level stages already reached fires with them (severity and mentions on the firing
+  card). Pending and flapping alerts do not escalate. A reload that changes `escalate`
+  starts the alert's escalation afresh at the next sample or tick.
+- flapping (threshold rules, `[watchdog] flap`, on unless `flap = false`): every rule x
+  series counts its firings and its resolutions by the condition over the last `window`
+  (inclusive). A resolution that would be the `changes`-th within `window` does not
+  happen: the alert enters FLAPPING instead (one transition, same alert id, its card
+  stays) and the count starts afresh. While flapping, the rule is evaluated as usual
+  (`for`, hysteresis) into a hidden real state, firing or resolved, and nothing is
+  emitted: no firing, resolved, repeat or escalation. At the first sample or tick at
+  which the real state has not changed for `window` (since entering, or since its last
+  change), the alert leaves flapping with one transition to that state: FIRING (same
+  alert id; it goes on as a firing alert) or RESOLVED. Leaving active hours or a reload
+  that removes the rule resolve a flapping alert as any other; with `flap = false` it
+  leaves at the next sample or tick. Built-in alerts and change alerts do not flap.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -61,12 +87,13 @@ from watchdog.model import (
     WORKSPACE,
     AlertRecord,
     AlertState,
+    Flapping,
     Sample,
     Severity,
     Transition,
     TransitionKind,
 )
-from watchdog.rules import ChangeRule, Config, ThresholdRule
+from watchdog.rules import ChangeRule, Config, EscalationStage, FlapSettings, ThresholdRule
 
 SPARKLINE_LENGTH = 24
 """How many recent counts per series travel with a transition (for the sparkline)."""
@@ -101,8 +128,12 @@ class _Instance:
     condition: str
     severity: Severity
     redefined: bool = False  # the rule's condition changed: see _threshold and _change
+    escalation: int = 0  # the `escalate` stages in force, as a bit set
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    flapping: Flapping | None = None
 
-    def record(self) -> AlertRecord:
+    def record(self, changes: tuple[datetime, ...] = ()) -> AlertRecord:
         return AlertRecord(
             rule=self.rule,
             series=self.series,
@@ -113,6 +144,11 @@ class _Instance:
             last_notified=self.last_notified,
             condition=self.condition,
             severity=self.severity,
+            escalation=self.escalation,
+            acked_at=self.acked_at,
+            acked_by=self.acked_by,
+            flapping=self.flapping,
+            changes=changes,
         )
 
 
@@ -171,6 +207,7 @@ class Engine:
         self._series: dict[str, _Series] = {}
         self._workspace_back: datetime | None = None  # see _check_no_data
         self._behind: _Behind | None = None  # see poll_schedule
+        self._changes: dict[tuple[str, str], deque[datetime]] = {}  # see _note_change
         self._build_series()
 
     # -- set-up ---------------------------------------------------------------------
@@ -203,13 +240,22 @@ class Engine:
             series.windows = windows
         return fresh
 
-    def restore(self, alerts: Iterable[AlertRecord], samples: Iterable[Sample]) -> list[Transition]:
+    def restore(
+        self,
+        alerts: Iterable[AlertRecord],
+        samples: Iterable[Sample],
+        changes: Mapping[tuple[str, str], Iterable[datetime]] | None = None,
+    ) -> list[Transition]:
         """Resume from persisted state: alert instances as they were, history warmed.
 
         Samples only fill change windows, sparklines and last-good times; they are not
-        evaluated, so nothing is announced again. Alerts of rules (or series) the config
-        no longer has resolve at once (at the engine's start): the returned transitions.
+        evaluated, so nothing is announced again. `changes` are the recent firings and
+        resolutions per (rule, series), counted for flapping. Alerts of rules (or series)
+        the config no longer has resolve at once (at the engine's start): the returned
+        transitions.
         """
+        for key, moments in (changes or {}).items():
+            self._changes[key] = deque(sorted(moments))
         for sample in samples:
             series = self._series.get(sample.series)
             if series is None:
@@ -232,6 +278,10 @@ class Engine:
                 last_notified=record.last_notified,
                 condition=record.condition,
                 severity=record.severity,
+                escalation=record.escalation,
+                acked_at=record.acked_at,
+                acked_by=record.acked_by,
+                flapping=record.flapping,
             )
         return self.reconfigure(self._config, self._started_at)
 
@@ -364,22 +414,44 @@ class Engine:
             if rule is not None and rule.active is not None and not rule.active.contains(now):
                 out.append(self._end(inst, now, inst.last_count, "outside active hours"))
                 continue
+            if inst.flapping is not None:
+                self._leave_flapping(inst, now, out)
+                continue
             if inst.state is AlertState.FIRING:
                 repeat = self._config.repeat_for(rule_name)
                 last = inst.last_notified or inst.since
                 if repeat > timedelta(0) and now - last >= repeat:
                     inst.last_notified = now
                     out.append(self._transition(inst, TransitionKind.REPEAT, now, inst.last_count))
+                if isinstance(rule, ThresholdRule) and inst.acked_at is None:
+                    due = _time_stages_due(rule, now - inst.since)
+                    self._escalate_to(rule, inst, inst.escalation | due, now, out)
         return out
+
+    def acknowledge(self, rule: str, series: str, *, by: str, at: datetime) -> bool:
+        """Mark the firing alert of `rule` on `series` acknowledged by `by` (no transition).
+
+        Its time-based escalation stages then never come into force. False when no alert
+        of that rule and series is firing.
+        """
+        inst = self._instances.get((rule, series))
+        if inst is None or inst.state is not AlertState.FIRING:
+            return False
+        inst.acked_at, inst.acked_by = at, by
+        return True
 
     # -- queries --------------------------------------------------------------------
 
     def record(self, rule: str, series: str) -> AlertRecord | None:
         inst = self._instances.get((rule, series))
-        return inst.record() if inst is not None else None
+        return inst.record(self.changes(rule, series)) if inst is not None else None
 
     def records(self) -> list[AlertRecord]:
-        return [inst.record() for inst in self._instances.values()]
+        return [inst.record(self.changes(*key)) for key, inst in self._instances.items()]
+
+    def changes(self, rule: str, series: str) -> tuple[datetime, ...]:
+        """The firings and resolutions of `rule` on `series` counted for flapping."""
+        return tuple(self._changes.get((rule, series), ()))
 
     def recent(self, series: str) -> tuple[int, ...]:
         found = self._series.get(series)
@@ -396,13 +468,16 @@ class Engine:
         count: int,
         out: list[Transition],
     ) -> None:
+        if inst is not None and inst.flapping is not None:
+            self._flapping_threshold(rule, inst, at, count, out)
+            return
         if inst is None:
             if not rule.holds(count):
                 return
             condition = rule.describe()
             inst = self._start(rule.name, series.name, at, count, condition)
             if not rule.for_:
-                self._fire(inst, at, out)
+                self._fire_threshold(rule, inst, at, out)
             else:
                 out.append(self._transition(inst, TransitionKind.PENDING, at, count))
             return
@@ -412,12 +487,117 @@ class Engine:
             if not rule.holds(count):
                 out.append(self._end(inst, at, count, f"count {count} no longer matches"))
             elif at - inst.since >= rule.for_:
-                self._fire(inst, at, out)
+                self._fire_threshold(rule, inst, at, out)
         elif redefined and not rule.holds(count):
             reason = f"count {count}: does not match the redefined rule ({rule.describe()})"
-            out.append(self._end(inst, at, count, reason))
+            self._resolve_threshold(inst, at, count, reason, out)
         elif rule.recovered(count):
-            out.append(self._end(inst, at, count, f"count {count}: {_recovery(rule)}"))
+            self._resolve_threshold(inst, at, count, f"count {count}: {_recovery(rule)}", out)
+        else:
+            self._escalate_to(rule, inst, _level_stages(rule, inst.escalation, count), at, out)
+
+    # -- escalation (see the module docstring) -------------------------------------------
+
+    def _fire_threshold(
+        self, rule: ThresholdRule, inst: _Instance, at: datetime, out: list[Transition]
+    ) -> None:
+        """Fire with the level stages already reached, and count the firing for flapping."""
+        assert inst.last_count is not None
+        inst.escalation = _level_stages(rule, 0, inst.last_count)
+        inst.severity = rule.escalated_severity(inst.escalation)
+        self._note_change((inst.rule, inst.series), at)
+        self._fire(inst, at, out, mention=_mentions(rule, inst.escalation))
+
+    def _escalate_to(
+        self,
+        rule: ThresholdRule,
+        inst: _Instance,
+        stages: int,
+        at: datetime,
+        out: list[Transition],
+    ) -> None:
+        """Put the stages of the bit set `stages` in force: ESCALATED or DEESCALATED, or nothing."""
+        added, left = stages & ~inst.escalation, inst.escalation & ~stages
+        if not added and not left:
+            return
+        inst.escalation = stages
+        inst.severity = rule.escalated_severity(stages)
+        if added:
+            reason = f"escalated: {_stage_names(rule, added)}"
+            kind, mention = TransitionKind.ESCALATED, _mentions(rule, added)
+        else:
+            reason = f"count {inst.last_count}: no longer {_stage_names(rule, left)}"
+            kind, mention = TransitionKind.DEESCALATED, None
+        out.append(self._transition(inst, kind, at, inst.last_count, reason, mention=mention))
+
+    # -- flapping (see the module docstring) ---------------------------------------------
+
+    def _note_change(self, key: tuple[str, str], at: datetime) -> int:
+        """Count a firing or resolution of `key`; return how many lie within the window."""
+        flap = self._config.watchdog.flap
+        if flap is None:
+            self._changes.pop(key, None)
+            return 0
+        changes = self._changes.setdefault(key, deque())
+        changes.append(at)
+        while changes[0] < at - flap.window:
+            changes.popleft()
+        return len(changes)
+
+    def _resolve_threshold(
+        self, inst: _Instance, at: datetime, count: int, reason: str, out: list[Transition]
+    ) -> None:
+        """A firing threshold alert's condition ended: it resolves, or starts flapping."""
+        flap = self._config.watchdog.flap
+        if flap is None or self._note_change((inst.rule, inst.series), at) < flap.changes:
+            out.append(self._end(inst, at, count, reason))
+            return
+        self._changes.pop((inst.rule, inst.series), None)
+        inst.last_count = count
+        inst.flapping = Flapping(since=at, stable_since=at, firing=False)
+        reason = f"{flap.changes} firings and resolutions within {_window(flap)}"
+        out.append(self._transition(inst, TransitionKind.FLAPPING, at, count, reason))
+
+    def _flapping_threshold(
+        self,
+        rule: ThresholdRule,
+        inst: _Instance,
+        at: datetime,
+        count: int,
+        out: list[Transition],
+    ) -> None:
+        """Follow the real state of a flapping alert silently; leave once it is steady."""
+        assert inst.flapping is not None
+        inst.last_count = count
+        inst.redefined = False
+        state = inst.flapping
+        if state.firing:
+            if rule.recovered(count):
+                state = Flapping(state.since, stable_since=at, firing=False)
+        elif not rule.holds(count):
+            state = dataclasses.replace(state, pending_since=None)
+        else:
+            holding = state.pending_since or at
+            if at - holding >= rule.for_:
+                state = Flapping(state.since, stable_since=at, firing=True)
+            else:
+                state = dataclasses.replace(state, pending_since=holding)
+        inst.flapping = state
+        self._leave_flapping(inst, at, out)
+
+    def _leave_flapping(self, inst: _Instance, at: datetime, out: list[Transition]) -> None:
+        """Leave flapping for the real state once it has not changed for the window."""
+        assert inst.flapping is not None
+        state, flap = inst.flapping, self._config.watchdog.flap
+        if flap is not None and at - state.stable_since < flap.window:
+            return
+        inst.flapping = None
+        reason = f"steady for {format_duration(at - state.stable_since)}: no longer flapping"
+        if state.firing:
+            inst.last_notified = at
+            out.append(self._transition(inst, TransitionKind.FIRING, at, inst.last_count, reason))
+        else:
+            out.append(self._end(inst, at, inst.last_count, reason))
 
     def _change(
         self,
@@ -522,6 +702,13 @@ class Engine:
             inst.since += delta
             if inst.last_notified is not None:
                 inst.last_notified += delta
+            if inst.acked_at is not None:
+                inst.acked_at += delta
+            if inst.flapping is not None:
+                inst.flapping = _shifted(inst.flapping, delta)
+        self._changes = {
+            key: deque(at + delta for at in moments) for key, moments in self._changes.items()
+        }
 
     # -- instance lifecycle ---------------------------------------------------------
 
@@ -542,10 +729,14 @@ class Engine:
         self._instances[(rule, series)] = inst
         return inst
 
-    def _fire(self, inst: _Instance, at: datetime, out: list[Transition]) -> None:
+    def _fire(
+        self, inst: _Instance, at: datetime, out: list[Transition], mention: str | None = None
+    ) -> None:
         inst.state = AlertState.FIRING
         inst.last_notified = at
-        out.append(self._transition(inst, TransitionKind.FIRING, at, inst.last_count))
+        out.append(
+            self._transition(inst, TransitionKind.FIRING, at, inst.last_count, mention=mention)
+        )
 
     def _end(self, inst: _Instance, at: datetime, count: int | None, reason: str) -> Transition:
         del self._instances[(inst.rule, inst.series)]
@@ -563,6 +754,8 @@ class Engine:
         at: datetime,
         count: int | None,
         reason: str = "",
+        *,
+        mention: str | None = None,
     ) -> Transition:
         return Transition(
             alert_id=inst.alert_id,
@@ -576,6 +769,7 @@ class Engine:
             condition=inst.condition,
             reason=reason,
             recent=self.recent(inst.series) if inst.rule != WATCHDOG_BEHIND_RULE else (),
+            mention=mention,
         )
 
     def _severity(self, rule_name: str) -> Severity:
@@ -586,10 +780,69 @@ class Engine:
 def _redefine(inst: _Instance, old: _Rule | None, new: _Rule) -> None:
     """Carry an alert over to its rule's new definition (same name, same kind)."""
     inst.severity = new.severity
+    if isinstance(new, ThresholdRule):
+        _carry_escalation(inst, old, new)
     if old is not None and old.describe() != new.describe():
         inst.redefined = True
         if isinstance(new, ThresholdRule):
             inst.condition = new.describe()
+
+
+def _carry_escalation(inst: _Instance, old: _Rule | None, new: ThresholdRule) -> None:
+    """Keep the stages in force if `escalate` is unchanged; else start afresh."""
+    if isinstance(old, ThresholdRule) and old.escalate == new.escalate:
+        inst.severity = new.escalated_severity(inst.escalation)
+    else:
+        inst.escalation = 0
+
+
+def _level_stages(rule: ThresholdRule, stages: int, count: int) -> int:
+    """The bit set `stages` with the level stages entered or left at `count`."""
+    for i, stage in enumerate(rule.escalate):
+        bit = 1 << i
+        if stage.after is not None:
+            continue
+        if stages & bit and stage.left(count):
+            stages &= ~bit
+        elif not stages & bit and stage.reached(count):
+            stages |= bit
+    return stages
+
+
+def _time_stages_due(rule: ThresholdRule, held: timedelta) -> int:
+    """The bit set of time stages due for an alert that has held for `held`."""
+    due = 0
+    for i, stage in enumerate(rule.escalate):
+        if stage.after is not None and held >= stage.after:
+            due |= 1 << i
+    return due
+
+
+def _stages(rule: ThresholdRule, stages: int) -> list[EscalationStage]:
+    return [stage for i, stage in enumerate(rule.escalate) if stages >> i & 1]
+
+
+def _stage_names(rule: ThresholdRule, stages: int) -> str:
+    return ", ".join(stage.describe() for stage in _stages(rule, stages))
+
+
+def _mentions(rule: ThresholdRule, stages: int) -> str | None:
+    mentions = [stage.mention for stage in _stages(rule, stages) if stage.mention]
+    return " ".join(dict.fromkeys(mentions)) or None
+
+
+def _window(flap: FlapSettings) -> str:
+    return format_duration(flap.window)
+
+
+def _shifted(state: Flapping, delta: timedelta) -> Flapping:
+    pending = state.pending_since
+    return Flapping(
+        state.since + delta,
+        state.stable_since + delta,
+        state.firing,
+        None if pending is None else pending + delta,
+    )
 
 
 def _percent(share: float) -> str:

@@ -45,10 +45,22 @@ class TransitionKind(StrEnum):
     REPEAT = "repeat"  # notified: still firing, the repeat interval elapsed
     RESOLVED = "resolved"  # notified: firing -> inactive
     CANCELLED = "cancelled"  # pending -> inactive without ever firing; audit only
+    ESCALATED = "escalated"  # notified: the firing card's severity rose (an `escalate` stage)
+    DEESCALATED = "deescalated"  # notified: a level stage was left, still firing
+    FLAPPING = "flapping"  # notified: fired and resolved too often, now held as flapping
 
     @property
     def notifies(self) -> bool:
-        return self in (TransitionKind.FIRING, TransitionKind.REPEAT, TransitionKind.RESOLVED)
+        return self not in (TransitionKind.PENDING, TransitionKind.CANCELLED)
+
+    @property
+    def edits_card(self) -> bool:
+        """Whether the kind changes what the alert's existing card says, never a new card."""
+        return self in (
+            TransitionKind.ESCALATED,
+            TransitionKind.DEESCALATED,
+            TransitionKind.FLAPPING,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,8 @@ class Transition:
     condition: str
     reason: str = ""
     recent: tuple[int, ...] = field(default=())
+    mention: str | None = None
+    """Whom an escalation pages (the stages reached), on ESCALATED and FIRING only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,3 +205,23 @@ class AlertRecord:
     last_notified: datetime | None
     condition: str
     severity: Severity = Severity.WARNING
+    escalation: int = 0
+    """The `escalate` stages in force, as a bit set (bit i: stage i of the rule)."""
+    acked_at: datetime | None = None
+    acked_by: str | None = None
+    flapping: Flapping | None = None
+    changes: tuple[datetime, ...] = ()
+    """Recent firings and resolutions of this rule x series, counted for flapping."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flapping:
+    """A flapping alert's hidden state: its real condition and since when it is steady.
+
+    `pending_since` is when the real condition of a rule with `for` started holding.
+    """
+
+    since: datetime
+    stable_since: datetime
+    firing: bool
+    pending_since: datetime | None = None

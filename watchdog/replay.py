@@ -18,7 +18,13 @@ from watchdog.model import NO_DATA_RULE, WORKSPACE, Sample, Transition, Transiti
 from watchdog.rules import Config
 from watchdog.suggest import did_you_mean
 
-_SHOWN = (TransitionKind.FIRING, TransitionKind.RESOLVED)
+_SHOWN = (
+    TransitionKind.FIRING,
+    TransitionKind.RESOLVED,
+    TransitionKind.ESCALATED,
+    TransitionKind.DEESCALATED,
+    TransitionKind.FLAPPING,
+)
 _MAX_TICKS_PER_GAP = 10_000
 
 
@@ -88,7 +94,8 @@ def _row(row: list[str], known: set[str]) -> Sample:
 
 
 def replay(config: Config, samples: Iterable[Sample]) -> Iterator[Transition]:
-    """Yield the FIRING and RESOLVED transitions the daemon would have decided.
+    """Yield the transitions the daemon would have announced: FIRING, RESOLVED, ESCALATED,
+    DEESCALATED and FLAPPING (repeats are left out).
 
     Time advances as in the daemon: a tick every poll interval between samples (so
     no-data, leaving active hours and repeats happen when they would have), and at each
@@ -159,6 +166,6 @@ def as_json(t: Transition) -> dict[str, object]:
         "at": t.at.isoformat(),
         "rule": t.rule,
         "scope": t.series,
-        "state": "firing" if t.kind is TransitionKind.FIRING else "resolved",
+        "state": t.kind.value,
         "count": t.count,
     }

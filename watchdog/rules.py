@@ -211,6 +211,62 @@ class _RuleBase(BaseModel):
     active: ActiveWindow | None = None
 
 
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+def more_severe(a: Severity, b: Severity) -> Severity:
+    """The more severe of two severities."""
+    return a if _SEVERITY_RANK[a] >= _SEVERITY_RANK[b] else b
+
+
+class EscalationStage(BaseModel):
+    """One `escalate` stage: a level beyond the threshold, or a time without acknowledgement.
+
+    A level stage (`above`, or `below` for below-rules) is in force while the count is
+    beyond it, with its own hysteresis (`recover_below` / `recover_above`); a time stage
+    (`after`) from when the alert has held that long unacknowledged until it resolves.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    above: Count | None = None
+    below: Count | None = None
+    recover_below: Count | None = None
+    recover_above: Count | None = None
+    after: Duration | None = None
+    severity: Severity | None = None
+    mention: StrictStr | None = None
+
+    def reached(self, count: int) -> bool:
+        """Whether a level stage comes into force at `count`."""
+        if self.above is not None:
+            return count > self.above
+        return self.below is not None and count < self.below
+
+    def left(self, count: int) -> bool:
+        """Whether a level stage in force is left at `count` (hysteresis applies here)."""
+        if self.above is not None:
+            bound = self.recover_below
+            return count < bound if bound is not None else count <= self.above
+        if self.below is not None:
+            bound = self.recover_above
+            return count > bound if bound is not None else count >= self.below
+        return False
+
+    def describe(self) -> str:
+        if self.above is not None:
+            return f"count > {self.above}"
+        if self.below is not None:
+            return f"count < {self.below}"
+        assert self.after is not None
+        return f"unacknowledged for {format_duration(self.after)}"
+
+
+def _one_or_many(value: object) -> object:
+    """`escalate = { ... }` is a list of one stage."""
+    return [value] if isinstance(value, dict) else value
+
+
 class ThresholdRule(_RuleBase):
     """Fires while the count is above (or below) a bound, optionally for a while first."""
 
@@ -220,6 +276,15 @@ class ThresholdRule(_RuleBase):
     recover_below: Count | None = None
     recover_above: Count | None = None
     for_: Duration = Field(default=timedelta(0), alias="for")
+    escalate: Annotated[list[EscalationStage], BeforeValidator(_one_or_many)] = []
+
+    def escalated_severity(self, stages: int) -> Severity:
+        """The alert's severity with the stages of the bit set `stages` in force."""
+        severity = self.severity
+        for i, stage in enumerate(self.escalate):
+            if stages >> i & 1 and stage.severity is not None:
+                severity = more_severe(stage.severity, severity)
+        return severity
 
     def holds(self, count: int) -> bool:
         if self.above is not None:
@@ -295,6 +360,26 @@ class Agent(BaseModel):
     id: StrictStr
 
 
+class FlapSettings(BaseModel):
+    """`[watchdog] flap`: how many firings and resolutions within `window` are flapping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    changes: Annotated[StrictInt, Field(ge=2, le=1000)] = 6
+    window: Duration = timedelta(hours=1)
+
+
+def _flap_switch(value: object) -> object:
+    """`flap = false` turns flapping detection off, `flap = true` keeps the defaults."""
+    if value is False:
+        return None
+    if value is True:
+        return FlapSettings()
+    if value is None or isinstance(value, dict | FlapSettings):
+        return value
+    raise ValueError('expected a table like { changes = 6, window = "1h" } or false')
+
+
 class WatchdogSection(BaseModel):
     """`[watchdog]`: timing and limits of the loop.
 
@@ -311,6 +396,7 @@ class WatchdogSection(BaseModel):
     timeout: Duration = timedelta(seconds=10)
     concurrency: Annotated[StrictInt, Field(ge=1, le=MAX_CONCURRENCY)] = 8
     no_data_severity: Severity | None = None
+    flap: Annotated[FlapSettings | None, BeforeValidator(_flap_switch)] = FlapSettings()
     heartbeat_url: SecretStr | None = None
     """The dead-man's switch's ping URL (see `watchdog.deadman`); its path is a secret."""
 
@@ -473,6 +559,8 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("rules", "threshold", "active"): ActiveWindow,
     ("rules", "change", "active"): ActiveWindow,
     ("mute",): MuteWindow,
+    ("rules", "threshold", "escalate"): EscalationStage,
+    ("watchdog", "flap"): FlapSettings,
 }
 # Keys people reach for whose spelling no string distance finds.
 _SYNONYMS = {"timezone": "tz", "time_zone": "tz", "zone": "tz"}
@@ -687,6 +775,8 @@ def _timing_problems(
             )
     if watchdog.timeout <= timedelta(0):
         problems.append(("watchdog.timeout", "must be more than 0s"))
+    if watchdog.flap is not None and watchdog.flap.window <= timedelta(0):
+        problems.append(("watchdog.flap.window", "must be more than 0s"))
     return problems
 
 
@@ -732,6 +822,58 @@ def _threshold_problems(where: str, rule: ThresholdRule) -> list[tuple[str, str]
             )
         if rule.below == 0:
             problems.append((f"{where}.below", "count < 0 can never hold: use below = 1"))
+    for i, stage in enumerate(rule.escalate):
+        problems.extend(_escalation_problems(f"{where}.escalate[{i}]", rule, stage))
+    return problems
+
+
+def _escalation_problems(
+    where: str, rule: ThresholdRule, stage: EscalationStage
+) -> list[tuple[str, str]]:
+    """An escalation stage lies beyond the rule's threshold and changes something."""
+    problems: list[tuple[str, str]] = []
+    given = [k for k in ("above", "below", "after") if getattr(stage, k) is not None]
+    if len(given) != 1:
+        problems.append((f"{where}.above", "set exactly one of 'above', 'below' or 'after'"))
+    side = "above" if rule.above is not None else "below"
+    other = "below" if side == "above" else "above"
+    if getattr(stage, other) is not None:
+        problems.append((f"{where}.{other}", f"an '{side}' rule escalates with '{side}'"))
+    if rule.above is not None and stage.above is not None and stage.above <= rule.above:
+        problems.append(
+            (
+                f"{where}.above",
+                f"must be more than the rule's above ({rule.above}): an escalation lies beyond it",
+            )
+        )
+    if rule.below is not None and stage.below is not None and stage.below >= rule.below:
+        problems.append(
+            (
+                f"{where}.below",
+                f"must be less than the rule's below ({rule.below}): an escalation lies beyond it",
+            )
+        )
+    if stage.recover_below is not None:
+        if stage.above is None:
+            problems.append((f"{where}.recover_below", "only a stage with 'above' has it"))
+        elif stage.recover_below > stage.above + 1:
+            problems.append((f"{where}.recover_below", f"must be <= above ({stage.above})"))
+    if stage.recover_above is not None:
+        if stage.below is None:
+            problems.append((f"{where}.recover_above", "only a stage with 'below' has it"))
+        elif stage.recover_above < stage.below - 1:
+            problems.append((f"{where}.recover_above", f"must be >= below ({stage.below})"))
+    if stage.after is not None and stage.after <= timedelta(0):
+        problems.append((f"{where}.after", "must be more than 0s"))
+    if stage.severity is None and stage.mention is None:
+        problems.append((f"{where}", "set 'severity' or 'mention': a stage must change something"))
+    elif stage.severity is not None and more_severe(rule.severity, stage.severity) is rule.severity:
+        problems.append(
+            (
+                f"{where}.severity",
+                f"must be more severe than the rule's severity ({rule.severity.value})",
+            )
+        )
     return problems
 
 

@@ -194,7 +194,8 @@ def decide(
         if held is not None:
             return Decision(False, Reason.RELEASE_PENDING, held, held.cover)
         return Decision(True, Reason.NOT_COVERED, None)
-    card = note.kind is TransitionKind.REPEAT and (held is None or held.card)
+    # Anything but a firing (a repeat, an escalation, flapping) speaks of a card in Slack.
+    card = note.kind is not TransitionKind.FIRING and (held is None or held.card)
     return Decision(
         False, _covered(found), _held(note.alert_id, note.rule, note.series, card, found), found
     )

@@ -47,6 +47,7 @@ from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
     AlertState,
+    Flapping,
     MessageRef,
     Notification,
     Sample,
@@ -185,10 +186,33 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    """Alerts keep their escalation, acknowledgement and flapping; rules x series their
+    recent firings and resolutions (counted for flapping, also between episodes).
+
+    `escalation` is the bit set of `escalate` stages in force; `flapping` is JSON
+    (`since`, `stable_since`, `firing`, `pending_since`) or NULL; `flap_changes.changes`
+    a JSON list of epoch milliseconds.
+    """
+    conn.execute("ALTER TABLE alerts ADD COLUMN escalation INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE alerts ADD COLUMN acked_at INTEGER")
+    conn.execute("ALTER TABLE alerts ADD COLUMN acked_by TEXT")
+    conn.execute("ALTER TABLE alerts ADD COLUMN flapping TEXT")
+    conn.execute(
+        """CREATE TABLE flap_changes (
+            rule TEXT NOT NULL,
+            series TEXT NOT NULL,
+            changes TEXT NOT NULL,
+            PRIMARY KEY (rule, series)
+        ) WITHOUT ROWID"""
+    )
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
+    _migrate_v4,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -277,6 +301,31 @@ def _opt_to_ms(value: datetime | None) -> int | None:
 
 def _opt_from_ms(value: int | None) -> datetime | None:
     return None if value is None else _from_ms(value)
+
+
+def _dump_flapping(state: Flapping | None) -> str | None:
+    if state is None:
+        return None
+    return json.dumps(
+        {
+            "since": _to_ms(state.since),
+            "stable_since": _to_ms(state.stable_since),
+            "firing": state.firing,
+            "pending_since": _opt_to_ms(state.pending_since),
+        }
+    )
+
+
+def _load_flapping(text: str | None) -> Flapping | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    return Flapping(
+        since=_from_ms(data["since"]),
+        stable_since=_from_ms(data["stable_since"]),
+        firing=bool(data["firing"]),
+        pending_since=_opt_from_ms(data["pending_since"]),
+    )
 
 
 def _dump(note: Notification) -> str:
@@ -521,6 +570,21 @@ class Store:
                 rows,
             )
             for alert in alerts:
+                if alert.changes:
+                    conn.execute(
+                        """INSERT INTO flap_changes (rule, series, changes) VALUES (?, ?, ?)
+                           ON CONFLICT (rule, series) DO UPDATE SET changes = excluded.changes""",
+                        (
+                            alert.rule,
+                            alert.series,
+                            json.dumps([_to_ms(at) for at in alert.changes]),
+                        ),
+                    )
+                else:
+                    conn.execute(
+                        "DELETE FROM flap_changes WHERE rule = ? AND series = ?",
+                        (alert.rule, alert.series),
+                    )
                 if alert.state is AlertState.INACTIVE:
                     conn.execute(
                         "DELETE FROM alerts WHERE rule = ? AND series = ?",
@@ -529,13 +593,16 @@ class Store:
                     continue
                 conn.execute(
                     """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
-                                           last_notified, condition, severity)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           last_notified, condition, severity, escalation,
+                                           acked_at, acked_by, flapping)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (rule, series) DO UPDATE SET
                            alert_id = excluded.alert_id, state = excluded.state,
                            since = excluded.since, last_count = excluded.last_count,
                            last_notified = excluded.last_notified,
-                           condition = excluded.condition, severity = excluded.severity""",
+                           condition = excluded.condition, severity = excluded.severity,
+                           escalation = excluded.escalation, acked_at = excluded.acked_at,
+                           acked_by = excluded.acked_by, flapping = excluded.flapping""",
                     (
                         alert.rule,
                         alert.series,
@@ -546,6 +613,10 @@ class Store:
                         _opt_to_ms(alert.last_notified),
                         alert.condition,
                         alert.severity.value,
+                        alert.escalation,
+                        _opt_to_ms(alert.acked_at),
+                        alert.acked_by,
+                        _dump_flapping(alert.flapping),
                     ),
                 )
             for note in notifications:
@@ -567,9 +638,10 @@ class Store:
         with self._reading("loading alerts") as conn:
             rows = conn.execute(
                 """SELECT rule, series, alert_id, state, since, last_count, last_notified,
-                          condition, severity
+                          condition, severity, escalation, acked_at, acked_by, flapping
                    FROM alerts ORDER BY rule, series"""
             ).fetchall()
+        changes = self.load_changes()
         return [
             AlertRecord(
                 rule=rule,
@@ -581,6 +653,11 @@ class Store:
                 last_notified=_opt_from_ms(last_notified),
                 condition=condition,
                 severity=Severity(severity),
+                escalation=escalation,
+                acked_at=_opt_from_ms(acked_at),
+                acked_by=acked_by,
+                flapping=_load_flapping(flapping),
+                changes=changes.get((rule, series), ()),
             )
             for (
                 rule,
@@ -592,8 +669,21 @@ class Store:
                 last_notified,
                 condition,
                 severity,
+                escalation,
+                acked_at,
+                acked_by,
+                flapping,
             ) in rows
         ]
+
+    def load_changes(self) -> dict[tuple[str, str], tuple[datetime, ...]]:
+        """The recent firings and resolutions per (rule, series), counted for flapping."""
+        with self._reading("loading flap changes") as conn:
+            rows = conn.execute("SELECT rule, series, changes FROM flap_changes").fetchall()
+        return {
+            (rule, series): tuple(_from_ms(ms) for ms in json.loads(changes))
+            for rule, series, changes in rows
+        }
 
     def message_ref(self, alert_id: str) -> MessageRef | None:
         """The message standing for the alert (normally its firing message), if any."""

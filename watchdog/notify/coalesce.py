@@ -12,12 +12,15 @@ news nobody needs. `plan_head` decides, for a channel's head, what to do instead
   never folded or dropped, so it keeps its later notifications (a firing card that went
   out still gets its resolution, as an edit in place).
 * **fold** a FIRING whose RESOLVED is queued behind it into one "fired and resolved"
-  notification (`fired_and_resolved`); the RESOLVED and any "still firing" repeats in
-  between are consumed with it. It is sent in the FIRING's place, so order is kept.
+  notification (`fired_and_resolved`); the RESOLVED and anything in between (repeats,
+  escalations, flapping) are consumed with it. It is sent in the FIRING's place, so
+  order is kept. A FIRING whose card is already in Slack (`announced`: the alert left
+  flapping firing) is an edit of that card and is never folded.
 * **drop** a REPEAT when a later notification of the same alert is queued behind it
   (`superseded_repeat`): the later one says what it would have said, newer.
-* **drop** a RESOLVED whose firing card was never sent (`never_announced`: given up as a
-  dead letter on its first attempt): a resolution of nothing confuses more than it helps.
+* **drop** a RESOLVED, ESCALATED, DEESCALATED or FLAPPING whose firing card was never
+  sent (`never_announced`: given up as a dead letter on its first attempt): a change to
+  a card nobody saw confuses more than it helps, and must not become a new card.
 
 Pure: the caller passes the queue and what the store knows, applies the plan, and logs it
 (`notify.folded`, `notify.dropped`). The transitions themselves are in the audit log
@@ -83,12 +86,18 @@ class Plan:
     consumed: tuple[int, ...] = ()
 
 
-def plan_head(queue: Sequence[Queued], *, never_announced: Container[str] = ()) -> Plan:
+def plan_head(
+    queue: Sequence[Queued],
+    *,
+    never_announced: Container[str] = (),
+    announced: Container[str] = (),
+) -> Plan:
     """Decide what to do with `queue[0]`, given the rest of the channel's queue behind it.
 
     `queue` is the channel's queue in order, from its head (entries of other alerts may be
     left out: only the head's alert matters). `never_announced` holds the alert ids whose
-    firing card was given up without any chance of having reached Slack.
+    firing card was given up without any chance of having reached Slack; `announced`
+    those whose card is in Slack.
     """
     if not queue:
         raise ValueError("plan_head needs at least the head of the queue")
@@ -101,12 +110,12 @@ def plan_head(queue: Sequence[Queued], *, never_announced: Container[str] = ()) 
 
     if head.possibly_sent:
         return send(Reason.POSSIBLY_SENT)
-    if note.kind is TransitionKind.FIRING:
+    if note.kind is TransitionKind.FIRING and note.alert_id not in announced:
         return _fold(head, later) or send(Reason.UP_TO_DATE)
     if note.kind is TransitionKind.REPEAT and later:
         return Plan(Action.DROP, Reason.SUPERSEDED_REPEAT, head.outbox_id, note)
     if (
-        note.kind is TransitionKind.RESOLVED
+        (note.kind is TransitionKind.RESOLVED or note.kind.edits_card)
         and not note.fired_and_resolved
         and note.alert_id in never_announced
     ):

@@ -79,7 +79,7 @@ def format_console(note: Notification, *, colour: bool = False) -> str:
         detail = f"count now {count} after {held}   was {note.condition}"
         start = _RESOLVED_COLOUR
     else:
-        verb = "STILL FIRING" if note.kind is TransitionKind.REPEAT else "FIRING"
+        verb = "STILL FIRING" if note.kind is TransitionKind.REPEAT else note.kind.value.upper()
         title = f"{severity_emoji(note.severity)} {verb}  {note.rule} · {note.series}"
         title += f"  ({note.severity.value})"
         detail = f"count {count}   {note.condition}   holding {held}"

@@ -10,6 +10,10 @@ Which rendering goes where:
 - `render(note)`: the message for the kind as it lands in the alert's thread: the firing
   card for FIRING, a short reply for REPEAT and RESOLVED.
 - `render_resolved_original(note)`: the firing card edited in place to show it resolved.
+- `render_card_update(note)`: the card edited in place for every kind that edits it:
+  ESCALATED and DEESCALATED (new severity, emoji and reason), FLAPPING, a FIRING that
+  left flapping, RESOLVED. `render(note)` of those kinds is the threaded reply; that of
+  ESCALATED carries the mention.
 - `render_top_level(note)`: a self-contained message for when there is no thread to reply
   in (webhooks, or a lost original): the full card for every kind.
 - A "fired and resolved" notification (one that stands for a whole episode whose firing
@@ -19,6 +23,7 @@ Which rendering goes where:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +38,9 @@ __all__ = [
     "escape",
     "format_count",
     "render",
+    "render_card_update",
     "render_fired_and_resolved",
+    "render_reply",
     "render_resolved_original",
     "render_top_level",
     "severity_emoji",
@@ -59,6 +66,9 @@ _SEVERITY_EMOJI = {
 }
 _RESOLVED_EMOJI = "✅"
 _REPEAT_EMOJI = "🔁"
+_ESCALATED_EMOJI = "⏫"
+_DEESCALATED_EMOJI = "⏬"
+_FLAPPING_EMOJI = "🔀"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +123,25 @@ def render(note: Notification) -> RenderedMessage:
         return _repeat_reply(note)
     if note.kind is TransitionKind.RESOLVED:
         return _resolved_reply(note)
+    if note.kind.edits_card:
+        return _change_reply(note)
     raise ValueError(f"transition kind {note.kind.value!r} is never notified")
+
+
+def render_reply(note: Notification) -> RenderedMessage:
+    """The threaded reply of a notification whose card already exists (FIRING too)."""
+    if note.kind is TransitionKind.FIRING:
+        return _change_reply(note)
+    return render(note)
+
+
+def render_card_update(note: Notification) -> RenderedMessage:
+    """The alert's card as it reads after `note`, edited in place (see the module doc)."""
+    if note.kind is TransitionKind.RESOLVED:
+        return render_resolved_original(note)
+    if note.kind is TransitionKind.FLAPPING:
+        return _card(dataclasses.replace(note, mention=None), verb="FLAPPING")
+    return _card(dataclasses.replace(note, mention=None), verb="FIRING")
 
 
 def render_top_level(note: Notification) -> RenderedMessage:
@@ -126,6 +154,8 @@ def render_top_level(note: Notification) -> RenderedMessage:
         return render_fired_and_resolved(note)
     if note.kind is TransitionKind.RESOLVED:
         return render_resolved_original(note)
+    if note.kind.edits_card:
+        return _card(note, verb=note.kind.value.upper())
     raise ValueError(f"transition kind {note.kind.value!r} is never notified")
 
 
@@ -275,6 +305,35 @@ def _resolved_reply(note: Notification) -> RenderedMessage:
     text = (
         f"{_RESOLVED_EMOJI} RESOLVED [{_label(note)}] {rule} on {series} after {held}, "
         f"{_count_phrase(note.count, 'count now')} ({because}was {condition})"
+    )
+    return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
+
+
+def _change_reply(note: Notification) -> RenderedMessage:
+    """A threaded reply saying what changed on the card: escalation, flapping, firing again."""
+    rule, series, _condition = _names(note)
+    reason = _reason(note)
+    now = _count_phrase(note.count, "count now", bold=True)
+    label = _label(note)
+    if note.kind is TransitionKind.ESCALATED:
+        lead = f"{_ESCALATED_EMOJI} Escalated to *{label}*, {now}"
+    elif note.kind is TransitionKind.DEESCALATED:
+        lead = f"{_DEESCALATED_EMOJI} Back to *{label}*, still firing, {now}"
+    elif note.kind is TransitionKind.FLAPPING:
+        lead = f"{_FLAPPING_EMOJI} Flapping: held as one alert until it is steady, {now}"
+    else:
+        lead = f"{severity_emoji(note.severity)} Firing steadily, {now}"
+    lines = [lead]
+    if reason:
+        lines.append(f"_{reason}_")
+    if note.mention:
+        lines.append(f"Paging {note.mention}")
+    blocks = [_section("\n".join(lines)), *_trend_blocks(note.recent, as_context=True)]
+    paging = f" {note.mention}" if note.mention else ""
+    because = f" ({reason})" if reason else ""
+    text = (
+        f"{severity_emoji(note.severity)} {note.kind.value.upper()} [{label}] {rule} on "
+        f"{series}, {_count_phrase(note.count, 'count now')}{because}{paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 

@@ -56,7 +56,8 @@ from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify.render import (
     RenderedMessage,
     render,
-    render_resolved_original,
+    render_card_update,
+    render_reply,
     render_top_level,
 )
 
@@ -165,9 +166,11 @@ class _Answer:
 class SlackBotNotifier:
     """Posts with a bot token; threads repeats and resolutions under the firing message.
 
-    A resolution edits the original message (idempotent, so a retry after a failed thread
-    reply is harmless) and then replies in its thread. If the original is gone, it posts
-    a new self-contained resolved message instead of failing forever. Posts are exactly
+    A resolution, an escalation, a de-escalation, flapping and a firing after flapping
+    (a FIRING whose card exists) edit the original message (idempotent, so a retry after
+    a failed thread reply is harmless) and then reply in its thread; none posts a new
+    card. If the original is gone, it posts a new self-contained message instead of
+    failing forever. Posts are exactly
     once where the token may read the channel's history (see the module docstring).
     """
 
@@ -283,18 +286,18 @@ class SlackBotNotifier:
         raise failure.error
 
     def _deliver(self, note: Notification, original: MessageRef | None) -> MessageRef:
-        if note.kind is TransitionKind.FIRING:
+        if note.kind is TransitionKind.FIRING and original is None:
             return self._post(note, note.channel, render(note))
         if original is None:
             return self._post(note, note.channel, render_top_level(note))
-        if note.kind is TransitionKind.RESOLVED:
+        if note.kind is not TransitionKind.REPEAT:
             try:
-                self._update(original, render_resolved_original(note))
+                self._update(original, render_card_update(note))
             except _Failure as exc:
                 if exc.slack_error not in _MESSAGE_GONE:
                     raise
                 return self._post(note, original.channel, render_top_level(note))
-        self._post(note, original.channel, render(note), thread_ts=original.ts)
+        self._post(note, original.channel, render_reply(note), thread_ts=original.ts)
         return original
 
     def _post(
@@ -346,7 +349,7 @@ class SlackBotNotifier:
                 if self._in_thread(note, original, oldest):
                     self._found(note, original)
                     return original
-                if note.kind is not TransitionKind.RESOLVED:
+                if note.kind is TransitionKind.REPEAT:
                     return None
                 channel: str | None = original.channel  # the fallback when the card was gone
             else:
