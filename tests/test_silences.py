@@ -246,6 +246,8 @@ FIRING, REPEAT, RESOLVED = TransitionKind.FIRING, TransitionKind.REPEAT, Transit
         (RESOLVED, ON, HELD_CARD, True, Reason.RESOLVES_CARD, None),
         (RESOLVED, ON, None, True, Reason.RESOLVES_CARD, None),
         (RESOLVED, OFF, None, True, Reason.NOT_COVERED, None),
+        (TransitionKind.ESCALATED, ON, None, False, Reason.SILENCED, HELD_CARD),
+        (TransitionKind.FLAPPING, ON, HELD_NO_CARD, False, Reason.SILENCED, HELD_NO_CARD),
     ],
     ids=[
         "firing-uncovered-sent",
@@ -259,6 +261,8 @@ FIRING, REPEAT, RESOLVED = TransitionKind.FIRING, TransitionKind.REPEAT, Transit
         "resolved-of-posted-card-sent",
         "resolved-covered-card-sent",
         "resolved-uncovered-sent",
+        "escalated-silenced-held-with-card",
+        "flapping-silenced-keeps-no-card",
     ],
 )
 def test_suppression_stage(
