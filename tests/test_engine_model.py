@@ -27,6 +27,7 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 COMPARED = {
     TransitionKind.PENDING,
     TransitionKind.FIRING,
+    TransitionKind.REPEAT,
     TransitionKind.RESOLVED,
     TransitionKind.CANCELLED,
 }
@@ -128,7 +129,9 @@ class Scenario:
     stale_after: int
     rules: tuple[Rule, ...]
     # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, immediate)
+    # | ("ack", seconds, rule, series)
     events: tuple[tuple[object, ...], ...]
+    repeat: int = 0  # seconds; 0 = never
 
 
 def expand(scope: tuple[str, ...]) -> list[str]:
@@ -163,18 +166,28 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
       answered, or never heard from while the workspace was, is a problem of its own: one
       failed workspace poll does not hide it.
     - "A fresh `stale_after`" counts from the moment the workspace's no-data resolved.
+    - Repeats: a firing alert repeats at the first tick at least `repeat` after it fired
+      or last repeated, until someone acknowledges it ("repeats stop"); acknowledging
+      anything but a firing alert does nothing, and the next episode starts unacknowledged.
     """
     history: dict[str, list[tuple[datetime, int]]] = {s: [] for s in SERIES}
     polls: dict[str, list[tuple[datetime, str]]] = {s: [] for s in SERIES}  # good|failed|rejected
     state: dict[tuple[str, str], tuple[str, datetime]] = {}  # -> ("pending"|"firing", since)
     by_name = {rule.name: rule for rule in scenario.rules}
     out: list[tuple[str, str, str, datetime]] = []
+    last_told: dict[tuple[str, str], datetime] = {}  # firing, unacknowledged: last notified
     stale_after = timedelta(seconds=scenario.stale_after)
     one_moment = timedelta(seconds=1)  # the poll_interval of the generated config
 
     def end(key: tuple[str, str], at: datetime) -> None:
         phase, _since = state.pop(key)
+        last_told.pop(key, None)
         out.append(("resolved" if phase == "firing" else "cancelled", key[0], key[1], at))
+
+    def fire(key: tuple[str, str], since: datetime, at: datetime) -> None:
+        state[key] = ("firing", since)
+        last_told[key] = at
+        out.append(("firing", key[0], key[1], at))
 
     def latest_poll(series: str) -> str | None:
         return polls[series][-1][1] if polls[series] else None
@@ -221,8 +234,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
             return
         if series != WORKSPACE and in_workspace_outage(series):
             return
-        state[(NO_DATA_RULE, series)] = ("firing", at)
-        out.append(("firing", NO_DATA_RULE, series, at))
+        fire((NO_DATA_RULE, series), at, at)
 
     for event in scenario.events:
         at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
@@ -233,6 +245,15 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 rule = by_name.get(key[0])
                 if rule is not None and rule.active is not None and not rule.active.contains(at):
                     end(key, at)
+                elif key in last_told and scenario.repeat:
+                    if at - last_told[key] >= timedelta(seconds=scenario.repeat):
+                        last_told[key] = at
+                        out.append(("repeat", key[0], key[1], at))
+            continue
+        if event[0] == "ack":
+            key = (str(event[2]), str(event[3]))
+            if key in state and state[key][0] == "firing":
+                last_told.pop(key, None)  # acknowledged: no more repeats
             continue
         if event[0] == "fail":
             series, is_immediate = event[2], event[3]
@@ -258,17 +279,17 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 continue
             if isinstance(rule, Threshold):
                 if key not in state:
-                    if rule.holds(count):
-                        phase = "firing" if rule.for_seconds == 0 else "pending"
-                        state[key] = (phase, at)
-                        out.append((phase, rule.name, series, at))
+                    if rule.holds(count) and rule.for_seconds == 0:
+                        fire(key, at, at)
+                    elif rule.holds(count):
+                        state[key] = ("pending", at)
+                        out.append(("pending", rule.name, series, at))
                 elif state[key][0] == "pending":
                     since = state[key][1]
                     if not rule.holds(count):
                         end(key, at)
                     elif at - since >= timedelta(seconds=rule.for_seconds):
-                        state[key] = ("firing", since)
-                        out.append(("firing", rule.name, series, at))
+                        fire(key, since, at)
                 elif rule.recovered(count):
                     end(key, at)
                 continue
@@ -281,8 +302,7 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 continue
             holds = rule.holds(base, count)
             if key not in state and holds:
-                state[key] = ("firing", at)
-                out.append(("firing", rule.name, series, at))
+                fire(key, at, at)
             elif key in state and not holds:
                 end(key, at)
     return out
@@ -308,7 +328,7 @@ def scope_toml(scope: tuple[str, ...]) -> str:
 def rules_toml(scenario: Scenario) -> str:
     text = (
         f'[watchdog]\npoll_interval = "1s"\nstale_after = "{scenario.stale_after}s"\n'
-        f'repeat = "0s"\n\n[[agents]]\nname = "{AGENT}"\nid = "agent_a"\n'
+        f'repeat = "{scenario.repeat}s"\n\n[[agents]]\nname = "{AGENT}"\nid = "agent_a"\n'
     )
     for rule in scenario.rules:
         text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope)
@@ -341,6 +361,8 @@ def engine_transitions(scenario: Scenario) -> list[tuple[str, str, str, datetime
         at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
         if event[0] == "tick":
             out += engine.tick(at)
+        elif event[0] == "ack":
+            engine.acknowledge(str(event[2]), str(event[3]), by="U0MODEL", at=at)
         elif event[0] == "fail":
             reason = "rejected key" if event[3] else "server error"
             out += engine.poll_failed(event[2], at, reason, immediate=bool(event[3]))  # type: ignore[arg-type]
@@ -422,6 +444,9 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             events.append(("tick", seconds + draw(st.integers(1, gap - 1))))
         seconds += gap
         series = draw(st.sampled_from([WORKSPACE, WORKSPACE, AGENT]))
+        if draw(st.integers(0, 9)) == 0:
+            target = draw(st.sampled_from([NO_DATA_RULE, *(rule.name for rule in rules)]))
+            events.append(("ack", seconds, target, series))
         roll = draw(st.integers(0, 19))
         if roll == 0:
             events.append(("fail", seconds, series, draw(st.booleans())))
@@ -433,7 +458,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         events.append(("sample", seconds, series, counts[series]))
     events.append(("tick", seconds + 1))
     stale_after = draw(st.sampled_from([60, 120, 600]) | st.integers(30, 1800))
-    return Scenario(start, stale_after, tuple(rules), tuple(events))
+    repeat = draw(st.sampled_from([0, 0, 60, 300]) | st.integers(1, 900))
+    return Scenario(start, stale_after, tuple(rules), tuple(events), repeat)
 
 
 def ordered(

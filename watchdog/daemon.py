@@ -26,6 +26,9 @@ Guarantees:
   many series were not polled on time (skipped while their previous request runs, or
   started more than STARVED_SHARE of an interval after they were due) and why; the
   engine raises one `watchdog-behind` self-alert when that lasts (see `watchdog.engine`).
+- an acknowledgement (a Slack button through Socket Mode, or `watchdog ack` through the
+  store, noticed by the ticker within a second) is stored, audited (`alert.acked`) and
+  edits the card in place (an ANNOTATION notification) in one transaction.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from watchdog.liveness import (
 from watchdog.metrics import Metrics
 from watchdog.model import (
     NO_DATA_RULE,
+    AckOutcome,
     AlertRecord,
     AlertState,
     Notification,
@@ -67,6 +71,8 @@ from watchdog.model import (
 )
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
+from watchdog.notify.render import acknowledged_line, render_status
+from watchdog.notify.socket_mode import SocketMode
 from watchdog.rules import ChangeRule, Config
 from watchdog.source import Source, request_timeout
 from watchdog.store import Store
@@ -98,6 +104,7 @@ posting again (exactly once in bot mode with the history scopes; see `watchdog.d
 """
 OUTBOX_TASK = "outbox"
 POLL_LOOP_TASK = "poll-loop"
+SILENCES_UNAVAILABLE = "Silences are not available yet."
 
 _TRANSITION_EVENTS = {
     TransitionKind.PENDING: Event.ALERT_PENDING,
@@ -168,8 +175,10 @@ class Daemon:
         fixed_channel: str | None = None,
         sd: SdNotifier | None = None,
         metrics: Metrics | None = None,
+        socket_mode: SocketMode | None = None,
     ) -> None:
         self.config = config
+        self._socket_mode = socket_mode
         self._source = source
         self._store = store
         self._notifier = notifier
@@ -265,6 +274,8 @@ class Daemon:
         }
         if self._sd.watchdog_interval is not None:
             jobs["pinger"] = self._pinger.run(self._stop)
+        if self._socket_mode is not None:
+            jobs["socket-mode"] = self._socket_mode.run(self, self._stop)
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = {
@@ -314,6 +325,102 @@ class Daemon:
                 f" last delivery error: {oldest[1] or 'none yet'}"
             )
         return Health(stalled=tuple(stalled), degraded=tuple(degraded))
+
+    # -- people: acknowledgements and Slack's questions (Socket Mode) -----------------
+
+    def acknowledge(self, alert_id: str, by: str) -> AckOutcome:
+        """Someone (a Slack user id, or the name given to `watchdog ack`) is on it.
+
+        Marks the firing alert acknowledged (its repeats stop), and in one transaction
+        stores it and queues the edit of its card (`Acknowledged by ...`); then audits
+        `alert.acked`. Call on the loop.
+        """
+        record = next(
+            (
+                r
+                for r in self._engine.records()
+                if r.alert_id == alert_id and r.state is AlertState.FIRING
+            ),
+            None,
+        )
+        if record is None:
+            return AckOutcome.NOT_FIRING
+        now = self._clock.now()
+        if not self._engine.acknowledge(record.rule, record.series, by=by, at=now):
+            return AckOutcome.ALREADY_ACKNOWLEDGED
+        acked = self._engine.record(record.rule, record.series)
+        assert acked is not None
+        self._unsaved.alerts[(acked.rule, acked.series)] = acked
+        self._unsaved.notifications.append(self._annotation(acked, now))
+        self._flush()
+        self._log.info(
+            Event.ALERT_ACKED,
+            alert_id=alert_id,
+            rule=acked.rule,
+            series=acked.series,
+            by=by,
+        )
+        self._wake.set()
+        self._refresh_outbox_age()
+        return AckOutcome.ACKNOWLEDGED
+
+    def _annotation(self, record: AlertRecord, now: datetime) -> Notification:
+        """The edit of the alert's card showing its current values and annotations."""
+        route = self.config.route_for(record.rule)
+        return Notification(
+            alert_id=record.alert_id,
+            kind=TransitionKind.ANNOTATION,
+            rule=record.rule,
+            series=record.series,
+            severity=record.severity,
+            at=now,
+            since=record.since,
+            count=record.last_count,
+            condition=record.condition,
+            channel=self._fixed_channel or route.channel or "console",
+            recent=self._engine.recent(record.series),
+            runbook=route.runbook,
+            mention=route.mention,
+            **_acked(record.acked_by, record.acked_at),
+        )
+
+    def _apply_ack_requests(self) -> None:
+        """Apply what `watchdog ack` queued in the store, then forget it."""
+        try:
+            requests = self._store.ack_requests()
+        except StateError as exc:
+            self._log.error(Event.STATE_ERROR, error=str(exc), during="reading acknowledgements")
+            return
+        for request in requests:
+            self.acknowledge(request.alert_id, request.by)
+            with contextlib.suppress(StateError):  # logged by the next write; re-applied: no-op
+                self._store.drop_ack_request(request.id)
+
+    def may_respond(self, user: str) -> bool:
+        """Whether a Slack user may press the card's buttons (`[slack] responders`)."""
+        responders = self.config.slack.responders
+        return not responders or user in responders
+
+    def status_text(self) -> str:
+        """`/watchdog status`: each series' last count and the firing alerts (mrkdwn)."""
+        counts = []
+        for name, _ in self.config.series:
+            recent = self._engine.recent(name)
+            counts.append((name, recent[-1] if recent else None))
+        now = self._clock.now()
+        firing = [
+            self._annotation(r, now) for r in self._engine.records() if r.state is AlertState.FIRING
+        ]
+        return render_status(counts, firing)
+
+    def silence_alert(self, alert_id: str, duration: timedelta, by: str) -> str | None:
+        """Placeholder until silences land: tells the asker they are not available."""
+        del alert_id, duration, by
+        return SILENCES_UNAVAILABLE
+
+    def silences_text(self) -> str:
+        """Placeholder until silences land."""
+        return SILENCES_UNAVAILABLE
 
     # -- supervision ----------------------------------------------------------------
 
@@ -372,6 +479,8 @@ class Daemon:
         samples = self._store.load_samples(since=now - keep - self.config.watchdog.poll_interval)
         # Alerts of rules removed while the watchdog was down resolve now.
         self._commit(self._engine.restore(alerts, samples))
+        self._store.changed_elsewhere()  # from here on, the ticker looks for CLI requests
+        self._apply_ack_requests()  # queued while the watchdog was down
         if alerts:
             self._log.info(
                 "state.restored",
@@ -584,6 +693,15 @@ class Daemon:
             transitions = self._engine.tick(self._clock.now())
             if transitions:
                 self._commit(transitions)
+            if self._changed_elsewhere():
+                self._apply_ack_requests()
+
+    def _changed_elsewhere(self) -> bool:
+        try:
+            return self._store.changed_elsewhere()
+        except StateError as exc:
+            self._log.error(Event.STATE_ERROR, error=str(exc), during="checking for changes")
+            return False
 
     def _announce_ready(self, *, first_cycle: Literal["complete", "pending"]) -> None:
         """READY=1, once: after the first poll cycle, or before it when that takes too long.
@@ -846,6 +964,7 @@ class Daemon:
             recent=t.recent,
             runbook=route.runbook,
             mention=route.mention if t.kind is TransitionKind.FIRING else None,
+            **_acked(t.acked_by, t.acked_at),
         )
 
     # -- reporting ------------------------------------------------------------------
@@ -933,3 +1052,10 @@ class Daemon:
 
 def _seconds(value: float) -> str:
     return format_duration(timedelta(seconds=value))
+
+
+def _acked(by: str | None, at: datetime | None) -> dict[str, Any]:
+    """A notification's fields saying who acknowledged the alert (none if nobody did)."""
+    if by is None or at is None:
+        return {}
+    return {"acked_by": by, "annotations": (acknowledged_line(by, at),)}

@@ -236,7 +236,7 @@ class OutboxWorker:
     # --- one attempt ---
 
     def _original(self, note: Notification) -> MessageRef | None:
-        if note.kind in (TransitionKind.REPEAT, TransitionKind.RESOLVED):
+        if note.kind in (TransitionKind.REPEAT, TransitionKind.RESOLVED, TransitionKind.ANNOTATION):
             return self._store.message_ref(note.alert_id)
         return None
 
@@ -327,9 +327,10 @@ class OutboxWorker:
             for entry in self._store.outbox_queue(head.channel, note.alert_id)
             if not isinstance(entry.notification, Unreadable)
         ]
+        edits = (TransitionKind.RESOLVED, TransitionKind.ANNOTATION)
         never_announced = (
             {note.alert_id}
-            if note.kind is TransitionKind.RESOLVED and self._store.firing_never_sent(note.alert_id)
+            if note.kind in edits and self._store.firing_never_sent(note.alert_id)
             else set()
         )
         plan = plan_head(queue, never_announced=never_announced)

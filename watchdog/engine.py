@@ -34,6 +34,10 @@ Semantics, per alert instance (rule x series):
   for `stale_after`, it fires once, saying the share and the cause; it resolves at the
   first report at or below the share. Routed and ranked like no-data (`[no_data]`).
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
+- acknowledgement (`acknowledge`, a human saying "I'm on it"): marks the firing episode
+  acknowledged, once, by whom and when; it is not a transition. An acknowledged alert
+  repeats no more; its resolution comes as usual and carries who acknowledged. A new
+  episode starts unacknowledged. Pending or inactive alerts cannot be acknowledged.
 - redefinition (`reconfigure`, i.e. a reload): an alert whose rule is removed, or whose
   series left the rule's scope, resolves. A rule whose kind changed (threshold <-> change)
   resolves its alerts with a note and starts afresh. A rule whose condition changed
@@ -101,6 +105,8 @@ class _Instance:
     condition: str
     severity: Severity
     redefined: bool = False  # the rule's condition changed: see _threshold and _change
+    acked_by: str | None = None
+    acked_at: datetime | None = None
 
     def record(self) -> AlertRecord:
         return AlertRecord(
@@ -113,6 +119,8 @@ class _Instance:
             last_notified=self.last_notified,
             condition=self.condition,
             severity=self.severity,
+            acked_by=self.acked_by,
+            acked_at=self.acked_at,
         )
 
 
@@ -232,6 +240,8 @@ class Engine:
                 last_notified=record.last_notified,
                 condition=record.condition,
                 severity=record.severity,
+                acked_by=record.acked_by,
+                acked_at=record.acked_at,
             )
         return self.reconfigure(self._config, self._started_at)
 
@@ -364,13 +374,26 @@ class Engine:
             if rule is not None and rule.active is not None and not rule.active.contains(now):
                 out.append(self._end(inst, now, inst.last_count, "outside active hours"))
                 continue
-            if inst.state is AlertState.FIRING:
+            if inst.state is AlertState.FIRING and inst.acked_by is None:
                 repeat = self._config.repeat_for(rule_name)
                 last = inst.last_notified or inst.since
                 if repeat > timedelta(0) and now - last >= repeat:
                     inst.last_notified = now
                     out.append(self._transition(inst, TransitionKind.REPEAT, now, inst.last_count))
         return out
+
+    def acknowledge(self, rule: str, series: str, *, by: str, at: datetime) -> bool:
+        """Mark the firing instance of `rule` on `series` acknowledged by `by` at `at`.
+
+        True when it was marked now; False when there is no firing instance or it was
+        already acknowledged (the first acknowledgement stands). Not a transition: it
+        only stops the repeats (see the module docstring).
+        """
+        inst = self._instances.get((rule, series))
+        if inst is None or inst.state is not AlertState.FIRING or inst.acked_by is not None:
+            return False
+        inst.acked_by, inst.acked_at = by, at
+        return True
 
     # -- queries --------------------------------------------------------------------
 
@@ -576,6 +599,8 @@ class Engine:
             condition=inst.condition,
             reason=reason,
             recent=self.recent(inst.series) if inst.rule != WATCHDOG_BEHIND_RULE else (),
+            acked_by=inst.acked_by,
+            acked_at=inst.acked_at,
         )
 
     def _severity(self, rule_name: str) -> Severity:

@@ -52,7 +52,7 @@ from watchdog.model import (
     TransitionKind,
 )
 
-__all__ = ["DeadLetter", "OutboxEntry", "Store", "Unreadable", "writer_lock"]
+__all__ = ["AckRequest", "DeadLetter", "OutboxEntry", "Store", "Unreadable", "writer_lock"]
 
 DB_FILENAME: Final = "watchdog.db"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -144,9 +144,25 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE outbox SET first_attempt_at = created_at, in_doubt = 1")
 
 
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Acknowledgements: who acknowledged a firing alert and when, and the requests of
+    `watchdog ack` waiting for the running daemon (which applies and deletes them)."""
+    conn.execute("ALTER TABLE alerts ADD COLUMN acked_by TEXT")
+    conn.execute("ALTER TABLE alerts ADD COLUMN acked_at INTEGER")
+    conn.execute(
+        """CREATE TABLE ack_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            alert_id TEXT NOT NULL,
+            by TEXT NOT NULL,
+            requested_at INTEGER NOT NULL
+        )"""
+    )
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
+    _migrate_v3,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -188,6 +204,16 @@ class OutboxEntry:
     last_error: str | None
     first_attempt_at: datetime | None = None
     in_doubt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """`watchdog ack ALERT_ID`, waiting for the running daemon to apply it."""
+
+    id: int
+    alert_id: str
+    by: str
+    requested_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +342,7 @@ class Store:
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.OPEN
         self._series: dict[str, int] = dict(conn.execute("SELECT name, id FROM series"))
+        (self._data_version,) = conn.execute("PRAGMA data_version").fetchone()
 
     @staticmethod
     def default_path(state_dir: Path) -> Path:
@@ -392,6 +419,19 @@ class Store:
                     conn.rollback()
                 raise
 
+    def changed_elsewhere(self) -> bool:
+        """True when another connection (a CLI) committed to the file since the last call.
+
+        SQLite's `data_version` changes with every commit of another connection and never
+        with this one's own, so the daemon can look each second, at the cost of one pragma,
+        for what `watchdog ack` (or another CLI) wrote.
+        """
+        with self._reading("checking for changes") as conn:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
+            changed: bool = version != self._data_version
+            self._data_version = version
+        return changed
+
     # --- the atomic step ---
 
     def apply(
@@ -448,13 +488,15 @@ class Store:
                     continue
                 conn.execute(
                     """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
-                                           last_notified, condition, severity)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           last_notified, condition, severity, acked_by,
+                                           acked_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (rule, series) DO UPDATE SET
                            alert_id = excluded.alert_id, state = excluded.state,
                            since = excluded.since, last_count = excluded.last_count,
                            last_notified = excluded.last_notified,
-                           condition = excluded.condition, severity = excluded.severity""",
+                           condition = excluded.condition, severity = excluded.severity,
+                           acked_by = excluded.acked_by, acked_at = excluded.acked_at""",
                     (
                         alert.rule,
                         alert.series,
@@ -465,6 +507,8 @@ class Store:
                         _opt_to_ms(alert.last_notified),
                         alert.condition,
                         alert.severity.value,
+                        alert.acked_by,
+                        _opt_to_ms(alert.acked_at),
                     ),
                 )
             for note in notifications:
@@ -486,7 +530,7 @@ class Store:
         with self._reading("loading alerts") as conn:
             rows = conn.execute(
                 """SELECT rule, series, alert_id, state, since, last_count, last_notified,
-                          condition, severity
+                          condition, severity, acked_by, acked_at
                    FROM alerts ORDER BY rule, series"""
             ).fetchall()
         return [
@@ -500,6 +544,8 @@ class Store:
                 last_notified=_opt_from_ms(last_notified),
                 condition=condition,
                 severity=Severity(severity),
+                acked_by=acked_by,
+                acked_at=_opt_from_ms(acked_at),
             )
             for (
                 rule,
@@ -511,8 +557,35 @@ class Store:
                 last_notified,
                 condition,
                 severity,
+                acked_by,
+                acked_at,
             ) in rows
         ]
+
+    # --- acknowledgement requests (`watchdog ack`) ---
+
+    def request_ack(self, alert_id: str, *, by: str, at: datetime) -> int:
+        """Queue an acknowledgement for the running daemon; returns the request's id."""
+        with self._writing("queueing an acknowledgement") as conn:
+            cursor = conn.execute(
+                "INSERT INTO ack_requests (alert_id, by, requested_at) VALUES (?, ?, ?)",
+                (alert_id, by, _to_ms(at)),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def ack_requests(self) -> list[AckRequest]:
+        """The queued acknowledgements, oldest first."""
+        with self._reading("reading acknowledgements") as conn:
+            rows = conn.execute(
+                "SELECT id, alert_id, by, requested_at FROM ack_requests ORDER BY id"
+            ).fetchall()
+        return [AckRequest(i, alert_id, by, _from_ms(at)) for i, alert_id, by, at in rows]
+
+    def drop_ack_request(self, request_id: int) -> None:
+        """Forget a queued acknowledgement once the daemon applied it (no-op if unknown)."""
+        with self._writing("dropping an acknowledgement") as conn:
+            conn.execute("DELETE FROM ack_requests WHERE id = ?", (request_id,))
 
     def message_ref(self, alert_id: str) -> MessageRef | None:
         """The message standing for the alert (normally its firing message), if any."""
