@@ -28,6 +28,7 @@ class Environment:
     state_dir: Path
     credentials: Path | None = None
     credentials_note: str | None = None
+    buttons: bool = False
 
 
 def report(config: Config, env: Environment) -> list[str]:
@@ -42,7 +43,17 @@ def report(config: Config, env: Environment) -> list[str]:
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
     lines.append(f"  {_delivery_line(env)}")
+    lines.append(f"  {_buttons_line(env)}")
     return lines
+
+
+def _buttons_line(env: Environment) -> str:
+    if env.buttons:
+        return (
+            "buttons: on (Socket Mode, SLACK_APP_TOKEN set): cards offer Acknowledge and "
+            "Silence, and /watchdog answers"
+        )
+    return "buttons: off (set SLACK_APP_TOKEN for Acknowledge and Silence on the cards)"
 
 
 def summarize(
