@@ -245,10 +245,13 @@ def reference(scenario: Scenario) -> list[tuple[str, str, str, datetime]]:
                 rule = by_name.get(key[0])
                 if rule is not None and rule.active is not None and not rule.active.contains(at):
                     end(key, at)
-                elif key in last_told and scenario.repeat:
-                    if at - last_told[key] >= timedelta(seconds=scenario.repeat):
-                        last_told[key] = at
-                        out.append(("repeat", key[0], key[1], at))
+                elif (
+                    key in last_told
+                    and scenario.repeat
+                    and at - last_told[key] >= timedelta(seconds=scenario.repeat)
+                ):
+                    last_told[key] = at
+                    out.append(("repeat", key[0], key[1], at))
             continue
         if event[0] == "ack":
             key = (str(event[2]), str(event[3]))

@@ -767,3 +767,57 @@ def test_prune_and_thin_can_work_on_a_few_series_at_a_time(tmp_path: Path) -> No
         left = {name: len(store.load_samples(since=t0, series=name)) for name in names}
     assert (thinned, expired) == (6, 4)
     assert left == {"workspace": 8, "agent_a": 2, "agent_b": 4}
+
+
+# --- acknowledgements -------------------------------------------------------------------
+
+
+def test_acknowledgement_round_trips_with_the_alert(store: Store) -> None:
+    """Who acknowledged a firing alert, and when, is kept and read back."""
+    acked = dataclasses.replace(alert(), acked_by="U0ALICE", acked_at=T0 + timedelta(minutes=1))
+    store.apply(alerts=[acked])
+    assert store.load_alerts() == [acked]
+
+
+def test_alerts_of_a_schema_2_database_are_unacknowledged(db_path: Path) -> None:
+    """Migrating a schema-2 database keeps its alerts, none of them acknowledged."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    _MIGRATIONS[0](conn)
+    _MIGRATIONS[1](conn)
+    conn.execute(
+        """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
+                               last_notified, condition, severity)
+           VALUES ('too-many', 'workspace', 'a1', 'firing', ?, 42, ?, 'count > 40', 'warning')""",
+        (int(T0.timestamp() * 1000), int(T0.timestamp() * 1000) + 1000),
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Store.open(db_path) as store:
+        (found,) = store.load_alerts()
+    assert found == alert()
+    assert (found.acked_by, found.acked_at) == (None, None)
+
+
+def test_ack_requests_queue_until_dropped(store: Store) -> None:
+    """`watchdog ack` requests are read back oldest first and gone once dropped."""
+    first = store.request_ack("a1", by="alice", at=T0)
+    store.request_ack("b2", by="U0BOB", at=T0 + timedelta(seconds=1))
+    assert [(r.alert_id, r.by, r.requested_at) for r in store.ack_requests()] == [
+        ("a1", "alice", T0),
+        ("b2", "U0BOB", T0 + timedelta(seconds=1)),
+    ]
+    store.drop_ack_request(first)
+    assert [r.alert_id for r in store.ack_requests()] == ["b2"]
+
+
+def test_changed_elsewhere_sees_other_connections_commits_only(db_path: Path) -> None:
+    """True once after another connection (a CLI) committed; never for the store's own writes."""
+    with Store.open(db_path) as daemon, Store.open(db_path) as cli:
+        assert not daemon.changed_elsewhere()
+        daemon.apply(alerts=[alert()])
+        assert not daemon.changed_elsewhere()
+        cli.request_ack("a1", by="alice", at=T0)
+        assert daemon.changed_elsewhere()
+        assert not daemon.changed_elsewhere()

@@ -43,17 +43,7 @@ def report(config: Config, env: Environment) -> list[str]:
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
     lines.append(f"  {_delivery_line(env)}")
-    lines.append(f"  {_buttons_line(env)}")
     return lines
-
-
-def _buttons_line(env: Environment) -> str:
-    if env.buttons:
-        return (
-            "buttons: on (Socket Mode, SLACK_APP_TOKEN set): cards offer Acknowledge and "
-            "Silence, and /watchdog answers"
-        )
-    return "buttons: off (set SLACK_APP_TOKEN for Acknowledge and Silence on the cards)"
 
 
 def summarize(
@@ -88,8 +78,13 @@ def _destination(config: Config, own: str | None, slack_mode: SlackMode) -> Sequ
 
 
 def _delivery_line(env: Environment) -> str:
+    buttons = (
+        "buttons on: Socket Mode with SLACK_APP_TOKEN"
+        if env.buttons
+        else "buttons off: no SLACK_APP_TOKEN"
+    )
     where = {
-        "bot": "Slack (bot token)",
+        "bot": f"Slack (bot token; {buttons})",
         "webhook": "Slack (incoming webhook)",
         "console": "the console (no Slack configured)",
     }[env.slack_mode]

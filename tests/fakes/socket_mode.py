@@ -119,7 +119,9 @@ class FakeSocketMode:
 
     def wait_for_connections(self, count: int, timeout: float = 15.0) -> None:
         with self._cond:
-            if not self._cond.wait_for(lambda: self._live() and self._connections >= count, timeout):
+            if not self._cond.wait_for(
+                lambda: self._live() and self._connections >= count, timeout
+            ):
                 raise TimeoutError(f"FakeSocketMode: {self._connections} connections, not {count}")
 
     def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -132,9 +134,7 @@ class FakeSocketMode:
 
     # acting as Slack
 
-    def press(
-        self, card: Any, action_id: str, *, user: str, option: str | None = None
-    ) -> str:
+    def press(self, card: Any, action_id: str, *, user: str, option: str | None = None) -> str:
         """Press the control `action_id` of `card` (a `SlackCall`), as `user`; its envelope id.
 
         The action is built from the control the card really carries (its block id, the
