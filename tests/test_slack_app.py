@@ -191,6 +191,23 @@ def test_watchdog_ack_cli_is_honoured_by_the_running_daemon_within_a_second(
         assert "already acknowledged by alice" in again.stdout
 
 
+def test_watchdog_ack_while_stopped_is_applied_at_the_next_start(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """An acknowledgement queued while no daemon runs is applied when one starts."""
+    place = site(HIGH)
+    with place.run() as daemon:
+        card = firing_card(daemon, slack, api)
+        assert daemon.stop() == 0
+    result = place.cli("ack", str(alert_of(card)), "--by", "alice")
+    assert result.returncode == 0, result.stderr
+    with place.run() as daemon:
+        acked = daemon.wait_for("alert.acked", by="alice")
+        assert acked["alert_id"] == alert_of(card)
+        edit_saying(slack, card, "Acknowledged by alice")
+    assert [a["acked_by"] for a in place.status()["alerts"]] == ["alice"]
+
+
 def test_watchdog_ack_of_an_unknown_alert_fails_clearly(
     site: Callable[..., Site], api: FakeElevenLabs
 ) -> None:
@@ -216,7 +233,9 @@ def test_app_token_is_never_printed_nor_stored(
         daemon.wait_for("alert.acked")
         check = place.cli("check", "--config", str(place.config))
         ack = place.cli("ack", str(alert_of(card)))
-        daemon.stop()
+        stopping = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - stopping < 5  # the Socket Mode threads do not hold it up
     assert check.returncode == 0, check.stderr
     assert "buttons on: Socket Mode with SLACK_APP_TOKEN" in check.stdout
     outputs: list[Any] = [daemon.output(), check.stdout, check.stderr, ack.stdout, ack.stderr]

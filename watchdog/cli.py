@@ -530,6 +530,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(
             f"  {alert['state'].upper():<8} {alert['rule']} [{alert['series']}] for {age}"
             f"  count={alert['last_count']}  id={alert['alert_id']}"
+            + (f"  acknowledged by {alert['acked_by']}" if alert["acked_by"] else "")
         )
     outbox = report["outbox"]
     line = f"outbox: {outbox['depth']} undelivered"
@@ -584,6 +585,7 @@ def _status_report(store: Store, now: datetime) -> dict[str, Any]:
             "since": a.since.isoformat(),
             "last_count": a.last_count,
             "condition": a.condition,
+            "acked_by": a.acked_by,
         }
         for a in store.load_alerts()
         if a.state in (AlertState.PENDING, AlertState.FIRING)
