@@ -149,22 +149,41 @@ def test_slash_commands_and_silence_answer_only_the_caller(
         assert len(slack.messages) == 1  # nothing posted to the channel
 
 
+@pytest.mark.parametrize("abrupt", [False, True], ids=["close-frame", "abrupt"])
 def test_socket_mode_reconnects_after_the_socket_drops(
-    site: Callable[..., Site], slack: FakeSlack
+    site: Callable[..., Site], slack: FakeSlack, abrupt: bool
 ) -> None:
-    """The fake closes the socket: the client opens a new connection and is served again."""
+    """The fake closes the socket (cleanly, or just the TCP connection): the client opens a
+    new connection and is served again."""
     with with_buttons(site(HIGH)).run() as daemon:
         slack.socket_mode.wait_for_connections(1)
         daemon.wait_for("socket.connected")
-        slack.socket_mode.drop()
+        slack.socket_mode.drop(abrupt=abrupt)
         daemon.wait_for("socket.disconnected")
-        slack.socket_mode.wait_for_connections(2, timeout=30)
+        # Within two ping intervals: a dead socket is noticed, not left to the stale check.
+        slack.socket_mode.wait_for_connections(2, timeout=12)
         assert slack.connections_opened >= 2  # a fresh URL from apps.connections.open
         daemon.wait_for("socket.connected", count=2, timeout=15)
 
         envelope = slack.socket_mode.slash("status", user="U0BOB")
         slack.socket_mode.wait_for_ack(envelope)
         assert slack.wait_for_responses(1)[0]["response_type"] == "ephemeral"
+
+
+def test_a_rejected_app_token_is_logged_and_alerts_still_go_out(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """`apps.connections.open` refusing the token: `socket.failed`, retried; cards still post."""
+    wrong = "xapp-1-A0FAKE000-1234567890-RevokedTokenValue99"
+    place = site(HIGH)
+    place.env["SLACK_APP_TOKEN"] = wrong
+    with place.run() as daemon:
+        failed = daemon.wait_for("socket.failed")
+        assert (failed["error"], failed["level"]) == ("invalid_auth", "error")
+        firing_card(daemon, slack, api)
+        assert daemon.proc is not None
+        assert daemon.proc.poll() is None
+        assert wrong not in daemon.output()
 
 
 def test_watchdog_ack_cli_is_honoured_by_the_running_daemon_within_a_second(

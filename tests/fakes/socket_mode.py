@@ -209,10 +209,12 @@ class FakeSocketMode:
         peer.send(_TEXT, json.dumps(message).encode())
         return envelope_id
 
-    def drop(self) -> None:
-        """Close the current connection (a close frame, then the socket), as Slack may."""
+    def drop(self, *, abrupt: bool = False) -> None:
+        """Close the current connection: a close frame, then the socket, as Slack may; or,
+        `abrupt`, just the socket, as a reset proxy or a lost NAT mapping would."""
         peer = self._current()
-        peer.send(_CLOSE, struct.pack("!H", 1001) + b"going away")
+        if not abrupt:
+            peer.send(_CLOSE, struct.pack("!H", 1001) + b"going away")
         peer.close()
 
     # serving

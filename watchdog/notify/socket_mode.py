@@ -29,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -251,9 +253,18 @@ class SocketMode:
         return False
 
     async def _watch(self, client: SocketModeClient, stop: asyncio.Event) -> None:
-        """Report the connection's ups and downs; an SDK thread that died is a crash."""
+        """Report the connection's ups and downs; an SDK thread that died is a crash.
+
+        A socket the other end closed without a close frame (a reset proxy, a dropped
+        NAT mapping) makes the SDK's receiver spin on empty reads, burning a core until its
+        ping check calls the socket stale (four ping intervals). Seen here within a second,
+        it is closed; the SDK's monitor connects anew at its next check (a ping interval).
+        """
         connected: bool | None = None
         while not stop.is_set():
+            session = client.current_session
+            if session is not None and session.sock is not None and _peer_gone(session.sock):
+                await asyncio.to_thread(session.disconnect)
             now = client.is_connected()
             if now != connected:
                 connected = now
@@ -329,6 +340,17 @@ class SocketMode:
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
             self._log.warning(Event.SOCKET_REPLY_FAILED, command=request.command.value, error=error)
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the other end closed `sock`: an end of file is waiting; nothing is consumed."""
+    try:
+        with socket.socket(fileno=os.dup(sock.fileno())) as probe:
+            return probe.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def _scrub(text: str, secret: SecretStr) -> str:
