@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import FakeSlack, SlackCall
 from tests.harness import SLACK_TOKEN, DaemonProcess, Site, alert_of, at, rule
+from watchdog.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -225,6 +227,46 @@ def test_watchdog_ack_while_stopped_is_applied_at_the_next_start(
         assert acked["alert_id"] == alert_of(card)
         edit_saying(slack, card, "Acknowledged by alice")
     assert [a["acked_by"] for a in place.status()["alerts"]] == ["alice"]
+
+
+def test_acknowledged_before_its_card_went_out_the_card_goes_out_annotated(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """Slack down while the alert fires and is acknowledged: one card, already annotated."""
+    place = site(HIGH)
+    with place.run() as daemon:
+        daemon.wait_for("poll.ok")
+        slack.outage()
+        api.set_count(9)
+        firing = daemon.wait_for("alert.firing", rule="high")
+        daemon.wait_for("notify.retry", kind="firing")
+        result = place.cli("ack", firing["alert_id"], "--by", "alice")
+        assert result.returncode == 0, result.stderr
+        daemon.wait_for("alert.acked", by="alice")
+        slack.outage(False)
+        daemon.wait_for("notify.folded", reason="annotated", timeout=30)
+        daemon.wait_for("notify.sent", kind="firing", timeout=30)
+        (card,) = slack.messages
+        assert card.method == "chat.postMessage"
+        assert "Acknowledged by alice" in str(card.blocks)
+
+
+def test_acknowledgements_the_daemon_cannot_apply_are_audited_as_ignored(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """Requests for an alert no longer firing, or already acknowledged: `alert.ack_ignored`."""
+    place = site(HIGH)
+    with place.run() as daemon:
+        card = firing_card(daemon, slack, api)
+        alert_id = str(alert_of(card))
+        with Store.open(place.state / "watchdog.db") as store:  # as a racing CLI would
+            store.request_ack(alert_id, by="alice", at=datetime.now(UTC))
+            store.request_ack(alert_id, by="bob", at=datetime.now(UTC))
+            store.request_ack("0123456789ab", by="carol", at=datetime.now(UTC))
+        daemon.wait_for("alert.acked", by="alice")
+        daemon.wait_for("alert.ack_ignored", by="bob", outcome="already_acknowledged")
+        daemon.wait_for("alert.ack_ignored", by="carol", outcome="not_firing")
+        assert len(daemon.find("alert.acked")) == 1
 
 
 def test_watchdog_ack_of_an_unknown_alert_fails_clearly(

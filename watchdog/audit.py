@@ -59,6 +59,7 @@ class Event(StrEnum):
     ALERT_RESOLVED = "alert.resolved"
     ALERT_CANCELLED = "alert.cancelled"
     ALERT_ACKED = "alert.acked"  # someone acknowledged a firing alert (by: user id or name)
+    ALERT_ACK_IGNORED = "alert.ack_ignored"  # `watchdog ack` of one no longer firing, or acked
     ACTION_REFUSED = "action.refused"  # a Slack user not in [slack] responders pressed
     SOCKET_CONNECTED = "socket.connected"  # Socket Mode is connected (buttons work)
     SOCKET_DISCONNECTED = "socket.disconnected"  # lost; the client reconnects by itself

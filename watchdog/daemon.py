@@ -392,7 +392,14 @@ class Daemon:
             self._log.error(Event.STATE_ERROR, error=str(exc), during="reading acknowledgements")
             return
         for request in requests:
-            self.acknowledge(request.alert_id, request.by)
+            outcome = self.acknowledge(request.alert_id, request.by)
+            if outcome is not AckOutcome.ACKNOWLEDGED:
+                self._log.info(
+                    Event.ALERT_ACK_IGNORED,
+                    alert_id=request.alert_id,
+                    by=request.by,
+                    outcome=outcome.value,
+                )
             with contextlib.suppress(StateError):  # logged by the next write; re-applied: no-op
                 self._store.drop_ack_request(request.id)
 
