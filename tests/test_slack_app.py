@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
-from tests.fakes.slack import FakeSlack, SlackCall
+from tests.fakes.slack import Fail, FakeSlack, SlackCall
 from tests.harness import SLACK_TOKEN, DaemonProcess, Site, alert_of, at, rule
 from watchdog.store import Store
 
@@ -186,6 +186,18 @@ def test_a_rejected_app_token_is_logged_and_alerts_still_go_out(
         assert daemon.proc is not None
         assert daemon.proc.poll() is None
         assert wrong not in daemon.output()
+
+
+def test_sigterm_while_apps_connections_open_hangs_exits_within_5s(
+    site: Callable[..., Site], slack: FakeSlack
+) -> None:
+    """A Socket Mode connection attempt that hangs does not hold up a stopping watchdog."""
+    slack.fail_next([Fail.hang(30, method="apps.connections.open")])
+    with with_buttons(site(HIGH)).run() as daemon:
+        slack.wait_for_reads(lambda reads: any(r.method == "apps.connections.open" for r in reads))
+        stopping = time.monotonic()
+        assert daemon.stop(timeout=10) == 0
+        assert time.monotonic() - stopping < 5
 
 
 def test_watchdog_ack_cli_is_honoured_by_the_running_daemon_within_a_second(

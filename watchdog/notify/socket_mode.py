@@ -233,7 +233,7 @@ class SocketMode:
         while not stop.is_set():
             failure: str
             try:
-                await asyncio.to_thread(client.connect)
+                await _in_daemon_thread(client.connect)
                 return True
             except SlackApiError as exc:
                 data = getattr(exc.response, "data", None)
@@ -264,7 +264,7 @@ class SocketMode:
         while not stop.is_set():
             session = client.current_session
             if session is not None and session.sock is not None and _peer_gone(session.sock):
-                await asyncio.to_thread(session.disconnect)
+                await _in_daemon_thread(session.disconnect)
             now = client.is_connected()
             if now != connected:
                 connected = now
@@ -340,6 +340,37 @@ class SocketMode:
             error = f"{type(exc).__name__}: {exc}"
         if error is not None:
             self._log.warning(Event.SOCKET_REPLY_FAILED, command=request.command.value, error=error)
+
+
+async def _in_daemon_thread(call: Callable[[], None]) -> None:
+    """Run a blocking SDK call off the loop, in a daemon thread.
+
+    Not `asyncio.to_thread`: the default executor is joined at exit, so a connection
+    attempt hanging until its timeout would hold a stopping watchdog past systemd's
+    patience (the same reason as the outbox worker's Slack calls).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def work() -> None:
+        error: BaseException | None = None
+        try:
+            call()
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop may be closed by now
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=work, name="socket-mode-call", daemon=True).start()
+    await done
 
 
 def _peer_gone(sock: socket.socket) -> bool:
