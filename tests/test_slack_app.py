@@ -214,7 +214,8 @@ def test_watchdog_ack_cli_is_honoured_by_the_running_daemon_within_a_second(
         assert result.returncode == 0, result.stderr
         assert alert_of(card) in result.stdout
         acked = daemon.wait_for("alert.acked", by="alice", timeout=5)
-        assert at(acked).timestamp() - done < 1.5  # the ticker looks every second
+        # The ticker looks every second; the rest is margin for a loaded machine.
+        assert at(acked).timestamp() - done < 2.0
         edit_saying(slack, card, "Acknowledged by alice")
         status = place.status()
         assert [a["alert_id"] for a in status["alerts"]] == [alert_of(card)]

@@ -649,7 +649,10 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     path = Store.default_path(settings.state_dir)
     if not path.exists():
         raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
-    by = args.by or getpass.getuser()
+    try:
+        by = args.by or getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        by = f"uid {os.getuid()}"
     if not by.strip():
         raise InputError("watchdog ack: --by: give a name")
     store = Store.open(path)
