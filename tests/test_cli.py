@@ -46,7 +46,7 @@ from watchdog.model import (
 from watchdog.store import Store
 
 EXAMPLE = ROOT / "rules.example.toml"
-COMMANDS = ("run", "check", "poll", "replay", "status", "notify-test", "demo", "silence")
+COMMANDS = ("run", "check", "poll", "replay", "status", "notify-test", "ack", "demo", "silence")
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
 NO_DATA = (  # the `check` line of the built-in alerts
@@ -196,7 +196,8 @@ def test_check_reports_slack_mode_and_key_without_printing_secrets(state: Path) 
     done = cli("check", "--config", str(EXAMPLE), env=env)
     assert done.returncode == 0
     assert done.stdout.splitlines()[-2:] == [
-        f"  alerts go to Slack (bot token); API key set; state in {state}",
+        f"  alerts go to Slack (bot token; buttons off: no SLACK_APP_TOKEN); API key set; state"
+        f" in {state}",
         "  delivery: unknown: cannot tell: auth.test: unreachable: [Errno 111] Connection refused",
     ]
     assert API_KEY not in done.stdout + done.stderr
@@ -284,7 +285,8 @@ def test_check_credentials_dir_sees_what_the_service_will_see(state: Path, tmp_p
     )
     assert done.returncode == 0, done.stderr
     assert (
-        f"  alerts go to Slack (bot token); API key set; credentials from {creds}; state in {state}"
+        f"  alerts go to Slack (bot token; buttons off: no SLACK_APP_TOKEN); API key set;"
+        f" credentials from {creds}; state in {state}"
     ) in done.stdout.splitlines()
     assert API_KEY not in done.stdout + done.stderr
     assert SLACK_TOKEN not in done.stdout + done.stderr
@@ -302,7 +304,8 @@ def test_check_reads_the_service_credentials_by_default(state: Path, tmp_path: P
     after = cli("check", "--config", str(EXAMPLE), env=env)
     assert after.returncode == 0, after.stderr
     assert (
-        f"  alerts go to Slack (bot token); API key set; credentials from {creds}; state in {state}"
+        f"  alerts go to Slack (bot token; buttons off: no SLACK_APP_TOKEN); API key set;"
+        f" credentials from {creds}; state in {state}"
     ) in after.stdout.splitlines()
 
 

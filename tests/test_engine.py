@@ -67,6 +67,8 @@ def feed(engine: Engine, events: list[Event]) -> list[Transition]:
                 out += feed(engine, event)
             case ("tick", seconds):
                 out += engine.tick(at(seconds))  # type: ignore[arg-type]
+            case ("ack", seconds, rule, series):
+                engine.acknowledge(rule, series, by="U0ALICE", at=at(seconds))  # type: ignore[arg-type]
             case ("fail", seconds, series, immediate):
                 out += engine.poll_failed(series, at(seconds), "rejected key", immediate=immediate)  # type: ignore[arg-type]
             case ("sample", seconds, count, series):
@@ -85,6 +87,10 @@ def brief(transitions: list[Transition]) -> list[tuple[str, str, str, float]]:
 def run(rules: str, events: list[Event], **kwargs: str) -> list[Transition]:
     engine = Engine(config(rules, **kwargs), started_at=T0)
     return feed(engine, events)
+
+
+def ack(seconds: float, rule: str = "r", series: str = WORKSPACE) -> Event:
+    return ("ack", seconds, rule, series)
 
 
 def threshold(body: str, name: str = "r") -> str:
@@ -322,6 +328,29 @@ CASES = [
             ("repeat", "r", W, 60),
             ("repeat", "r", W, 120),
             ("resolved", "r", W, 130),
+        ],
+    ),
+    (
+        "acknowledged-stops-repeating-and-still-resolves",
+        threshold('above = 10\nrepeat = "1m"'),
+        [(0, 11), tick(60), ack(61), tick(120), tick(180), (190, 5)],
+        [("firing", "r", W, 0), ("repeat", "r", W, 60), ("resolved", "r", W, 190)],
+    ),
+    (
+        "acknowledging-a-pending-alert-does-nothing",
+        threshold('above = 10\nfor = "1m"\nrepeat = "1m"'),
+        [(0, 11), ack(10), (60, 11), tick(120)],
+        [("pending", "r", W, 0), ("firing", "r", W, 60), ("repeat", "r", W, 120)],
+    ),
+    (
+        "the-next-episode-starts-unacknowledged",
+        threshold('above = 10\nrepeat = "1m"'),
+        [(0, 11), ack(1), (30, 5), (40, 11), tick(100)],
+        [
+            ("firing", "r", W, 0),
+            ("resolved", "r", W, 30),
+            ("firing", "r", W, 40),
+            ("repeat", "r", W, 100),
         ],
     ),
     (
@@ -693,6 +722,44 @@ def test_restore_keeps_the_repeat_schedule() -> None:
     second.restore(first.records(), [])
     assert brief(second.tick(at(1199))) == []
     assert brief(second.tick(at(1200))) == [("repeat", "r", W, 1200)]
+
+
+def test_acknowledge_marks_only_a_firing_unacknowledged_alert() -> None:
+    """True once for a firing alert; False when unknown, pending or already acknowledged."""
+    engine = Engine(
+        config(threshold("above = 10") + threshold('above = 5\nfor = "1m"', "p")), started_at=T0
+    )
+    feed(engine, [(0, 11)])
+    assert not engine.acknowledge("r", "support", by="U0BOB", at=at(1))
+    assert not engine.acknowledge("p", W, by="U0BOB", at=at(1))  # pending
+    assert engine.acknowledge("r", W, by="U0ALICE", at=at(2))
+    assert not engine.acknowledge("r", W, by="U0BOB", at=at(3))  # the first one stands
+    record = engine.record("r", W)
+    assert record is not None
+    assert (record.acked_by, record.acked_at) == ("U0ALICE", at(2))
+
+
+def test_resolution_says_who_acknowledged() -> None:
+    """The resolved transition carries the acknowledgement (the card's edit keeps showing it)."""
+    engine = Engine(config(threshold("above = 10")), started_at=T0)
+    feed(engine, [(0, 11), ack(5)])
+    (resolved,) = feed(engine, [(10, 3)])
+    assert (resolved.kind, resolved.acked_by, resolved.acked_at) == (
+        TransitionKind.RESOLVED,
+        "U0ALICE",
+        at(5),
+    )
+
+
+def test_restore_keeps_the_acknowledgement() -> None:
+    """A restarted watchdog does not resume the repeats of an acknowledged alert."""
+    rules = config(threshold('above = 10\nrepeat = "10m"'))
+    first = Engine(rules, started_at=T0)
+    feed(first, [(0, 11), ack(60)])
+    second = Engine(rules, started_at=at(700))
+    second.restore(first.records(), [], {("r", "workspace"): first.changes("r", "workspace")})
+    assert second.tick(at(3600)) == []
+    assert second.records() == first.records()
 
 
 def test_restore_warms_change_windows() -> None:

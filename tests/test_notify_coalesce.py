@@ -21,6 +21,7 @@ from watchdog.notify.coalesce import (
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 FIRING, REPEAT, RESOLVED = TransitionKind.FIRING, TransitionKind.REPEAT, TransitionKind.RESOLVED
+ANNOTATION = TransitionKind.ANNOTATION
 
 
 def note(alert_id: str, kind: TransitionKind, minute: int = 0, count: int = 12) -> Notification:
@@ -142,6 +143,54 @@ def decision(plan: Plan) -> tuple[Action, Reason, tuple[int, ...]]:
             (Action.SEND, Reason.POSSIBLY_SENT, ()),
             id="in-doubt resolution is sent as is",
         ),
+        pytest.param(
+            [("a", FIRING), ("b", FIRING), ("a", ANNOTATION), ("a", ANNOTATION)],
+            (),
+            (Action.FOLD, Reason.ANNOTATED, (3, 4)),
+            id="a card not yet sent goes out annotated",
+        ),
+        pytest.param(
+            [("a", FIRING), ("a", ANNOTATION), ("a", RESOLVED)],
+            (),
+            (Action.FOLD, Reason.FIRED_AND_RESOLVED, (2, 3)),
+            id="fired, annotated and resolved: one card",
+        ),
+        pytest.param(
+            [("a", FIRING), ("a", ANNOTATION, True)],
+            (),
+            (Action.SEND, Reason.UP_TO_DATE, ()),
+            id="an annotation in doubt is not folded",
+        ),
+        pytest.param(
+            [("a", ANNOTATION)],
+            (),
+            (Action.SEND, Reason.UP_TO_DATE, ()),
+            id="an annotation of a sent card is sent",
+        ),
+        pytest.param(
+            [("a", ANNOTATION), ("a", ANNOTATION)],
+            (),
+            (Action.DROP, Reason.SUPERSEDED_ANNOTATION, ()),
+            id="an annotation overtaken by a newer one is dropped",
+        ),
+        pytest.param(
+            [("a", ANNOTATION), ("a", RESOLVED)],
+            (),
+            (Action.DROP, Reason.SUPERSEDED_ANNOTATION, ()),
+            id="an annotation overtaken by the resolution is dropped",
+        ),
+        pytest.param(
+            [("a", ANNOTATION)],
+            {"a"},
+            (Action.DROP, Reason.NEVER_ANNOUNCED, ()),
+            id="an annotation of a card never sent is dropped",
+        ),
+        pytest.param(
+            [("a", REPEAT), ("a", ANNOTATION)],
+            (),
+            (Action.SEND, Reason.UP_TO_DATE, ()),
+            id="a repeat is not overtaken by an annotation",
+        ),
     ],
 )
 def test_plan_for_the_head(
@@ -175,13 +224,26 @@ def test_fold_reads_as_the_resolution_plus_when_it_fired() -> None:
     assert (plan.outbox_id, plan.consumed) == (7, (9,))
 
 
+def test_annotated_fold_is_the_card_with_the_latest_annotations() -> None:
+    """The folded card: the firing notification, with the last annotation's lines and acker."""
+    firing = note("a", FIRING)
+    older = dataclasses.replace(note("a", ANNOTATION, minute=1), annotations=("first",))
+    latest = dataclasses.replace(
+        note("a", ANNOTATION, minute=2), annotations=("first", "second"), acked_by="U0ALICE"
+    )
+    plan = plan_head([Queued(1, firing), Queued(2, older), Queued(3, latest)])
+    assert plan.note == dataclasses.replace(
+        firing, annotations=("first", "second"), acked_by="U0ALICE"
+    )
+
+
 def test_an_empty_queue_is_refused() -> None:
     """There is no head to plan for."""
     with pytest.raises(ValueError, match="at least the head"):
         plan_head([])
 
 
-kinds = st.sampled_from([FIRING, REPEAT, RESOLVED])
+kinds = st.sampled_from([FIRING, REPEAT, RESOLVED, ANNOTATION])
 any_queue = st.lists(st.tuples(st.sampled_from("ab"), kinds, st.booleans()), min_size=1)
 
 

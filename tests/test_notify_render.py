@@ -16,13 +16,16 @@ from watchdog.model import Notification, Severity, TransitionKind
 from watchdog.notify import ConsoleNotifier
 from watchdog.notify.render import (
     SPARK_GLYPHS,
+    acknowledged_line,
     escape,
     format_count,
     render,
     render_fired_and_resolved,
     render_resolved_original,
+    render_status,
     render_top_level,
     sparkline,
+    who,
 )
 
 AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -406,3 +409,82 @@ def test_console_survives_a_non_utf8_stream() -> None:
     stream = io.TextIOWrapper(raw, encoding="ascii")
     ConsoleNotifier(stream).deliver(note(), None)
     assert b"? FIRING  high-load" in raw.getvalue()
+
+
+# -- the card's controls and annotations (Socket Mode) ------------------------------------
+
+
+def actions(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [block for block in blocks if block["type"] == "actions"]
+
+
+def test_firing_card_with_buttons_carries_acknowledge_and_silence() -> None:
+    """With buttons: an `ack` button valued with the alert id and a `silence` select."""
+    (block,) = actions(render(note(), buttons=True).blocks)
+    assert block["block_id"] == "alert:al-1"
+    ack, silence = block["elements"]
+    assert (ack["type"], ack["action_id"], ack["value"]) == ("button", "ack", "al-1")
+    assert (silence["type"], silence["action_id"]) == ("static_select", "silence")
+    assert [option["value"] for option in silence["options"]] == ["1h", "4h", "24h"]
+
+
+def test_cards_without_buttons_are_as_before() -> None:
+    """Without Socket Mode (the default) no card has controls."""
+    for kind in NOTIFIED:
+        assert not actions(render(note(kind=kind)).blocks)
+        assert not actions(render_top_level(note(kind=kind)).blocks)
+
+
+def test_only_the_firing_card_carries_buttons() -> None:
+    """Repeats, resolutions and fired-and-resolved cards never offer the controls."""
+    for message in (
+        render(note(kind=TransitionKind.REPEAT), buttons=True),
+        render(note(kind=TransitionKind.RESOLVED), buttons=True),
+        render_resolved_original(note(kind=TransitionKind.RESOLVED)),
+        render(note(kind=TransitionKind.RESOLVED, fired_at=AT, fired_count=30), buttons=True),
+    ):
+        assert not actions(message.blocks)
+
+
+def test_acknowledged_card_shows_who_and_drops_the_acknowledge_button() -> None:
+    """The annotation edit: same card, `Acknowledged by <@U…>` and when; Silence remains."""
+    line = acknowledged_line("U0ALICE", AT)
+    annotated = note(kind=TransitionKind.ANNOTATION, annotations=(line,), acked_by="U0ALICE")
+    message = render(annotated, buttons=True)
+    assert message.blocks[0] == render(note()).blocks[0]  # the same FIRING header
+    assert "Acknowledged by <@U0ALICE> <!date^1714564800^" in block_text(message.blocks)
+    (block,) = actions(message.blocks)
+    assert [e["action_id"] for e in block["elements"]] == ["silence"]
+
+
+def test_resolution_edit_keeps_the_annotations() -> None:
+    """The resolved card (edit, top level, fired-and-resolved) still says who acknowledged."""
+    line = acknowledged_line("U0ALICE", AT)
+    resolved = note(kind=TransitionKind.RESOLVED, annotations=(line,), acked_by="U0ALICE")
+    for message in (
+        render_resolved_original(resolved),
+        render_top_level(resolved),
+        render_fired_and_resolved(dataclasses.replace(resolved, fired_at=AT, fired_count=30)),
+    ):
+        assert line in block_text(message.blocks)
+
+
+def test_who_mentions_slack_users_and_escapes_other_names() -> None:
+    """A Slack user id becomes a mention; a CLI name is plain, escaped text."""
+    assert who("U0ALICE") == "<@U0ALICE>"
+    assert who("W0ENTERPRISE") == "<@W0ENTERPRISE>"
+    assert who("alice") == "alice"
+    assert who("<!channel>") == "&lt;!channel&gt;"
+
+
+def test_status_lists_last_counts_and_firing_alerts() -> None:
+    """`/watchdog status`: counts per series (no data shown as such), then firing alerts."""
+    line = acknowledged_line("U0ALICE", AT)
+    text = render_status(
+        [("workspace", 31), ("support", None)], [note(annotations=(line,), acked_by="U0ALICE")]
+    )
+    assert "workspace *31* · support *no data*" in text
+    assert "*high-load* on workspace: count 31 (count &gt; 25)" in text
+    assert "`al-1`" in text
+    assert line in text
+    assert "*Firing*: nothing" in render_status([("workspace", 0)], [])

@@ -843,3 +843,43 @@ def test_announcing_a_missing_scope_at_start_is_not_repeated_by_lookups(
 def test_webhooks_are_at_least_once(hook: SlackWebhookNotifier) -> None:
     """A webhook cannot read history, so it never claims exactly once."""
     assert hook.guarantee().exactly_once is False
+
+
+# annotations: the card edited in place (acknowledged, ...)
+
+ANNOTATION = note(
+    kind=TransitionKind.ANNOTATION, annotations=("Acknowledged by <@U0ALICE>",), acked_by="U0ALICE"
+)
+
+
+def test_bot_with_buttons_posts_the_controls_and_annotation_edits_the_card(
+    slack: FakeSlack,
+) -> None:
+    """With buttons the card has the controls; an annotation edits it, posting nothing."""
+    bot = SlackBotNotifier(SecretStr(slack.token), api_url=slack.api_url, buttons=True)
+    ref = bot.deliver(note(), None)
+    assert ref is not None
+    (card,) = slack.messages
+    assert any(block["type"] == "actions" for block in card.blocks)
+
+    assert bot.deliver(ANNOTATION, ref) == ref
+    (edit,) = slack.updates(ref.ts)
+    assert "Acknowledged by <@U0ALICE>" in json.dumps(edit.blocks)
+    assert len(slack.top_level()) == 1
+    assert slack.replies(ref.ts) == []
+
+
+def test_annotation_without_a_card_sends_nothing(slack: FakeSlack, bot: SlackBotNotifier) -> None:
+    """A card never posted, or deleted since, has nothing to annotate: done, no new message."""
+    assert bot.deliver(ANNOTATION, None) is None
+    gone = MessageRef(channel=channel_id(CHANNEL), ts="1700000000.000001")
+    assert bot.deliver(ANNOTATION, gone) == gone
+    assert slack.messages == []
+
+
+def test_webhook_cannot_edit_so_an_annotation_posts_nothing(
+    slack: FakeSlack, hook: SlackWebhookNotifier
+) -> None:
+    """Webhook posts cannot be edited: an annotation is delivered as nothing at all."""
+    assert hook.deliver(ANNOTATION, None) is None
+    assert slack.messages == []

@@ -130,6 +130,12 @@ ERRORS = [
     ),
     ("unknown-slack-key", '[slack]\nchanel = "#x"\n', "slack.chanel: unknown key"),
     (
+        "responder-not-a-user-id",
+        '[slack]\nresponders = ["U0ALICE", "@bob"]\n',
+        "slack.responders: '@bob' is not a Slack user id (like U012AB3CD: a member's profile,"
+        " ⋮ More, Copy member ID)",
+    ),
+    (
         "unknown-agent-key",
         '[[agents]]\nname = "a"\nid = "x"\nkey = "k"\n',
         "agents[0].key: unknown key",
@@ -833,6 +839,15 @@ def test_no_data_table_routes_the_watchdog_behind_self_alert() -> None:
         "<!here>",
         "https://wiki/nd",
     )
+
+
+def test_slack_responders_are_read() -> None:
+    """`[slack] responders` lists who may press the card's buttons; by default nobody is listed."""
+    assert parse_config('[slack]\nresponders = ["U0ALICE", "W0BOB"]\n').slack.responders == (
+        "U0ALICE",
+        "W0BOB",
+    )
+    assert parse_config("").slack.responders == ()
 
 
 def test_no_data_without_a_channel_goes_to_the_slack_channel() -> None:

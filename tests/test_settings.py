@@ -426,3 +426,47 @@ def test_every_setting_variable_is_known() -> None:
     ours["WATCHDOG_CREDENTIALS_DIR"] = "/x"
     assert len(ours) > 10
     assert unknown_variables(ours) == []
+
+
+# -- Socket Mode (SLACK_APP_TOKEN) ---------------------------------------------------
+
+
+def test_app_token_from_the_credentials_directory_turns_buttons_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`slack_app_token` (a credential file, like the others) turns Socket Mode on; a secret."""
+    directory = credentials(
+        tmp_path / "creds", slack_bot_token="xoxb-from-file\n", slack_app_token="xapp-1-A1-SECRET\n"
+    )
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(directory))
+    settings = load_settings()
+    assert settings.buttons
+    assert "SECRET" not in repr(settings)
+    assert "xapp-1-A1-SECRET" in settings.secrets()
+
+
+def test_no_app_token_means_no_buttons(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SLACK_APP_TOKEN everything stays as it was: no Socket Mode."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    assert not load_settings().buttons
+
+
+def test_app_token_needs_the_bot_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The buttons edit the bot's cards: an app token alone is a problem, named."""
+    found = problems(monkeypatch, SLACK_APP_TOKEN="xapp-1-A1-SECRET-4f2a")
+    assert found == [
+        "environment: SLACK_APP_TOKEN needs SLACK_BOT_TOKEN: the buttons edit the bot's cards"
+        " (set both, or unset SLACK_APP_TOKEN)"
+    ]
+
+
+def test_app_token_must_be_an_app_level_token_and_is_not_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bot token pasted as SLACK_APP_TOKEN is refused without quoting it."""
+    found = problems(
+        monkeypatch, SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xoxb-SECRET-4f2a-pasted"
+    )
+    assert len(found) == 1
+    assert found[0].startswith("environment: SLACK_APP_TOKEN: must be an app-level token (xapp-")
+    assert "SECRET-4f2a" not in found[0]

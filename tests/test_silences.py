@@ -248,6 +248,9 @@ FIRING, REPEAT, RESOLVED = TransitionKind.FIRING, TransitionKind.REPEAT, Transit
         (RESOLVED, OFF, None, True, Reason.NOT_COVERED, None),
         (TransitionKind.ESCALATED, ON, None, False, Reason.SILENCED, HELD_CARD),
         (TransitionKind.FLAPPING, ON, HELD_NO_CARD, False, Reason.SILENCED, HELD_NO_CARD),
+        (TransitionKind.ANNOTATION, ON, None, True, Reason.EDITS_CARD, None),
+        (TransitionKind.ANNOTATION, ON, HELD_CARD, True, Reason.EDITS_CARD, HELD_CARD),
+        (TransitionKind.ANNOTATION, ON, HELD_NO_CARD, False, Reason.NEVER_ANNOUNCED, HELD_NO_CARD),
     ],
     ids=[
         "firing-uncovered-sent",
@@ -263,6 +266,9 @@ FIRING, REPEAT, RESOLVED = TransitionKind.FIRING, TransitionKind.REPEAT, Transit
         "resolved-uncovered-sent",
         "escalated-silenced-held-with-card",
         "flapping-silenced-keeps-no-card",
+        "annotation-silenced-edits-card",
+        "annotation-held-card-edits-card",
+        "annotation-without-card-not-sent",
     ],
 )
 def test_suppression_stage(

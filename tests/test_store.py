@@ -916,3 +916,25 @@ def test_alerts_of_an_older_watchdog_start_unescalated(db_path: Path) -> None:
         None,
         (),
     )
+
+
+# --- acknowledgements -------------------------------------------------------------------
+
+
+def test_acknowledgement_round_trips_with_the_alert(store: Store) -> None:
+    """Who acknowledged a firing alert, and when, is kept and read back."""
+    acked = dataclasses.replace(alert(), acked_by="U0ALICE", acked_at=T0 + timedelta(minutes=1))
+    store.apply(alerts=[acked])
+    assert store.load_alerts() == [acked]
+
+
+def test_ack_requests_queue_until_dropped(store: Store) -> None:
+    """`watchdog ack` requests are read back oldest first and gone once dropped."""
+    first = store.request_ack("a1", by="alice", at=T0)
+    store.request_ack("b2", by="U0BOB", at=T0 + timedelta(seconds=1))
+    assert [(r.alert_id, r.by, r.requested_at) for r in store.ack_requests()] == [
+        ("a1", "alice", T0),
+        ("b2", "U0BOB", T0 + timedelta(seconds=1)),
+    ]
+    store.drop_ack_request(first)
+    assert [r.alert_id for r in store.ack_requests()] == ["b2"]

@@ -61,6 +61,14 @@ class Event(StrEnum):
     ALERT_ESCALATED = "alert.escalated"  # an `escalate` stage came into force, in place
     ALERT_DEESCALATED = "alert.deescalated"  # a level stage was left, still firing
     ALERT_FLAPPING = "alert.flapping"  # fired and resolved too often: held as flapping
+    ALERT_ACKED = "alert.acked"  # someone acknowledged a firing alert (by: user id or name)
+    ALERT_ACK_IGNORED = "alert.ack_ignored"  # `watchdog ack` of one no longer firing, or acked
+    ACTION_REFUSED = "action.refused"  # a Slack user not in [slack] responders pressed
+    SOCKET_CONNECTED = "socket.connected"  # Socket Mode is connected (buttons work)
+    SOCKET_DISCONNECTED = "socket.disconnected"  # lost; the client reconnects by itself
+    SOCKET_FAILED = "socket.failed"  # apps.connections.open failed; tried again later
+    SOCKET_REQUEST = "socket.request"  # an envelope (button, command) received and acked
+    SOCKET_REPLY_FAILED = "socket.reply_failed"  # an ephemeral answer could not be sent
     NOTIFY_SENT = "notify.sent"
     NOTIFY_RETRY = "notify.retry"
     NOTIFY_FAILED = "notify.failed"
@@ -133,6 +141,8 @@ _SECRET_KEYS = frozenset(
         "elevenlabs_api_key",
         "slack_bot_token",
         "slack_webhook_url",
+        "slack_app_token",
+        "app_token",
         "webhook_url",
         "bot_token",
         "heartbeat_url",

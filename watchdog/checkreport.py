@@ -29,6 +29,7 @@ class Environment:
     state_dir: Path
     credentials: Path | None = None
     credentials_note: str | None = None
+    buttons: bool = False
 
 
 def report(config: Config, env: Environment) -> list[str]:
@@ -97,8 +98,13 @@ def _destination(config: Config, own: str | None, slack_mode: SlackMode) -> Sequ
 
 
 def _delivery_line(env: Environment) -> str:
+    buttons = (
+        "buttons on: Socket Mode with SLACK_APP_TOKEN"
+        if env.buttons
+        else "buttons off: no SLACK_APP_TOKEN"
+    )
     where = {
-        "bot": "Slack (bot token)",
+        "bot": f"Slack (bot token; {buttons})",
         "webhook": "Slack (incoming webhook)",
         "console": "the console (no Slack configured)",
     }[env.slack_mode]

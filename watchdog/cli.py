@@ -62,11 +62,12 @@ RESTART_ONLY = (
     "watchdog_metrics_addr",
     "watchdog_log_level",
     "slack_api_url",
+    "slack_app_token",
 )
 """Settings a SIGHUP cannot apply: the files and listener in use, Slack's API URL.
 
 A rotated Slack token or webhook URL applies live; switching between bot, webhook and
-console (one of them set or unset) needs a restart."""
+console (one of them set or unset), and a new Socket Mode app token, need a restart."""
 _SLACK_SECRETS = ("slack_bot_token", "slack_webhook_url")
 
 
@@ -139,6 +140,11 @@ def _parser() -> argparse.ArgumentParser:
         "--channel",
         metavar="C",
         help="send to C (a #name or channel id) instead of the default channel",
+    )
+    sub = command("ack", _cmd_ack, "acknowledge a firing alert (its repeats stop)")
+    sub.add_argument("alert_id", metavar="ALERT_ID", help="as in the card and `watchdog status`")
+    sub.add_argument(
+        "--by", metavar="NAME", help="who is on it (default: your login name)", default=None
     )
     sub = command("demo", _cmd_demo, "a simulated day against the example rules (no account)")
     sub.add_argument("--speed", type=float, default=None, help=argparse.SUPPRESS)
@@ -247,6 +253,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     store.close()
     environment = Environment(
         slack_mode=settings.slack_mode,
+        buttons=settings.buttons,
         api_key_set=settings.elevenlabs_api_key is not None,
         state_dir=settings.state_dir,
         credentials=credentials.directory,
@@ -340,6 +347,11 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     def reload() -> Reloaded:
         return _reload(settings, path)
 
+    socket_mode = None
+    if settings.slack_app_token is not None:
+        from watchdog.notify.socket_mode import SocketMode
+
+        socket_mode = SocketMode(settings.slack_app_token, api_url=settings.slack_api_url)
     with _live_count_source(settings, config, clock) as source:
         daemon = Daemon(
             config=config,
@@ -351,6 +363,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
             fixed_channel=fixed_channel,
             sd=sd,
             metrics=metrics,
+            socket_mode=socket_mode,
         )
         server = None
         if metrics is not None and settings.watchdog_metrics_addr:
@@ -445,7 +458,10 @@ def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifie
     from watchdog.notify import ConsoleNotifier, SlackBotNotifier, SlackWebhookNotifier
 
     if settings.slack_bot_token is not None:
-        return SlackBotNotifier(settings.slack_bot_token, api_url=settings.slack_api_url), None
+        bot = SlackBotNotifier(
+            settings.slack_bot_token, api_url=settings.slack_api_url, buttons=settings.buttons
+        )
+        return bot, None
     if settings.slack_webhook_url is not None:
         return SlackWebhookNotifier(settings.slack_webhook_url), "webhook"
     # stderr: stdout carries the JSON audit log, which must stay parseable line by line.
@@ -565,6 +581,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(
             f"  {alert['state'].upper():<8} {alert['rule']} [{alert['series']}] for {age}"
             f"  count={alert['last_count']}  id={alert['alert_id']}"
+            + (f"  acknowledged by {alert['acked_by']}" if alert["acked_by"] else "")
         )
     outbox = report["outbox"]
     line = f"outbox: {outbox['depth']} undelivered"
@@ -639,6 +656,7 @@ def _status_report(store: Store, now: datetime) -> dict[str, Any]:
             "since": a.since.isoformat(),
             "last_count": a.last_count,
             "condition": a.condition,
+            "acked_by": a.acked_by,
         }
         for a in store.load_alerts()
         if a.state in (AlertState.PENDING, AlertState.FIRING)
@@ -854,6 +872,50 @@ def _secrets(settings: Settings, config: Config) -> list[str]:
     """Every secret for the log redaction, the rules file's `heartbeat_url` included."""
     url = config.watchdog.heartbeat_url
     return [*settings.secrets(), *([url.get_secret_value()] if url is not None else [])]
+
+
+def _cmd_ack(args: argparse.Namespace) -> int:
+    """Queue an acknowledgement for the running daemon (applied within a second).
+
+    The daemon owns the alert (its engine, its card), so this only checks that the alert
+    fires and writes the request to the state database; a daemon that is not running
+    applies it when it starts.
+    """
+    import getpass
+
+    settings = load_settings()
+    path = Store.default_path(settings.state_dir)
+    if not path.exists():
+        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
+    try:
+        by = args.by or getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        by = f"uid {os.getuid()}"
+    if not by.strip():
+        raise InputError("watchdog ack: --by: give a name")
+    store = Store.open(path)
+    try:
+        found = next((a for a in store.load_alerts() if a.alert_id == args.alert_id), None)
+        if found is None or found.state is not AlertState.FIRING:
+            state = "unknown" if found is None else f"{found.state.value}, not firing"
+            raise InputError(
+                f"watchdog ack: alert {args.alert_id!r}: {state}; "
+                "`watchdog status` lists the firing alerts and their ids"
+            )
+        if found.acked_by is not None:
+            print(
+                f"alert {found.alert_id} ({found.rule} on {found.series}) was already "
+                f"acknowledged by {found.acked_by}"
+            )
+            return EXIT_OK
+        store.request_ack(found.alert_id, by=by, at=datetime.now(UTC))
+    finally:
+        store.close()
+    print(
+        f"acknowledging alert {found.alert_id} ({found.rule} on {found.series}) as {by}: "
+        "the running watchdog applies it within a second"
+    )
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

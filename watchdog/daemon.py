@@ -37,6 +37,9 @@ Guarantees:
   many series were not polled on time (skipped while their previous request runs, or
   started more than STARVED_SHARE of an interval after they were due) and why; the
   engine raises one `watchdog-behind` self-alert when that lasts (see `watchdog.engine`).
+- an acknowledgement (a Slack button through Socket Mode, or `watchdog ack` through the
+  store, noticed by the ticker within a second) is stored, audited (`alert.acked`) and
+  edits the card in place (an ANNOTATION notification) in one transaction.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ from watchdog.metrics import Metrics
 from watchdog.model import (
     NO_DATA_RULE,
     WORKSPACE,
+    AckOutcome,
     AlertRecord,
     AlertState,
     Notification,
@@ -88,6 +92,8 @@ from watchdog.model import (
 )
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
+from watchdog.notify.render import acknowledged_line, render_status, silenced_line
+from watchdog.notify.socket_mode import SocketMode
 from watchdog.rules import ChangeRule, Config
 from watchdog.silences import Decision, Held, Silence, decide, reconcile
 from watchdog.source import Source, request_timeout
@@ -194,8 +200,10 @@ class Daemon:
         fixed_channel: str | None = None,
         sd: SdNotifier | None = None,
         metrics: Metrics | None = None,
+        socket_mode: SocketMode | None = None,
     ) -> None:
         self.config = config
+        self._socket_mode = socket_mode
         self._source = source
         self._store = store
         self._notifier = notifier
@@ -297,6 +305,8 @@ class Daemon:
         }
         if self._sd.watchdog_interval is not None:
             jobs["pinger"] = self._pinger.run(self._stop)
+        if self._socket_mode is not None:
+            jobs["socket-mode"] = self._socket_mode.run(self, self._stop)
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = {
@@ -346,6 +356,137 @@ class Daemon:
                 f" last delivery error: {oldest[1] or 'none yet'}"
             )
         return Health(stalled=tuple(stalled), degraded=tuple(degraded))
+
+    # -- people: acknowledgements and Slack's questions (Socket Mode) -----------------
+
+    def acknowledge(self, alert_id: str, by: str) -> AckOutcome:
+        """Someone (a Slack user id, or the name given to `watchdog ack`) is on it.
+
+        Marks the firing alert acknowledged (its repeats stop), and in one transaction
+        stores it and queues the edit of its card (`Acknowledged by ...`); then audits
+        `alert.acked`. Call on the loop.
+        """
+        record = next(
+            (
+                r
+                for r in self._engine.records()
+                if r.alert_id == alert_id and r.state is AlertState.FIRING
+            ),
+            None,
+        )
+        if record is None:
+            return AckOutcome.NOT_FIRING
+        now = self._clock.now()
+        if not self._engine.acknowledge(record.rule, record.series, by=by, at=now):
+            return AckOutcome.ALREADY_ACKNOWLEDGED
+        acked = self._engine.record(record.rule, record.series)
+        assert acked is not None
+        self._unsaved.alerts[(acked.rule, acked.series)] = acked
+        self._unsaved.notifications.append(self._annotation(acked, now))
+        self._flush()
+        self._log.info(
+            Event.ALERT_ACKED,
+            alert_id=alert_id,
+            rule=acked.rule,
+            series=acked.series,
+            by=by,
+        )
+        self._wake.set()
+        self._refresh_outbox_age()
+        return AckOutcome.ACKNOWLEDGED
+
+    def _annotation(self, record: AlertRecord, now: datetime) -> Notification:
+        """The edit of the alert's card showing its current values and annotations."""
+        route = self.config.route_for(record.rule)
+        return Notification(
+            alert_id=record.alert_id,
+            kind=TransitionKind.ANNOTATION,
+            rule=record.rule,
+            series=record.series,
+            severity=record.severity,
+            at=now,
+            since=record.since,
+            count=record.last_count,
+            condition=record.condition,
+            channel=self._fixed_channel or route.channel or "console",
+            recent=self._engine.recent(record.series),
+            runbook=route.runbook,
+            mention=route.mention,
+            **self._people(record.rule, record.series, record.acked_by, record.acked_at, now),
+        )
+
+    def _people(
+        self, rule: str, series: str, acked_by: str | None, acked_at: datetime | None, at: datetime
+    ) -> dict[str, Any]:
+        """A notification's fields saying what people did about its alert at `at`: who
+        acknowledged it, and the silences in force on it (the card's annotations)."""
+        lines: list[str] = []
+        if acked_by is not None and acked_at is not None:
+            lines.append(acknowledged_line(acked_by, acked_at))
+        lines += [
+            silenced_line(s.ends - s.starts, s.by, s.ends)
+            for s in self._silences
+            if s.active(at) and s.covers(rule, series, at)
+        ]
+        fields: dict[str, Any] = {"annotations": tuple(lines)} if lines else {}
+        if acked_by is not None:
+            fields["acked_by"] = acked_by
+        return fields
+
+    def _apply_ack_requests(self) -> None:
+        """Apply what `watchdog ack` queued in the store, then forget it."""
+        try:
+            requests = self._store.ack_requests()
+        except StateError as exc:
+            self._log.error(Event.STATE_ERROR, error=str(exc), during="reading acknowledgements")
+            return
+        for request in requests:
+            outcome = self.acknowledge(request.alert_id, request.by)
+            if outcome is not AckOutcome.ACKNOWLEDGED:
+                self._log.info(
+                    Event.ALERT_ACK_IGNORED,
+                    alert_id=request.alert_id,
+                    by=request.by,
+                    outcome=outcome.value,
+                )
+            with contextlib.suppress(StateError):  # logged by the next write; re-applied: no-op
+                self._store.drop_ack_request(request.id)
+
+    def may_respond(self, user: str) -> bool:
+        """Whether a Slack user may press the card's buttons (`[slack] responders`)."""
+        responders = self.config.slack.responders
+        return not responders or user in responders
+
+    def status_text(self) -> str:
+        """`/watchdog status`: each series' last count and the firing alerts (mrkdwn)."""
+        counts = []
+        for name, _ in self.config.series:
+            recent = self._engine.recent(name)
+            counts.append((name, recent[-1] if recent else None))
+        now = self._clock.now()
+        firing = [
+            self._annotation(r, now) for r in self._engine.records() if r.state is AlertState.FIRING
+        ]
+        return render_status(counts, firing)
+
+    def silence_from_card(self, alert_id: str, duration: timedelta, by: str) -> str | None:
+        """The card's Silence control: silence the alert's rule and series for `duration`.
+
+        The card is edited in place to say who silenced it for how long (an annotation,
+        sent although the silence holds the alert's other news: it edits a card, pages
+        nobody). Returns what to tell the asker when it could not be done.
+        """
+        try:
+            self.silence_alert(alert_id, duration, by)
+        except InputError as exc:
+            return f"Cannot silence: {exc}."
+        record = next((r for r in self._engine.records() if r.alert_id == alert_id), None)
+        if record is not None and record.state is AlertState.FIRING:
+            self._unsaved.notifications.append(self._annotation(record, self._clock.now()))
+            self._flush()
+            self._wake.set()
+            self._refresh_outbox_age()
+        return None
 
     # -- supervision ----------------------------------------------------------------
 
@@ -407,6 +548,8 @@ class Daemon:
         changes = self._store.load_changes()
         # Alerts of rules removed while the watchdog was down resolve now.
         self._commit(self._engine.restore(alerts, samples, changes))
+        self._store.changed_elsewhere()  # from here on, the ticker looks for CLI requests
+        self._apply_ack_requests()  # queued while the watchdog was down
         if alerts:
             self._log.info(
                 "state.restored",
@@ -907,6 +1050,7 @@ class Daemon:
             recent=t.recent,
             runbook=route.runbook,
             mention=_mention(t, route.mention),
+            **self._people(t.rule, t.series, t.acked_by, t.acked_at, t.at),
         )
 
     # -- silences and mutes (see watchdog.silences) ---------------------------------
@@ -945,15 +1089,20 @@ class Daemon:
         return "\n".join(lines)
 
     def _follow_changes(self, now: datetime) -> None:
-        """Re-read what other processes (the CLI) change, and silences that just ended.
+        """Re-read what other processes (the CLI) change, and silences that just ended;
+        apply the acknowledgements `watchdog ack` queued.
 
         `changed_elsewhere` is asked once per tick, here only: the answer is consumed.
         """
         try:
-            if self._store.changed_elsewhere() or any(s.ends <= now for s in self._silences):
+            changed = self._store.changed_elsewhere()
+            if changed or any(s.ends <= now for s in self._silences):
                 self._refresh_silences(now)
         except StateError as exc:
             self._log.error(Event.STATE_ERROR, error=str(exc), during="reading silences")
+            return
+        if changed:
+            self._apply_ack_requests()
 
     def _refresh_silences(self, now: datetime) -> None:
         """Read the silences not yet ended; audit those made or ended since the last read."""

@@ -347,7 +347,10 @@ class OutboxWorker:
             for entry in self._store.outbox_queue(head.channel, note.alert_id)
             if not isinstance(entry.notification, Unreadable)
         ]
-        changes_card = note.kind is TransitionKind.RESOLVED or note.kind.edits_card
+        changes_card = (
+            note.kind in (TransitionKind.RESOLVED, TransitionKind.ANNOTATION)
+            or note.kind.edits_card
+        )
         never_announced = (
             {note.alert_id}
             if changes_card and self._store.firing_never_sent(note.alert_id)

@@ -34,6 +34,10 @@ Semantics, per alert instance (rule x series):
   for `stale_after`, it fires once, saying the share and the cause; it resolves at the
   first report at or below the share. Routed and ranked like no-data (`[no_data]`).
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
+- acknowledgement (`acknowledge`, a human saying "I'm on it"): marks the firing episode
+  acknowledged, once, by whom and when; it is not a transition. An acknowledged alert
+  repeats no more; its resolution comes as usual and carries who acknowledged. A new
+  episode starts unacknowledged. Pending or inactive alerts cannot be acknowledged.
 - redefinition (`reconfigure`, i.e. a reload): an alert whose rule is removed, or whose
   series left the rule's scope, resolves. A rule whose kind changed (threshold <-> change)
   resolves its alerts with a note and starts afresh. A rule whose condition changed
@@ -420,7 +424,7 @@ class Engine:
             if inst.state is AlertState.FIRING:
                 repeat = self._config.repeat_for(rule_name)
                 last = inst.last_notified or inst.since
-                if repeat > timedelta(0) and now - last >= repeat:
+                if inst.acked_by is None and repeat > timedelta(0) and now - last >= repeat:
                     inst.last_notified = now
                     out.append(self._transition(inst, TransitionKind.REPEAT, now, inst.last_count))
                 if isinstance(rule, ThresholdRule) and inst.acked_at is None:
@@ -429,15 +433,16 @@ class Engine:
         return out
 
     def acknowledge(self, rule: str, series: str, *, by: str, at: datetime) -> bool:
-        """Mark the firing alert of `rule` on `series` acknowledged by `by` (no transition).
+        """Mark the firing instance of `rule` on `series` acknowledged by `by` at `at`.
 
-        Its time-based escalation stages then never come into force. False when no alert
-        of that rule and series is firing.
+        True when it was marked now; False when there is no firing instance or it was
+        already acknowledged (the first acknowledgement stands). Not a transition: it
+        only stops the repeats and the time-based escalation stages (module docstring).
         """
         inst = self._instances.get((rule, series))
-        if inst is None or inst.state is not AlertState.FIRING:
+        if inst is None or inst.state is not AlertState.FIRING or inst.acked_by is not None:
             return False
-        inst.acked_at, inst.acked_by = at, by
+        inst.acked_by, inst.acked_at = by, at
         return True
 
     # -- queries --------------------------------------------------------------------
@@ -770,6 +775,8 @@ class Engine:
             reason=reason,
             recent=self.recent(inst.series) if inst.rule != WATCHDOG_BEHIND_RULE else (),
             mention=mention,
+            acked_by=inst.acked_by,
+            acked_at=inst.acked_at,
         )
 
     def _severity(self, rule_name: str) -> Severity:

@@ -44,7 +44,13 @@ _POLL_OUTCOMES = ("ok", *(failure.name.lower() for failure in PollFailure))
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _LAG_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 """Delivery lag: seconds are normal at Slack's pace, a minute is the promise, more is an outage."""
-_COALESCE_REASONS = (Reason.FIRED_AND_RESOLVED, Reason.SUPERSEDED_REPEAT, Reason.NEVER_ANNOUNCED)
+_COALESCE_REASONS = (
+    Reason.FIRED_AND_RESOLVED,
+    Reason.ANNOTATED,
+    Reason.SUPERSEDED_REPEAT,
+    Reason.SUPERSEDED_ANNOTATION,
+    Reason.NEVER_ANNOUNCED,
+)
 
 
 def _poll_outcome(failure: PollFailure | None) -> str:

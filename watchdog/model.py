@@ -48,6 +48,7 @@ class TransitionKind(StrEnum):
     ESCALATED = "escalated"  # notified: the firing card's severity rose (an `escalate` stage)
     DEESCALATED = "deescalated"  # notified: a level stage was left, still firing
     FLAPPING = "flapping"  # notified: fired and resolved too often, now held as flapping
+    ANNOTATION = "annotation"  # notified: not the engine's; a human's note, edited onto the card
 
     @property
     def notifies(self) -> bool:
@@ -61,6 +62,14 @@ class TransitionKind(StrEnum):
             TransitionKind.DEESCALATED,
             TransitionKind.FLAPPING,
         )
+
+
+class AckOutcome(StrEnum):
+    """What asking to acknowledge an alert did."""
+
+    ACKNOWLEDGED = "acknowledged"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    NOT_FIRING = "not_firing"  # unknown id, pending, or resolved since
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,8 @@ class Transition:
     recent: tuple[int, ...] = field(default=())
     mention: str | None = None
     """Whom an escalation pages (the stages reached), on ESCALATED and FIRING only."""
+    acked_by: str | None = None
+    acked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +114,12 @@ class Notification:
     A RESOLVED notification with `fired_at` set stands for a whole episode whose firing
     card was never sent ("fired and resolved", see `watchdog.notify.coalesce`):
     `fired_at` and `fired_count` are the firing transition's time and count.
+
+    `annotations` are lines people added to the alert's card (`Acknowledged by <@U…>`),
+    already rendered (`watchdog.notify.render`); each notification carries all of them,
+    so the card's latest edit shows every one. An ANNOTATION notification is such an
+    edit of the firing card in place, with the alert's current values. `acked_by` says
+    who acknowledged the alert, if anyone (the card then offers no Acknowledge button).
     """
 
     alert_id: str
@@ -121,6 +138,8 @@ class Notification:
     mention: str | None = None
     fired_at: datetime | None = None
     fired_count: int | None = None
+    annotations: tuple[str, ...] = ()
+    acked_by: str | None = None
 
     @property
     def fired_and_resolved(self) -> bool:
@@ -149,6 +168,10 @@ class Notification:
             data["fired_at"] = self.fired_at.isoformat()
         if self.fired_count is not None:
             data["fired_count"] = self.fired_count
+        if self.annotations:
+            data["annotations"] = list(self.annotations)
+        if self.acked_by is not None:
+            data["acked_by"] = self.acked_by
         return data
 
     @classmethod
@@ -159,7 +182,10 @@ class Notification:
         mention = data.get("mention")
         fired_at = data.get("fired_at")
         fired_count = data.get("fired_count")
+        annotations = data.get("annotations") or []
+        acked_by = data.get("acked_by")
         assert isinstance(recent, list)
+        assert isinstance(annotations, list)
         return cls(
             alert_id=str(data["alert_id"]),
             kind=TransitionKind(str(data["kind"])),
@@ -177,6 +203,8 @@ class Notification:
             mention=None if mention is None else str(mention),
             fired_at=None if fired_at is None else datetime.fromisoformat(str(fired_at)),
             fired_count=None if fired_count is None else int(str(fired_count)),
+            annotations=tuple(str(line) for line in annotations),
+            acked_by=None if acked_by is None else str(acked_by),
         )
 
 
@@ -193,7 +221,9 @@ class AlertRecord:
     """The persistable state of one alert instance (rule x series).
 
     The engine produces these; the store keeps them so a restart resumes where it stopped
-    (a firing alert stays firing and is not announced again).
+    (a firing alert stays firing and is not announced again). `acked_by` (a Slack user
+    id, or a name given to `watchdog ack`) and `acked_at` are set once someone
+    acknowledged the firing episode.
     """
 
     rule: str

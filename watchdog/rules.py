@@ -44,6 +44,8 @@ from watchdog.urls import HEARTBEAT_URL_PROBLEM, check_http_url
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
 _NAME_CHAR = re.compile(r"[A-Za-z0-9_.:-]")
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
+"""A Slack user id, as `[slack] responders` lists them."""
 NAME_MAX = 64
 """Longest rule or agent name: it is a label in /metrics and a word in every Slack card."""
 KINDS = ("threshold", "change")
@@ -429,9 +431,27 @@ class NoDataSection(BaseModel):
 
 
 class SlackSection(BaseModel):
+    """`[slack]`: the default channel, and who may press the card's buttons.
+
+    `responders` (Slack user ids) limits the Acknowledge and Silence buttons to those
+    people; empty (the default) lets anyone who can see the card press them.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: StrictStr | None = None
+    responders: tuple[StrictStr, ...] = ()
+
+    @field_validator("responders")
+    @classmethod
+    def _user_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for user in value:
+            if not _SLACK_USER.fullmatch(user):
+                raise ValueError(
+                    f"{user!r} is not a Slack user id (like U012AB3CD: a member's profile,"
+                    " ⋮ More, Copy member ID)"
+                )
+        return value
 
 
 class _ConfigFile(BaseModel):

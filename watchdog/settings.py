@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     elevenlabs_api_key: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
     elevenlabs_base_url: str = DEFAULT_BASE_URL
     slack_api_url: str | None = None
     watchdog_config: Path | None = None
@@ -117,6 +118,11 @@ class Settings(BaseSettings):
         return "console"
 
     @property
+    def buttons(self) -> bool:
+        """Socket Mode is on (`SLACK_APP_TOKEN`): cards carry Acknowledge and Silence."""
+        return self.slack_app_token is not None
+
+    @property
     def state_dir(self) -> Path:
         """`WATCHDOG_STATE_DIR`, else systemd's `$STATE_DIRECTORY`, else the XDG state dir."""
         if self.watchdog_state_dir is not None:
@@ -145,6 +151,7 @@ class Settings(BaseSettings):
             self.slack_bot_token,
             self.slack_webhook_url,
             self.watchdog_heartbeat_url,
+            self.slack_app_token,
         )
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
@@ -264,7 +271,22 @@ def load_settings(credentials_dir: Path | None = None) -> Settings:
         raise ConfigError(
             ["environment: SLACK_BOT_TOKEN and SLACK_WEBHOOK_URL are both set: keep one"]
         )
-    for name in ("elevenlabs_api_key", "slack_bot_token"):
+    if settings.slack_app_token is not None:
+        if settings.slack_bot_token is None:
+            raise ConfigError(
+                [
+                    "environment: SLACK_APP_TOKEN needs SLACK_BOT_TOKEN: the buttons edit the"
+                    " bot's cards (set both, or unset SLACK_APP_TOKEN)"
+                ]
+            )
+        if not settings.slack_app_token.get_secret_value().startswith("xapp-"):
+            raise ConfigError(
+                [
+                    "environment: SLACK_APP_TOKEN: must be an app-level token (xapp-…, from"
+                    " the app's Basic Information, with the connections:write scope)"
+                ]
+            )
+    for name in ("elevenlabs_api_key", "slack_bot_token", "slack_app_token"):
         value: SecretStr | None = getattr(settings, name)
         if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
             raise ConfigError(

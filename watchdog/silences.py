@@ -154,6 +154,7 @@ class Reason(StrEnum):
     RESOLVES_CARD = "resolves_card"  # a resolution edits a card in Slack, covered or not
     NEVER_ANNOUNCED = "never_announced"  # a resolution of an alert no card announced
     RELEASE_PENDING = "release_pending"  # the release of its held news will say it
+    EDITS_CARD = "edits_card"  # an annotation (acknowledged, silenced) edits a card in Slack
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,10 @@ def decide(
 
     See the module docstring for the semantics.
     """
+    if note.kind is TransitionKind.ANNOTATION:  # pages nobody: a silence does not hold it
+        if held is not None and not held.card:
+            return Decision(False, Reason.NEVER_ANNOUNCED, held, held.cover)
+        return Decision(True, Reason.EDITS_CARD, held)
     found = cover(note.rule, note.series, at, silences, mutes)
     if note.kind is TransitionKind.RESOLVED:
         if held is not None and not held.card:

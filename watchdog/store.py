@@ -56,7 +56,15 @@ from watchdog.model import (
 )
 from watchdog.silences import Cover, Held, Silence
 
-__all__ = ["DeadLetter", "OutboxEntry", "SilenceNews", "Store", "Unreadable", "writer_lock"]
+__all__ = [
+    "AckRequest",
+    "DeadLetter",
+    "OutboxEntry",
+    "SilenceNews",
+    "Store",
+    "Unreadable",
+    "writer_lock",
+]
 
 DB_FILENAME: Final = "watchdog.db"
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
@@ -208,11 +216,25 @@ def _migrate_v4(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v5(conn: sqlite3.Connection) -> None:
+    """The requests of `watchdog ack` waiting for the running daemon (which applies and
+    deletes them). Who acknowledged an alert, and when, are columns of `alerts` (v4)."""
+    conn.execute(
+        """CREATE TABLE ack_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            alert_id TEXT NOT NULL,
+            by TEXT NOT NULL,
+            requested_at INTEGER NOT NULL
+        )"""
+    )
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
+    _migrate_v5,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -254,6 +276,16 @@ class OutboxEntry:
     last_error: str | None
     first_attempt_at: datetime | None = None
     in_doubt: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AckRequest:
+    """`watchdog ack ALERT_ID`, waiting for the running daemon to apply it."""
+
+    id: int
+    alert_id: str
+    by: str
+    requested_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,6 +717,31 @@ class Store:
             for rule, series, changes in rows
         }
 
+    # --- acknowledgement requests (`watchdog ack`) ---
+
+    def request_ack(self, alert_id: str, *, by: str, at: datetime) -> int:
+        """Queue an acknowledgement for the running daemon; returns the request's id."""
+        with self._writing("queueing an acknowledgement") as conn:
+            cursor = conn.execute(
+                "INSERT INTO ack_requests (alert_id, by, requested_at) VALUES (?, ?, ?)",
+                (alert_id, by, _to_ms(at)),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def ack_requests(self) -> list[AckRequest]:
+        """The queued acknowledgements, oldest first."""
+        with self._reading("reading acknowledgements") as conn:
+            rows = conn.execute(
+                "SELECT id, alert_id, by, requested_at FROM ack_requests ORDER BY id"
+            ).fetchall()
+        return [AckRequest(i, alert_id, by, _from_ms(at)) for i, alert_id, by, at in rows]
+
+    def drop_ack_request(self, request_id: int) -> None:
+        """Forget a queued acknowledgement once the daemon applied it (no-op if unknown)."""
+        with self._writing("dropping an acknowledgement") as conn:
+            conn.execute("DELETE FROM ack_requests WHERE id = ?", (request_id,))
+
     def message_ref(self, alert_id: str) -> MessageRef | None:
         """The message standing for the alert (normally its firing message), if any."""
         with self._reading("reading a message ref") as conn:
@@ -1075,8 +1132,8 @@ class Store:
 
         SQLite's `PRAGMA data_version` changes with every commit made through another
         connection, never with this one's own. The daemon asks once a second, and re-reads
-        what the CLI may change (silences) when the answer is yes. The first call compares
-        with the state when the store was opened.
+        what the CLI may change (silences, `watchdog ack` requests) when the answer is yes.
+        The first call compares with the state when the store was opened.
         """
         with self._reading("checking for changes") as conn:
             (version,) = conn.execute("PRAGMA data_version").fetchone()

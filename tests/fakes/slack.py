@@ -17,6 +17,11 @@ conversations.history and conversations.replies (channel ids only, oldest/latest
 cursor paging, metadata only with `include_all_metadata`) and conversations.list. A method
 whose scope the token lacks answers `missing_scope` (see `set_scopes`).
 
+With `app_token`, it is a Slack app too: `apps.connections.open` (with that token) hands
+out the URL of a loopback Socket Mode endpoint (`socket_mode`, see
+`tests.fakes.socket_mode`), and the `response_url`s of the envelopes it sends are served
+here: what the app answers through them is in `responses`.
+
 Run standalone with `python -m tests.fakes.slack --port 0`: it prints the API URL, then
 the webhook URL, and serves until killed. `GET /_fake/messages` returns what it accepted.
 """
@@ -44,6 +49,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.socket_mode import FakeSocketMode
 
 __all__ = ["ALL_SCOPES", "Attempt", "Fail", "FakeSlack", "SlackCall", "channel_id"]
 
@@ -176,8 +183,13 @@ class FakeSlack:
         webhook_channel: str = "#voice-oncall",
         host: str = "127.0.0.1",
         port: int = 0,
+        app_token: str | None = None,
     ) -> None:
         self.token = token
+        self.app_token = app_token
+        self.socket_mode = FakeSocketMode(response_url=self._new_response_url)
+        self._responses: list[dict[str, Any]] = []
+        self._connections_opened = 0
         self.webhook_channel = channel_id(webhook_channel)
         self._webhook_path = f"/services/T000/B000/{secrets.token_hex(12)}"
         self._address = (host, port)
@@ -209,11 +221,14 @@ class FakeSlack:
             target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self._thread.start()
+        if self.app_token is not None:
+            self.socket_mode.start()
         return self
 
     def close(self) -> None:
         """Stop serving; hanging handlers are released so shutdown is immediate."""
         self._closing.set()
+        self.socket_mode.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -250,6 +265,26 @@ class FakeSlack:
     def webhook_url(self) -> str:
         """An incoming-webhook URL posting to `webhook_channel`; its last segment is secret."""
         return f"{self.base_url}{self._webhook_path}"
+
+    def _new_response_url(self) -> str:
+        return f"{self.base_url}/_fake/respond/{secrets.token_hex(8)}"
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        """What the app posted to `response_url`s (ephemeral answers), in order."""
+        with self._cond:
+            return list(self._responses)
+
+    def wait_for_responses(
+        self, until: int | Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        return self._wait(lambda: self._responses, until, timeout, "responses")
+
+    @property
+    def connections_opened(self) -> int:
+        """Successful `apps.connections.open` calls."""
+        with self._cond:
+            return self._connections_opened
 
     # scripting
 
@@ -394,6 +429,12 @@ class FakeSlack:
             handler.reply(405, "method_not_allowed")
             return
         body = handler.read_body()
+        if path.startswith("/_fake/respond/"):
+            with self._cond:
+                self._responses.append({"url": path, **_parse_params("application/json", body)})
+                self._cond.notify_all()
+            handler.reply(200, "ok")
+            return
         if path.startswith("/api/"):
             params = _parse_params(handler.headers.get("Content-Type", ""), body)
             params.update({k: v[-1] for k, v in parse_qs(url.query).items()})
@@ -408,10 +449,13 @@ class FakeSlack:
         after = self._scripted(handler, method, channel, webhook=False)
         if after is True:
             return
+        token = _bearer(handler.headers.get("Authorization", "")) or str(params.get("token") or "")
+        if method == "apps.connections.open":
+            self._open_connection(handler, token)
+            return
         if method not in _POSTING and method not in _READING:
             self._answer_api(handler, method, channel, {"ok": False, "error": "unknown_method"})
             return
-        token = _bearer(handler.headers.get("Authorization", "")) or str(params.get("token") or "")
         if not token:
             self._answer_api(handler, method, channel, {"ok": False, "error": "not_authed"})
             return
@@ -481,6 +525,18 @@ class FakeSlack:
             self._accept(method, channel, call, after)
         answer = {"ok": True, "channel": cid, "ts": call.ts, "message": _message_json(call)}
         self._answer_accepted(handler, json.dumps(answer), "application/json", after)
+
+    def _open_connection(self, handler: _Handler, token: str) -> None:
+        """apps.connections.open: only the app-level token gets the Socket Mode URL."""
+        if self.app_token is None or token != self.app_token:
+            error = "not_allowed_token_type" if token == self.token else "invalid_auth"
+            self._answer_api(handler, "apps.connections.open", None, {"ok": False, "error": error})
+            return
+        self._record("apps.connections.open", None, "ok")
+        with self._cond:
+            self._connections_opened += 1
+        answer = {"ok": True, "url": self.socket_mode.url}
+        handler.reply(200, json.dumps(answer), "application/json")
 
     def _answer_accepted(
         self, handler: _Handler, body: str, content_type: str, after: Fail | None

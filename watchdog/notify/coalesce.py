@@ -13,14 +13,19 @@ news nobody needs. `plan_head` decides, for a channel's head, what to do instead
   out still gets its resolution, as an edit in place).
 * **fold** a FIRING whose RESOLVED is queued behind it into one "fired and resolved"
   notification (`fired_and_resolved`); the RESOLVED and anything in between (repeats,
-  escalations, flapping) are consumed with it. It is sent in the FIRING's place, so
-  order is kept. A FIRING whose card is already in Slack (`announced`: the alert left
-  flapping firing) is an edit of that card and is never folded.
-* **drop** a REPEAT when a later notification of the same alert is queued behind it
-  (`superseded_repeat`): the later one says what it would have said, newer.
-* **drop** a RESOLVED, ESCALATED, DEESCALATED or FLAPPING whose firing card was never
-  sent (`never_announced`: given up as a dead letter on its first attempt): a change to
-  a card nobody saw confuses more than it helps, and must not become a new card.
+  escalations, flapping, annotations) are consumed with it. It is sent in the FIRING's
+  place, so order is kept. A FIRING whose card is already in Slack (`announced`: the
+  alert left flapping firing) is an edit of that card and is never folded.
+* **fold** a FIRING with the annotations queued behind it (`annotated`: someone
+  acknowledged the alert before its card went out): the card goes out annotated.
+* **drop** a REPEAT when a later notification other than an annotation of the same alert
+  is queued behind it (`superseded_repeat`): the later one says what it would have said,
+  newer.
+* **drop** an ANNOTATION when a later annotation or resolution of the same alert is
+  queued behind it (`superseded_annotation`): each carries all of the alert's annotations.
+* **drop** a RESOLVED, ESCALATED, DEESCALATED, FLAPPING or ANNOTATION whose firing card
+  was never sent (`never_announced`: given up as a dead letter on its first attempt): a
+  change to a card nobody saw confuses more than it helps, and must not become a new card.
 
 Pure: the caller passes the queue and what the store knows, applies the plan, and logs it
 (`notify.folded`, `notify.dropped`). The transitions themselves are in the audit log
@@ -53,7 +58,9 @@ class Reason(StrEnum):
     UP_TO_DATE = "up_to_date"
     POSSIBLY_SENT = "possibly_sent"
     FIRED_AND_RESOLVED = "fired_and_resolved"
+    ANNOTATED = "annotated"
     SUPERSEDED_REPEAT = "superseded_repeat"
+    SUPERSEDED_ANNOTATION = "superseded_annotation"
     NEVER_ANNOUNCED = "never_announced"
 
 
@@ -111,11 +118,17 @@ def plan_head(
     if head.possibly_sent:
         return send(Reason.POSSIBLY_SENT)
     if note.kind is TransitionKind.FIRING and note.alert_id not in announced:
-        return _fold(head, later) or send(Reason.UP_TO_DATE)
-    if note.kind is TransitionKind.REPEAT and later:
+        return _fold(head, later) or _annotate(head, later) or send(Reason.UP_TO_DATE)
+    newer = {q.note.kind for q in later}
+    if note.kind is TransitionKind.REPEAT and newer - {TransitionKind.ANNOTATION}:
         return Plan(Action.DROP, Reason.SUPERSEDED_REPEAT, head.outbox_id, note)
+    if note.kind is TransitionKind.ANNOTATION and newer & {
+        TransitionKind.ANNOTATION,
+        TransitionKind.RESOLVED,
+    }:
+        return Plan(Action.DROP, Reason.SUPERSEDED_ANNOTATION, head.outbox_id, note)
     if (
-        (note.kind is TransitionKind.RESOLVED or note.kind.edits_card)
+        (note.kind in (TransitionKind.RESOLVED, TransitionKind.ANNOTATION) or note.kind.edits_card)
         and not note.fired_and_resolved
         and note.alert_id in never_announced
     ):
@@ -133,6 +146,19 @@ def _fold(firing: Queued, later: Sequence[Queued]) -> Plan | None:
             merged = fired_and_resolved(firing.note, entry.note)
             return Plan(Action.FOLD, Reason.FIRED_AND_RESOLVED, firing.outbox_id, merged, consumed)
     return None
+
+
+def _annotate(firing: Queued, later: Sequence[Queued]) -> Plan | None:
+    """The FIRING carrying the annotations queued behind it (the latest has them all)."""
+    annotations = [q for q in later if q.note.kind is TransitionKind.ANNOTATION]
+    if not annotations or any(q.possibly_sent for q in annotations):
+        return None
+    latest = annotations[-1].note
+    merged = dataclasses.replace(
+        firing.note, annotations=latest.annotations, acked_by=latest.acked_by
+    )
+    consumed = tuple(q.outbox_id for q in annotations)
+    return Plan(Action.FOLD, Reason.ANNOTATED, firing.outbox_id, merged, consumed)
 
 
 def fired_and_resolved(firing: Notification, resolved: Notification) -> Notification:

@@ -79,7 +79,10 @@ def format_console(note: Notification, *, colour: bool = False) -> str:
         detail = f"count now {count} after {held}   was {note.condition}"
         start = _RESOLVED_COLOUR
     else:
-        verb = "STILL FIRING" if note.kind is TransitionKind.REPEAT else note.kind.value.upper()
+        verb = {
+            TransitionKind.REPEAT: "STILL FIRING",
+            TransitionKind.ANNOTATION: "FIRING, ANNOTATED",
+        }.get(note.kind, note.kind.value.upper())
         title = f"{severity_emoji(note.severity)} {verb}  {note.rule} · {note.series}"
         title += f"  ({note.severity.value})"
         detail = f"count {count}   {note.condition}   holding {held}"
@@ -94,6 +97,8 @@ def format_console(note: Notification, *, colour: bool = False) -> str:
         lines.append(f"runbook {note.runbook}")
     if note.fired_at is not None:
         lines.append(f"fired at {_utc(note.fired_at)}")
+    if note.acked_by is not None:
+        lines.append(f"acknowledged by {note.acked_by}")
     lines.append(f"at {_utc(note.at)} · alert {note.alert_id}")
     return lines[0] + "\n" + "".join(f"{_INDENT}{line}\n" for line in lines[1:]) + "\n"
 

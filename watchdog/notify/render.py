@@ -19,22 +19,37 @@ Which rendering goes where:
 - A "fired and resolved" notification (one that stands for a whole episode whose firing
   card was never sent, see `watchdog.notify.coalesce`) has no thread: `render` and
   `render_top_level` both give its own card, `render_fired_and_resolved`.
+- An ANNOTATION is the firing card again, edited in place with the alert's current
+  values and its annotations (`acknowledged_line`, ...): `render` and `render_top_level`
+  both give that card.
+
+Every card shows the alert's annotations as context lines, so an edit (annotation or
+resolution) keeps saying who acknowledged it. With `buttons` (Socket Mode is on) a firing
+card carries the controls whose `action_id`s are a contract with the Socket Mode handler
+(`ACK_ACTION`, `SILENCE_ACTION`); the alert id travels in the Acknowledge button's value
+and in the actions block's `block_id` (`ALERT_BLOCK_PREFIX` + id).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from watchdog.durations import format_duration
 from watchdog.model import Notification, Severity, TransitionKind
 
 __all__ = [
+    "ACK_ACTION",
+    "ALERT_BLOCK_PREFIX",
+    "SILENCE_ACTION",
+    "SILENCE_CHOICES",
     "SPARK_GLYPHS",
     "RenderedMessage",
+    "acknowledged_line",
     "escape",
     "format_count",
     "render",
@@ -42,10 +57,20 @@ __all__ = [
     "render_fired_and_resolved",
     "render_reply",
     "render_resolved_original",
+    "render_status",
     "render_top_level",
     "severity_emoji",
     "sparkline",
+    "who",
 ]
+
+ACK_ACTION = "ack"
+"""`action_id` of the Acknowledge button (a contract with the Socket Mode handler)."""
+SILENCE_ACTION = "silence"
+"""`action_id` of the Silence select; its option values are durations (`SILENCE_CHOICES`)."""
+SILENCE_CHOICES = ("1h", "4h", "24h")
+ALERT_BLOCK_PREFIX = "alert:"
+"""The actions block's `block_id` is this plus the alert id (the select's value is not)."""
 
 SPARK_GLYPHS = "▁▂▃▄▅▆▇█"
 """Sparkline bars, lowest first."""
@@ -69,6 +94,11 @@ _REPEAT_EMOJI = "🔁"
 _ESCALATED_EMOJI = "⏫"
 _DEESCALATED_EMOJI = "⏬"
 _FLAPPING_EMOJI = "🔀"
+_ACK_EMOJI = "👀"
+_SILENCED_EMOJI = "🔕"
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_STATUS_FIRING_LIMIT = 20
+"""At most this many firing alerts are listed in `/watchdog status` (the rest counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +143,30 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render(note: Notification) -> RenderedMessage:
+def who(by: str) -> str:
+    """A Slack user id as a mention (`<@U…>`); any other name (`watchdog ack --by`) as text."""
+    return f"<@{by}>" if _SLACK_USER.match(by) else escape(_clip(by, _NAME_LIMIT))
+
+
+def silenced_line(length: timedelta, by: str, ends: datetime) -> str:
+    """The card's annotation for a silence on the alert: for how long, by whom, until when."""
+    return (
+        f"{_SILENCED_EMOJI} Silenced for {format_duration(length)} by {who(by)}, "
+        f"until {_slack_date(ends)}"
+    )
+
+
+def acknowledged_line(by: str, at: datetime) -> str:
+    """The card's annotation for an acknowledgement: who, and when (in the reader's zone)."""
+    return f"{_ACK_EMOJI} Acknowledged by {who(by)} {_slack_date(at)}"
+
+
+def render(note: Notification, *, buttons: bool = False) -> RenderedMessage:
     """The message for `note` as delivered into the alert's conversation (see module doc)."""
     if note.fired_and_resolved:
         return render_fired_and_resolved(note)
-    if note.kind is TransitionKind.FIRING:
-        return _card(note, verb="FIRING")
+    if note.kind in (TransitionKind.FIRING, TransitionKind.ANNOTATION):
+        return _card(note, verb="FIRING", buttons=buttons)
     if note.kind is TransitionKind.REPEAT:
         return _repeat_reply(note)
     if note.kind is TransitionKind.RESOLVED:
@@ -135,19 +183,23 @@ def render_reply(note: Notification) -> RenderedMessage:
     return render(note)
 
 
-def render_card_update(note: Notification) -> RenderedMessage:
-    """The alert's card as it reads after `note`, edited in place (see the module doc)."""
+def render_card_update(note: Notification, *, buttons: bool = False) -> RenderedMessage:
+    """The alert's card as it reads after `note`, edited in place (see the module doc).
+
+    A card still firing keeps its Acknowledge and Silence controls (`buttons`).
+    """
     if note.kind is TransitionKind.RESOLVED:
         return render_resolved_original(note)
+    quiet = dataclasses.replace(note, mention=None)
     if note.kind is TransitionKind.FLAPPING:
-        return _card(dataclasses.replace(note, mention=None), verb="FLAPPING")
-    return _card(dataclasses.replace(note, mention=None), verb="FIRING")
+        return _card(quiet, verb="FLAPPING", buttons=buttons)
+    return _card(quiet, verb="FIRING", buttons=buttons)
 
 
-def render_top_level(note: Notification) -> RenderedMessage:
+def render_top_level(note: Notification, *, buttons: bool = False) -> RenderedMessage:
     """A message that makes sense on its own, for deliveries that cannot thread."""
-    if note.kind is TransitionKind.FIRING:
-        return _card(note, verb="FIRING")
+    if note.kind in (TransitionKind.FIRING, TransitionKind.ANNOTATION):
+        return _card(note, verb="FIRING", buttons=buttons)
     if note.kind is TransitionKind.REPEAT:
         return _card(note, verb="STILL FIRING")
     if note.fired_and_resolved:
@@ -188,6 +240,7 @@ def render_fired_and_resolved(note: Notification) -> RenderedMessage:
     blocks.extend(_trend_blocks(note.recent))
     if note.runbook:
         blocks.append(_section(f"*Runbook*: {_link(note.runbook, 'open the runbook')}"))
+    blocks.extend(_annotation_blocks(note))
     blocks.append(
         _context(
             f"fired {_slack_date(note.fired_at)} · resolved {_slack_date(note.at)}"
@@ -225,6 +278,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
         _fields(fields),
     ]
     blocks.extend(_trend_blocks(note.recent))
+    blocks.extend(_annotation_blocks(note))
     blocks.append(
         _context(
             f"fired {_slack_date(note.since)} · resolved {_slack_date(note.at)}"
@@ -239,7 +293,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
 
-def _card(note: Notification, *, verb: str) -> RenderedMessage:
+def _card(note: Notification, *, verb: str, buttons: bool = False) -> RenderedMessage:
     rule, series, condition = _names(note)
     held = _held(note)
     reason = _reason(note)
@@ -263,6 +317,9 @@ def _card(note: Notification, *, verb: str) -> RenderedMessage:
         blocks.append(_section(f"*Runbook*: {_link(note.runbook, 'open the runbook')}"))
     if note.mention:
         blocks.append(_section(f"Paging {note.mention}"))
+    blocks.extend(_annotation_blocks(note))
+    if buttons:
+        blocks.append(_controls(note))
     blocks.append(_context(f"since {_slack_date(note.since)} · alert `{escape(note.alert_id)}`"))
     because = f" — {reason}" if reason else ""
     paging = f" {note.mention}" if note.mention else ""
@@ -271,6 +328,61 @@ def _card(note: Notification, *, verb: str) -> RenderedMessage:
         f"({condition}) for {held}{because}{paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
+
+
+def _annotation_blocks(note: Notification) -> list[dict[str, Any]]:
+    return [_context(line) for line in note.annotations]
+
+
+def _controls(note: Notification) -> dict[str, Any]:
+    """The Acknowledge button (until someone acknowledged) and the Silence select."""
+    elements: list[dict[str, Any]] = []
+    if note.acked_by is None:
+        elements.append(
+            {
+                "type": "button",
+                "action_id": ACK_ACTION,
+                "text": {"type": "plain_text", "text": "Acknowledge", "emoji": True},
+                "style": "primary",
+                "value": note.alert_id,
+            }
+        )
+    elements.append(
+        {
+            "type": "static_select",
+            "action_id": SILENCE_ACTION,
+            "placeholder": {"type": "plain_text", "text": "Silence for…"},
+            "options": [
+                {"text": {"type": "plain_text", "text": choice}, "value": choice}
+                for choice in SILENCE_CHOICES
+            ],
+        }
+    )
+    return {"type": "actions", "block_id": ALERT_BLOCK_PREFIX + note.alert_id, "elements": elements}
+
+
+def render_status(counts: Sequence[tuple[str, int | None]], firing: Sequence[Notification]) -> str:
+    """`/watchdog status`: each series' last count, then the firing alerts (mrkdwn).
+
+    `firing` are the alerts as their cards would show them now (count, since, annotations).
+    """
+    shown = " · ".join(f"{escape(name)} *{format_count(count)}*" for name, count in counts)
+    lines = [f"*Last counts*: {shown or 'no series'}"]
+    if not firing:
+        lines.append("*Firing*: nothing")
+    else:
+        lines.append(f"*Firing* ({len(firing)}):")
+    for note in firing[:_STATUS_FIRING_LIMIT]:
+        rule, series, condition = _names(note)
+        line = (
+            f"{severity_emoji(note.severity)} *{rule}* on {series}: "
+            f"{_count_phrase(note.count)} ({condition}) since {_slack_date(note.since)}"
+            f" · alert `{escape(note.alert_id)}`"
+        )
+        lines.append("• " + " · ".join([line, *note.annotations]))
+    if len(firing) > _STATUS_FIRING_LIMIT:
+        lines.append(f"… and {len(firing) - _STATUS_FIRING_LIMIT} more")
+    return _clip("\n".join(lines), _SECTION_LIMIT)
 
 
 def _repeat_reply(note: Notification) -> RenderedMessage:

@@ -170,8 +170,13 @@ class SlackBotNotifier:
     (a FIRING whose card exists) edit the original message (idempotent, so a retry after
     a failed thread reply is harmless) and then reply in its thread; none posts a new
     card. If the original is gone, it posts a new self-contained message instead of
-    failing forever. Posts are exactly
-    once where the token may read the channel's history (see the module docstring).
+    failing forever. An annotation (`Acknowledged by ...`) only edits the original;
+    without one (never posted, or gone) there is nothing to annotate and it is done.
+    Posts are exactly once where the token may read the channel's history (see the
+    module docstring).
+
+    With `buttons` (Socket Mode is on) firing cards carry the Acknowledge and Silence
+    controls (`watchdog.notify.render`).
     """
 
     name: str = "slack-bot"
@@ -184,8 +189,10 @@ class SlackBotNotifier:
         api_url: str | None = None,
         timeout: float = SLACK_TIMEOUT,
         logger: structlog.typing.FilteringBoundLogger | None = None,
+        buttons: bool = False,
     ) -> None:
         self._token = token
+        self._buttons = buttons
         self._api_url = api_url or self.DEFAULT_API_URL
         self._client = WebClient(
             token=token.get_secret_value(),
@@ -276,7 +283,7 @@ class SlackBotNotifier:
         _require_notified(note)
         failure: _Failure
         try:
-            if in_doubt_since is not None:
+            if in_doubt_since is not None and note.kind is not TransitionKind.ANNOTATION:
                 found = self._find_earlier_post(note, original, in_doubt_since)
                 if found is not None:
                     return found
@@ -285,19 +292,32 @@ class SlackBotNotifier:
             failure = exc
         raise failure.error
 
-    def _deliver(self, note: Notification, original: MessageRef | None) -> MessageRef:
+    def _deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
         if note.kind is TransitionKind.FIRING and original is None:
-            return self._post(note, note.channel, render(note))
+            return self._post(note, note.channel, render(note, buttons=self._buttons))
+        if note.kind is TransitionKind.ANNOTATION:
+            return self._annotate(note, original)
         if original is None:
             return self._post(note, note.channel, render_top_level(note))
         if note.kind is not TransitionKind.REPEAT:
             try:
-                self._update(original, render_card_update(note))
+                self._update(original, render_card_update(note, buttons=self._buttons))
             except _Failure as exc:
                 if exc.slack_error not in _MESSAGE_GONE:
                     raise
                 return self._post(note, original.channel, render_top_level(note))
         self._post(note, original.channel, render_reply(note), thread_ts=original.ts)
+        return original
+
+    def _annotate(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+        """Edit the card in place; a card never posted, or gone, has nothing to annotate."""
+        if original is None:
+            return None
+        try:
+            self._update(original, render(note, buttons=self._buttons))
+        except _Failure as exc:
+            if exc.slack_error not in _MESSAGE_GONE:
+                raise
         return original
 
     def _post(
@@ -575,9 +595,14 @@ class SlackWebhookNotifier:
         *,
         in_doubt_since: datetime | None = None,
     ) -> MessageRef | None:
-        """Post one self-contained message; `original` and `in_doubt_since` are ignored."""
+        """Post one self-contained message; `original` and `in_doubt_since` are ignored.
+
+        An annotation is an edit of the card, which a webhook cannot make: nothing is sent.
+        """
         del original, in_doubt_since
         _require_notified(note)
+        if note.kind is TransitionKind.ANNOTATION:
+            return None
         error = self._send(note, render_top_level(note))
         if error is not None:
             raise error
