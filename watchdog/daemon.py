@@ -58,6 +58,7 @@ from watchdog.liveness import (
 from watchdog.metrics import Metrics
 from watchdog.model import (
     NO_DATA_RULE,
+    WORKSPACE,
     AlertRecord,
     AlertState,
     Notification,
@@ -846,6 +847,7 @@ class Daemon:
             recent=t.recent,
             runbook=route.runbook,
             mention=route.mention if t.kind is TransitionKind.FIRING else None,
+            limit=config.plan.concurrency_limit if config.plan and t.series == WORKSPACE else None,
         )
 
     # -- reporting ------------------------------------------------------------------

@@ -19,6 +19,12 @@ NO_DATA_RULE = "no-data"
 WATCHDOG_BEHIND_RULE = "watchdog-behind"
 """Name of the built-in self-alert that fires when the watchdog does not poll on time."""
 
+BURST_RULE = "burst"
+"""Name of the `[plan]` built-in rule: the workspace is above the limit, billed at burst rate."""
+
+AT_CAPACITY_RULE = "at-capacity"
+"""Name of the `[plan]` built-in rule: the workspace is at its hard cap, calls are rejected."""
+
 WATCHDOG_SERIES = "watchdog"
 """The pseudo series the watchdog's own alerts (`watchdog-behind`) are raised on."""
 
@@ -88,7 +94,9 @@ class Notification:
     Stored in the outbox as JSON (see `to_json`/`from_json`), so it must stay plain data.
     A RESOLVED notification with `fired_at` set stands for a whole episode whose firing
     card was never sent ("fired and resolved", see `watchdog.notify.coalesce`):
-    `fired_at` and `fired_count` are the firing transition's time and count.
+    `fired_at` and `fired_count` are the firing transition's time and count. `limit` is
+    the plan's concurrency limit when the count is the workspace's (`[plan]`), so the
+    message can show the count against it.
     """
 
     alert_id: str
@@ -107,6 +115,7 @@ class Notification:
     mention: str | None = None
     fired_at: datetime | None = None
     fired_count: int | None = None
+    limit: int | None = None
 
     @property
     def fired_and_resolved(self) -> bool:
@@ -135,6 +144,8 @@ class Notification:
             data["fired_at"] = self.fired_at.isoformat()
         if self.fired_count is not None:
             data["fired_count"] = self.fired_count
+        if self.limit is not None:
+            data["limit"] = self.limit
         return data
 
     @classmethod
@@ -145,6 +156,7 @@ class Notification:
         mention = data.get("mention")
         fired_at = data.get("fired_at")
         fired_count = data.get("fired_count")
+        limit = data.get("limit")
         assert isinstance(recent, list)
         return cls(
             alert_id=str(data["alert_id"]),
@@ -163,6 +175,7 @@ class Notification:
             mention=None if mention is None else str(mention),
             fired_at=None if fired_at is None else datetime.fromisoformat(str(fired_at)),
             fired_count=None if fired_count is None else int(str(fired_count)),
+            limit=None if limit is None else int(str(limit)),
         )
 
 
@@ -172,6 +185,18 @@ class MessageRef:
 
     channel: str
     ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class FiredChange:
+    """What a change alert fired against: its base, and the count that had moved from it.
+
+    A change alert that resolves on recovery is judged against this base, not against
+    the sliding window, until it resolves; so it is persisted with the alert.
+    """
+
+    base: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,3 +216,4 @@ class AlertRecord:
     last_notified: datetime | None
     condition: str
     severity: Severity = Severity.WARNING
+    fired_change: FiredChange | None = None

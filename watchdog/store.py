@@ -45,6 +45,7 @@ from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
     AlertState,
+    FiredChange,
     MessageRef,
     Notification,
     Sample,
@@ -144,9 +145,21 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE outbox SET first_attempt_at = created_at, in_doubt = 1")
 
 
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """Change alerts remember what they fired against: the base and the count at firing.
+
+    A change alert resolves when the count recovers against that base, so a restart must
+    resume with it. Both are set or both NULL; alerts stored by an older watchdog have
+    none and resolve the old way (when the sliding comparison no longer holds).
+    """
+    conn.execute("ALTER TABLE alerts ADD COLUMN fired_base INTEGER")
+    conn.execute("ALTER TABLE alerts ADD COLUMN fired_count INTEGER")
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
+    _migrate_v3,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -446,15 +459,19 @@ class Store:
                         (alert.rule, alert.series),
                     )
                     continue
+                fired = alert.fired_change
                 conn.execute(
                     """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
-                                           last_notified, condition, severity)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           last_notified, condition, severity, fired_base,
+                                           fired_count)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (rule, series) DO UPDATE SET
                            alert_id = excluded.alert_id, state = excluded.state,
                            since = excluded.since, last_count = excluded.last_count,
                            last_notified = excluded.last_notified,
-                           condition = excluded.condition, severity = excluded.severity""",
+                           condition = excluded.condition, severity = excluded.severity,
+                           fired_base = excluded.fired_base,
+                           fired_count = excluded.fired_count""",
                     (
                         alert.rule,
                         alert.series,
@@ -465,6 +482,8 @@ class Store:
                         _opt_to_ms(alert.last_notified),
                         alert.condition,
                         alert.severity.value,
+                        None if fired is None else fired.base,
+                        None if fired is None else fired.count,
                     ),
                 )
             for note in notifications:
@@ -486,7 +505,7 @@ class Store:
         with self._reading("loading alerts") as conn:
             rows = conn.execute(
                 """SELECT rule, series, alert_id, state, since, last_count, last_notified,
-                          condition, severity
+                          condition, severity, fired_base, fired_count
                    FROM alerts ORDER BY rule, series"""
             ).fetchall()
         return [
@@ -500,6 +519,7 @@ class Store:
                 last_notified=_opt_from_ms(last_notified),
                 condition=condition,
                 severity=Severity(severity),
+                fired_change=(None if fired_base is None else FiredChange(fired_base, fired_count)),
             )
             for (
                 rule,
@@ -511,6 +531,8 @@ class Store:
                 last_notified,
                 condition,
                 severity,
+                fired_base,
+                fired_count,
             ) in rows
         ]
 

@@ -69,11 +69,18 @@ class RenderedMessage:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def format_count(count: int | None) -> str:
-    """The one way a conversation count is shown to humans; None means the poll failed."""
+def format_count(count: int | None, limit: int | None = None) -> str:
+    """The one way a conversation count is shown to humans; None means the poll failed.
+
+    With the plan's concurrency `limit` the count is shown against it, `27 / 30 (90 %)`,
+    since how close the workspace is to its limit is what the reader needs to judge.
+    """
     if count is None:
         return "no data"
-    return f"{count:,}"
+    if limit is None:
+        return f"{count:,}"
+    percent = (200 * count + limit) // (2 * limit)  # rounded half up, in integers
+    return f"{count:,} / {limit:,} ({percent} %)"
 
 
 def severity_emoji(severity: Severity) -> str:
@@ -143,8 +150,8 @@ def render_fired_and_resolved(note: Notification) -> RenderedMessage:
     reason = _reason(note)
     fields = [
         ("Series", series),
-        ("Count at firing", format_count(note.fired_count)),
-        ("Count now", format_count(note.count)),
+        ("Count at firing", format_count(note.fired_count, note.limit)),
+        ("Count now", format_count(note.count, note.limit)),
         ("Lasted", held),
         ("Condition", condition),
         ("Severity", note.severity.value),
@@ -167,8 +174,8 @@ def render_fired_and_resolved(note: Notification) -> RenderedMessage:
     because = f" — {reason}" if reason else ""
     text = (
         f"{_RESOLVED_EMOJI} FIRED AND RESOLVED [{_label(note)}] {rule} on {series}: fired with "
-        f"{_count_phrase(note.fired_count)} ({condition}), resolved after {held} with "
-        f"{_count_phrase(note.count)}{because}"
+        f"{_count_phrase(note.fired_count, note.limit)} ({condition}), resolved after {held} with "
+        f"{_count_phrase(note.count, note.limit)}{because}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -183,7 +190,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
     reason = _reason(note)
     fields = [
         ("Series", series),
-        ("Count now", format_count(note.count)),
+        ("Count now", format_count(note.count, note.limit)),
         ("Fired for", held),
         ("Condition", condition),
         ("Severity", note.severity.value),
@@ -204,7 +211,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
     because = f" — {reason}" if reason else ""
     text = (
         f"{_RESOLVED_EMOJI} RESOLVED [{_label(note)}] {rule} on {series} after {held}: "
-        f"{_count_phrase(note.count)}{because} (was {condition})"
+        f"{_count_phrase(note.count, note.limit)}{because} (was {condition})"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -219,7 +226,7 @@ def _card(note: Notification, *, verb: str) -> RenderedMessage:
         _fields(
             [
                 ("Series", series),
-                ("Count now", format_count(note.count)),
+                ("Count now", format_count(note.count, note.limit)),
                 ("Condition", condition),
                 ("Holding for", held),
                 ("Severity", note.severity.value),
@@ -236,8 +243,9 @@ def _card(note: Notification, *, verb: str) -> RenderedMessage:
     blocks.append(_context(f"since {_slack_date(note.since)} · alert `{escape(note.alert_id)}`"))
     because = f" — {reason}" if reason else ""
     paging = f" {note.mention}" if note.mention else ""
+    count = _count_phrase(note.count, note.limit)
     text = (
-        f"{emoji} {verb} [{_label(note)}] {rule} on {series}: {_count_phrase(note.count)} "
+        f"{emoji} {verb} [{_label(note)}] {rule} on {series}: {count} "
         f"({condition}) for {held}{because}{paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
@@ -247,14 +255,14 @@ def _repeat_reply(note: Notification) -> RenderedMessage:
     rule, series, condition = _names(note)
     held = _held(note)
     reason = _reason(note)
-    now = _count_phrase(note.count, "count now", bold=True)
+    now = _count_phrase(note.count, note.limit, "count now", bold=True)
     lines = [f"{_REPEAT_EMOJI} Still firing for *{held}*, {now}"]
     if reason:
         lines.append(f"_{reason}_")
     blocks = [_section("\n".join(lines)), *_trend_blocks(note.recent, as_context=True)]
     text = (
         f"{severity_emoji(note.severity)} [{_label(note)}] {rule} on {series} still firing "
-        f"for {held}, {_count_phrase(note.count, 'count now')} ({condition})"
+        f"for {held}, {_count_phrase(note.count, note.limit, 'count now')} ({condition})"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -263,7 +271,7 @@ def _resolved_reply(note: Notification) -> RenderedMessage:
     rule, series, condition = _names(note)
     held = _held(note)
     reason = _reason(note)
-    now = _count_phrase(note.count, "count now", bold=True)
+    now = _count_phrase(note.count, note.limit, "count now", bold=True)
     lines = [f"{_RESOLVED_EMOJI} Resolved after *{held}*, {now}"]
     if reason:
         lines.append(f"_{reason}_")
@@ -271,7 +279,7 @@ def _resolved_reply(note: Notification) -> RenderedMessage:
     because = f"{reason}; " if reason else ""
     text = (
         f"{_RESOLVED_EMOJI} RESOLVED [{_label(note)}] {rule} on {series} after {held}, "
-        f"{_count_phrase(note.count, 'count now')} ({because}was {condition})"
+        f"{_count_phrase(note.count, note.limit, 'count now')} ({because}was {condition})"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -297,11 +305,13 @@ def _held(note: Notification) -> str:
     return format_duration(note.at - note.since)
 
 
-def _count_phrase(count: int | None, lead: str = "count", *, bold: bool = False) -> str:
+def _count_phrase(
+    count: int | None, limit: int | None, lead: str = "count", *, bold: bool = False
+) -> str:
     """'count 31' (or 'count now *31*'), but plain 'no data' when the poll failed."""
     if count is None:
         return "*no data*" if bold else "no data"
-    shown = format_count(count)
+    shown = format_count(count, limit)
     return f"{lead} *{shown}*" if bold else f"{lead} {shown}"
 
 
