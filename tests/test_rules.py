@@ -56,7 +56,11 @@ def test_example_file_validates() -> None:
         "no-conversations-in-business-hours",
         "conversations-collapsed",
         "agent-surge",
+        "burst",
+        "at-capacity",
     ]
+    assert config.plan is not None
+    assert (config.plan.concurrency_limit, config.plan.burst) == (30, True)
     assert [a.name for a in config.agents] == ["support", "sales"]
     assert config.scopes["agent-surge"] == ("support", "sales")
     assert config.scopes["near-concurrency-limit"] == ("workspace",)
