@@ -1074,11 +1074,6 @@ def test_a_rule_of_the_same_name_replaces_a_plan_rule() -> None:
     assert config.channel_for("at-capacity") == "#cap"
 
 
-def test_no_plan_no_plan_rules() -> None:
-    """Without [plan] the names are free and nothing is built in."""
-    assert parse_config(rule("above = 3", name="burst")).rule("at-capacity") is None
-
-
 # -- durations ------------------------------------------------------------------------
 
 
