@@ -954,6 +954,22 @@ def test_reconfigure_window_mode_alert_refires_against_the_new_base() -> None:
     assert record.fired_change == FiredChange(base=10, count=6)
 
 
+def test_reconfigure_redefines_and_removes_the_plan_rules() -> None:
+    """A raised limit judges `at-capacity` anew at the next sample; no [plan], no plan rules."""
+    engine = Engine(config("[plan]\nconcurrency_limit = 30\n"), started_at=T0)
+    (fired,) = feed(engine, [(0, 30)])
+    assert (fired.rule, fired.condition) == (
+        "at-capacity",
+        "count >= 30, the plan's limit (no burst): new calls are rejected",
+    )
+    engine.reconfigure(config("[plan]\nconcurrency_limit = 40\n"), at(10))
+    (resolved,) = feed(engine, [(15, 30)])
+    assert resolved.reason.startswith("count 30: does not match the redefined rule (count >= 40")
+    feed(engine, [(20, 40)])
+    (removed,) = engine.reconfigure(config(), at(30))
+    assert (removed.rule, removed.reason) == ("at-capacity", "rule removed from config")
+
+
 def test_reconfigure_resolves_series_out_of_scope() -> None:
     """Narrowing a scope or removing an agent resolves the alerts left behind."""
     rules = threshold('above = 1\nscope = "*"')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -1027,6 +1028,38 @@ def test_percentages_resolve_to_counts_that_mean_the_same_comparison() -> None:
     assert (high.above, high.recover_below) == (25, 23)
     assert (low.below, low.recover_above) == (3, 4)
     assert dict(high.percentages) == {"above": "85%", "recover_below": "75%"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 300),
+    tenths=st.integers(0, 10_000),
+    direction=st.sampled_from(["above", "below"]),
+)
+def test_a_percentage_compares_exactly_like_the_share_it_names(
+    limit: int, tenths: int, direction: str
+) -> None:
+    """`above = "P%"` holds exactly for counts > P % of the limit, `below` for counts < it;
+    their recover keys likewise, whatever the rounding to a whole count."""
+    written = f"{tenths // 10}.{tenths % 10}%"
+    share = Fraction(tenths, 1000) * limit  # P % of the limit, exactly
+    recover = "recover_below" if direction == "above" else "recover_above"
+    body = f'{direction} = "{written}"\n{recover} = "{written}"'
+    text = f"[plan]\nconcurrency_limit = {limit}\n" + rule(body)
+    if direction == "below" and share == 0:  # `below = "0%"` can never hold, and says so
+        assert problems(text) == [
+            f"{SOURCE}: rules[0] (r).below: count < 0 can never hold: use below = 1"
+        ]
+        return
+    parsed = parse_config(text).rule("r")
+    assert isinstance(parsed, ThresholdRule)
+    for count in range(0, 11 * limit + 2):
+        if direction == "above":
+            assert parsed.holds(count) == (count > share)
+            assert parsed.recovered(count) == (count < share)
+        else:
+            assert parsed.holds(count) == (count < share)
+            assert parsed.recovered(count) == (count > share)
 
 
 @pytest.mark.parametrize(
