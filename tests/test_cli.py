@@ -265,13 +265,13 @@ def test_check_in_webhook_mode_says_channels_are_unused(state: Path) -> None:
     assert done.returncode == 0, done.stderr
     unused = "unused: an incoming webhook posts to the channel it was created for"
     lines = done.stdout.splitlines()
-    assert lines[1] == (
+    assert lines[2] == (
         "  near-concurrency-limit: threshold count > 25 (resolves below 20) for 1m on "
         f"workspace [critical] (channel #voice-critical {unused})"
     )
-    assert lines[4] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
-    assert lines[5] == (f"  {NO_DATA} [critical] (channel #voice-critical {unused})")
-    assert lines[6] == f"  slack.channel #voice-oncall {unused}"
+    assert lines[5] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
+    assert lines[8] == (f"  {NO_DATA} [critical] (channel #voice-critical {unused})")
+    assert lines[9] == f"  slack.channel #voice-oncall {unused}"
     assert "->" not in done.stdout
     assert webhook not in done.stdout
 
@@ -446,7 +446,10 @@ BAD_RULES = [
     (
         "wrong-type",
         rule('above = "five"'),
-        ["rules[0] (r).above: Input should be a valid integer (got 'five')"],
+        [
+            "rules[0] (r).above: expected a count or a percentage of the plan's limit like "
+            "'80%', got 'five'"
+        ],
     ),
     (
         "unknown-kind",
