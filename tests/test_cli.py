@@ -149,8 +149,10 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     lines = done.stdout.splitlines()
-    assert lines[0] == (f"{EXAMPLE}: ok: 4 rules, 3 series (workspace + 2 agents), poll every 15s")
-    assert lines[1:5] == [
+    assert lines[0] == (f"{EXAMPLE}: ok: 6 rules, 3 series (workspace + 2 agents), poll every 15s")
+    assert lines[1:8] == [
+        "  plan: concurrency limit 30, burst: billed at the burst rate above 30, "
+        "new calls rejected from 90",
         "  near-concurrency-limit: threshold count > 25 (resolves below 20) for 1m on "
         "workspace [critical] -> #voice-critical",
         "  no-conversations-in-business-hours: threshold count < 1 (resolves above 2) for 5m "
@@ -159,11 +161,41 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
         "[critical] -> #voice-oncall",
         "  agent-surge: change rose by >= 15 within 10m on support, sales [warning] "
         "-> #voice-oncall",
+        "  burst: built in by [plan]: count > 30, the plan's limit: calls are billed at the "
+        "burst rate on workspace [warning] -> #voice-oncall",
+        "  at-capacity: built in by [plan]: count >= 90, the burst cap: new calls are rejected "
+        "on workspace [critical] -> #voice-oncall",
     ]
-    assert lines[5:] == [
+    assert lines[8:] == [
         f"  {NO_DATA} [critical] -> #voice-critical",
         "  alerts go to the console (no Slack configured); API key NOT SET (needed by run "
         f"and poll); state in {state}",
+    ]
+
+
+def test_check_shows_the_plan_and_the_levels_derived_from_it(state: Path, tmp_path: Path) -> None:
+    """With [plan], check says the limit, the burst cap, each percentage's count and the
+    built-in rules; a change rule resolving by window says so."""
+    body = (
+        "[plan]\nconcurrency_limit = 30\nburst = true\n\n"
+        + rule('above = "80%"\nrecover_below = "70%"', name="near")
+        + rule('window = "5m"\ndrop = 5\nresolve = "window"', name="drop", kind="change")
+    )
+    path = write_rules(tmp_path / "rules.toml", body)
+    done = cli("check", "--config", str(path), env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:6] == [
+        f"{path}: ok: 4 rules, 1 series (workspace + 0 agents), poll every 200ms",
+        "  plan: concurrency limit 30, burst: billed at the burst rate above 30, "
+        "new calls rejected from 90",
+        "  near: threshold count > 24 (resolves below 21) on workspace [warning] "
+        "(above 80% of 30 = 24, recover_below 70% of 30 = 21) -> #oncall",
+        "  drop: change dropped by >= 5 within 5m on workspace [warning] resolves by window "
+        "-> #oncall",
+        "  burst: built in by [plan]: count > 30, the plan's limit: calls are billed at the "
+        "burst rate on workspace [warning] -> #oncall",
+        "  at-capacity: built in by [plan]: count >= 90, the burst cap: new calls are rejected "
+        "on workspace [critical] -> #oncall",
     ]
 
 
@@ -173,7 +205,7 @@ def test_check_uses_watchdog_config_and_config_wins(state: Path, tmp_path: Path)
     env = base_env(state, WATCHDOG_CONFIG=str(EXAMPLE))
     from_env = cli("check", env=env)
     assert from_env.returncode == 0
-    assert from_env.stdout.startswith(f"{EXAMPLE}: ok: 4 rules")
+    assert from_env.stdout.startswith(f"{EXAMPLE}: ok: 6 rules")
     from_flag = cli("check", "--config", str(other), env=env)
     assert from_flag.returncode == 0
     assert from_flag.stdout.startswith(f"{other}: ok: 1 rules")
@@ -234,13 +266,13 @@ def test_check_in_webhook_mode_says_channels_are_unused(state: Path) -> None:
     assert done.returncode == 0, done.stderr
     unused = "unused: an incoming webhook posts to the channel it was created for"
     lines = done.stdout.splitlines()
-    assert lines[1] == (
+    assert lines[2] == (
         "  near-concurrency-limit: threshold count > 25 (resolves below 20) for 1m on "
         f"workspace [critical] (channel #voice-critical {unused})"
     )
-    assert lines[4] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
-    assert lines[5] == (f"  {NO_DATA} [critical] (channel #voice-critical {unused})")
-    assert lines[6] == f"  slack.channel #voice-oncall {unused}"
+    assert lines[5] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
+    assert lines[8] == (f"  {NO_DATA} [critical] (channel #voice-critical {unused})")
+    assert lines[9] == f"  slack.channel #voice-oncall {unused}"
     assert "->" not in done.stdout
     assert webhook not in done.stdout
 
@@ -417,7 +449,10 @@ BAD_RULES = [
     (
         "wrong-type",
         rule('above = "five"'),
-        ["rules[0] (r).above: Input should be a valid integer (got 'five')"],
+        [
+            "rules[0] (r).above: expected a count or a percentage of the plan's limit like "
+            "'80%', got 'five'"
+        ],
     ),
     (
         "unknown-kind",
@@ -1168,10 +1203,17 @@ def test_demo_plays_a_day_in_under_30_seconds(state: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert elapsed < 30
     assert "Traceback" not in done.stdout + done.stderr
-    for name in ("near-concurrency-limit", "conversations-collapsed", "no-data"):
+    for name in ("near-concurrency-limit", "burst", "conversations-collapsed", "no-data"):
         for state_word in ("FIRING", "RESOLVED"):
             assert re.search(rf"{state_word}\s+{re.escape(name)} ", done.stdout), (name, state_word)
     assert re.search(r"Day over: \d+ alerts fired, \d+ resolved", done.stdout)
+    # The collapse resolves when the count is back, not at 0 when the window slid past it.
+    (collapse,) = re.findall(r"RESOLVED  conversations-collapsed .*?\n\n", done.stdout, re.S)
+    assert re.search(r"count now (\d+) / 30 \(\d+ %\)", collapse)
+    assert "count now 0 " not in collapse
+    recovered = re.search(r"reason recovered to (\d+), fired at (\d+) → 0", collapse)
+    assert recovered is not None, collapse
+    assert int(recovered[1]) * 2 > int(recovered[2])  # drop_pct = 50 no longer holds
 
 
 # -- fuzzing check ------------------------------------------------------------------
@@ -1180,15 +1222,16 @@ _KEYS = [
     "name", "kind", "above", "below", "recover_below", "recover_above", "for", "window",
     "drop", "drop_pct", "rise", "min_base", "scope", "severity", "channel", "active", "id",
     "poll_interval", "stale_after", "concurrency", "timeout", "repeat", "bogus",
+    "concurrency_limit", "burst", "resolve",
 ]  # fmt: skip
 _VALUES = [
     '"r"', '"threshold"', '"change"', "5", "0", "-1", "1.5", "true", "inf", "nan", "[]",
     '"15s"', '"abc"', '"0s"', '"workspace"', '"support"', '"*"', '["workspace", "x"]',
     '"warning"', "1979-05-27", "{}", '{ tz = "UTC" }', '{ tz = "Mars/Olympus" }',
     '{ days = "mon-fri", hours = "09:00-18:00", tz = "Europe/Berlin" }',
-    '{ hours = "22:00-06:00" }', '{ hours = "9-5" }',
+    '{ hours = "22:00-06:00" }', '{ hours = "9-5" }', '"80%"', '"150.5%"', '"window"',
 ]  # fmt: skip
-_HEADERS = ["[watchdog]", "[slack]", "[[agents]]", "[[rules]]", "[rules]", ""]
+_HEADERS = ["[watchdog]", "[slack]", "[plan]", "[[agents]]", "[[rules]]", "[rules]", ""]
 
 toml_like = st.lists(
     st.one_of(

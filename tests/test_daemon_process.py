@@ -350,6 +350,32 @@ def test_unknown_agent_fires_no_data_for_that_agent_only(
     assert "unknown agent" in post.text
 
 
+def test_plan_limit_shows_on_workspace_cards_and_at_capacity_fires(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """With [plan], a workspace card shows `27 / 30 (90 %)` (an agent's count stays plain),
+    "80%" fires above 24, and the built-in at-capacity fires at the limit without burst."""
+    api.add_agent("agent_support", 27)
+    body = "[plan]\nconcurrency_limit = 30\n\n" + rule(
+        "near", above="80%", scope=["workspace", "support"]
+    )
+    with site(body, agents=[("support", "agent_support")]).run() as daemon:
+        api.set_count(27)
+        near = {
+            daemon.wait_for("alert.firing", rule="near", series=s)["alert_id"]: s
+            for s in ("workspace", "support")
+        }
+        api.set_count(30)
+        capacity = daemon.wait_for("alert.firing", rule="at-capacity", series="workspace")
+        daemon.wait_for("notify.sent", kind="firing", count=3)
+        assert daemon.stop() == 0
+    cards = {near.get(alert_of(m), alert_of(m)): m.text for m in slack.top_level()}
+    assert "count 27 / 30 (90 %) (count &gt; 24)" in cards["workspace"]
+    assert "count 27 (count &gt; 24)" in cards["support"]
+    assert "count 30 / 30 (100 %)" in cards[capacity["alert_id"]]
+    assert "new calls are rejected" in cards[capacity["alert_id"]]
+
+
 NO_DATA_ROUTE = """
 [no_data]
 severity = "warning"

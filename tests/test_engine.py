@@ -13,6 +13,7 @@ from watchdog.model import (
     NO_DATA_RULE,
     WORKSPACE,
     AlertState,
+    FiredChange,
     Sample,
     Severity,
     Transition,
@@ -229,8 +230,8 @@ CASES = [
         [],
     ),
     (
-        "change-drop-fires-and-resolves",
-        change('window = "1m"\ndrop = 5'),
+        "change-drop-fires-and-resolves-by-window",
+        change('window = "1m"\ndrop = 5\nresolve = "window"'),
         [(0, 20), (30, 10), (60, 14), (75, 14), (90, 14)],
         [("firing", "c", W, 60), ("resolved", "c", W, 90)],
     ),
@@ -260,13 +261,13 @@ CASES = [
     ),
     (
         "change-after-gap-evaluates-once-a-fitting-base-exists",
-        change('window = "1m"\ndrop = 5'),
+        change('window = "1m"\ndrop = 5\nresolve = "window"'),
         [(0, 20), (3600, 20), (3630, 20), (3660, 14), (3690, 14), (3720, 14)],
         [("firing", "c", W, 3660), ("resolved", "c", W, 3720)],
     ),
     (
-        "change-rise",
-        change('window = "1m"\nrise = 5'),
+        "change-rise-by-window",
+        change('window = "1m"\nrise = 5\nresolve = "window"'),
         [(0, 10), (60, 15), (120, 15)],
         [("firing", "c", W, 60), ("resolved", "c", W, 120)],
     ),
@@ -277,14 +278,14 @@ CASES = [
         [],
     ),
     (
-        "change-drop-pct",
-        change('window = "1m"\ndrop_pct = 50'),
+        "change-drop-pct-by-window",
+        change('window = "1m"\ndrop_pct = 50\nresolve = "window"'),
         [(0, 10), (60, 6), (120, 3), (180, 3)],
         [("firing", "c", W, 120), ("resolved", "c", W, 180)],
     ),
     (
-        "change-rise-pct",
-        change('window = "1m"\nrise_pct = 100'),
+        "change-rise-pct-by-window",
+        change('window = "1m"\nrise_pct = 100\nresolve = "window"'),
         [(0, 4), (60, 7), (61, 8), (121, 8)],
         [("firing", "c", W, 61), ("resolved", "c", W, 121)],
     ),
@@ -314,9 +315,46 @@ CASES = [
     ),
     (
         "change-outside-active-hours",
-        change('window = "1m"\ndrop = 5\nactive = { hours = "12:02-13:00" }'),
+        change('window = "1m"\ndrop = 5\nresolve = "window"\nactive = { hours = "12:02-13:00" }'),
         [(0, 20), (60, 10), (120, 0), (180, 0)],
         [("firing", "c", W, 120), ("resolved", "c", W, 180)],
+    ),
+    # -- change alerts resolve on recovery (the default) ---------------------------------------
+    (
+        "change-drop-pct-resolves-on-recovery",  # fired at 20 -> 0: resolves above 10
+        change('window = "1m"\ndrop_pct = 50'),
+        [(0, 20), (60, 0), (120, 0), (180, 8), (240, 10), (300, 11)],
+        [("firing", "c", W, 60), ("resolved", "c", W, 300)],
+    ),
+    (
+        "change-rise-resolves-on-recovery",  # fired at 10 -> 25: resolves below 25
+        change('window = "1m"\nrise = 15'),
+        [(0, 10), (60, 25), (120, 25), (180, 30), (240, 25), (300, 24)],
+        [("firing", "c", W, 60), ("resolved", "c", W, 300)],
+    ),
+    (
+        "change-rise-pct-resolves-on-recovery",  # fired at 4 -> 8: resolves below 8
+        change('window = "1m"\nrise_pct = 100'),
+        [(0, 4), (60, 8), (120, 9), (180, 8), (240, 7)],
+        [("firing", "c", W, 60), ("resolved", "c", W, 240)],
+    ),
+    (
+        "change-recovery-needs-no-window-base",  # an hour's gap: judged against the base kept
+        change('window = "1m"\ndrop = 5'),
+        [(0, 20), (60, 10), (3660, 16), (3700, 15)],
+        [("firing", "c", W, 60), ("resolved", "c", W, 3660)],
+    ),
+    (
+        "change-recovery-resolves-outside-active-hours",
+        change('window = "1m"\ndrop = 5\nactive = { hours = "12:02-12:10" }'),
+        [(0, 20), (60, 10), (120, 0), (180, 0), tick(599), tick(600)],
+        [("firing", "c", W, 120), ("resolved", "c", W, 600)],
+    ),
+    (
+        "change-window-mode-keeps-firing-without-a-base",  # today's behaviour, kept
+        change('window = "1m"\ndrop = 5\nresolve = "window"'),
+        [(0, 20), (60, 10), (3660, 16), (3700, 15)],
+        [("firing", "c", W, 60)],
     ),
     # -- repeats --------------------------------------------------------------------------------
     (
@@ -546,10 +584,13 @@ def test_resolution_reasons_name_the_recovery() -> None:
     assert run(threshold('above = 10\nfor = "1m"'), [(0, 11), (15, 2)])[-1].reason == (
         "count 2 no longer matches"
     )
-    assert (
-        run(change('window = "1m"\ndrop = 5'), [(0, 20), (60, 10), (120, 10)])[-1].reason
-        == "10 -> 10 no longer matches"
+    by_window = change('window = "1m"\ndrop = 5\nresolve = "window"')
+    assert run(by_window, [(0, 20), (60, 10), (120, 10)])[-1].reason == (
+        "10 -> 10 no longer matches"
     )
+    assert run(change('window = "1m"\ndrop_pct = 50'), [(0, 20), (60, 0), (120, 12)])[
+        -1
+    ].reason == ("recovered to 12, fired at 20 → 0")
     assert run("", [fail(0), (5, 1)], watchdog=NO_DATA)[-1].reason == "good poll received"
 
 
@@ -769,6 +810,33 @@ def test_restore_warms_change_windows() -> None:
     assert brief(engine.observe(Sample(W, at(400), 10))) == [("firing", "c", W, 400)]
 
 
+def test_restore_resumes_a_change_alert_against_the_base_it_fired_at() -> None:
+    """The base travels in the alert's record: a restarted engine resolves on recovery."""
+    rules = config(change('window = "1m"\ndrop_pct = 50'))
+    first = Engine(rules, started_at=T0)
+    feed(first, [(0, 20), (60, 0), (120, 0)])
+    (record,) = first.records()
+    assert record.fired_change == FiredChange(base=20, count=0)
+    second = Engine(rules, started_at=at(130))
+    second.restore([record], [Sample(W, at(60), 0), Sample(W, at(120), 0)])
+    assert feed(second, [(180, 10)]) == []  # the window's base is 0 now; against 20, not yet
+    (resolved,) = feed(second, [(240, 11)])
+    assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, record.alert_id)
+    assert resolved.reason == "recovered to 11, fired at 20 → 0"
+
+
+def test_restored_change_alert_without_a_base_resolves_by_window() -> None:
+    """An alert stored before bases were kept has none: it resolves the old way."""
+    rules = config(change('window = "1m"\ndrop_pct = 50'))
+    first = Engine(rules, started_at=T0)
+    feed(first, [(0, 20), (60, 0)])
+    (record,) = first.records()
+    second = Engine(rules, started_at=at(70))
+    second.restore([replace(record, fired_change=None)], [Sample(W, at(60), 0)])
+    (resolved,) = feed(second, [(120, 0)])  # 0 -> 0 against the window's base
+    assert resolved.reason == "0 -> 0 no longer matches"
+
+
 def test_restore_warms_last_good_poll() -> None:
     """Restored samples count as good polls for staleness (when later than the start)."""
     text = '[watchdog]\nstale_after = "10m"\n'
@@ -923,6 +991,50 @@ def test_reconfigure_change_window_change_judges_a_firing_alert_at_the_next_samp
     engine.reconfigure(config(change('window = "1m"\ndrop = 15')), at(70), history)
     (resolved,) = feed(engine, [(90, 10)])  # base 20 (at 30): a drop of 10 < 15
     assert (resolved.kind, resolved.alert_id) == (TransitionKind.RESOLVED, fired.alert_id)
+
+
+def test_reconfigure_judges_a_recovery_alert_by_the_new_rule_against_its_base() -> None:
+    """A redefined change alert keeps its base: the new condition is judged against it."""
+    engine = Engine(config(change('window = "1m"\ndrop_pct = 50')), started_at=T0)
+    (fired,) = feed(engine, [(0, 20), (60, 0)])
+    engine.reconfigure(config(change('window = "1m"\ndrop_pct = 40')), at(70))
+    assert feed(engine, [(120, 11)]) == []  # 20 -> 11 is a 45 % drop: still firing
+    record = engine.record("c", W)
+    assert record is not None
+    assert record.condition == "dropped >= 40% within 1m (base >= 1): 20 -> 0"
+    (resolved,) = feed(engine, [(180, 13)])  # 35 %
+    assert (resolved.alert_id, resolved.reason) == (
+        fired.alert_id,
+        "recovered to 13, fired at 20 → 0",
+    )
+
+
+def test_reconfigure_window_mode_alert_refires_against_the_new_base() -> None:
+    """A redefined alert resolving by window takes the new base as the one it fired at."""
+    rules = change('window = "1m"\ndrop = 5\nresolve = "window"')
+    engine = Engine(config(rules), started_at=T0)
+    feed(engine, [(0, 20), (60, 10)])
+    engine.reconfigure(config(rules.replace("drop = 5", "drop = 3")), at(70))
+    assert feed(engine, [(120, 6)]) == []  # 10 -> 6 against the window's base
+    record = engine.record("c", W)
+    assert record is not None
+    assert record.fired_change == FiredChange(base=10, count=6)
+
+
+def test_reconfigure_redefines_and_removes_the_plan_rules() -> None:
+    """A raised limit judges `at-capacity` anew at the next sample; no [plan], no plan rules."""
+    engine = Engine(config("[plan]\nconcurrency_limit = 30\n"), started_at=T0)
+    (fired,) = feed(engine, [(0, 30)])
+    assert (fired.rule, fired.condition) == (
+        "at-capacity",
+        "count >= 30, the plan's limit (no burst): new calls are rejected",
+    )
+    engine.reconfigure(config("[plan]\nconcurrency_limit = 40\n"), at(10))
+    (resolved,) = feed(engine, [(15, 30)])
+    assert resolved.reason.startswith("count 30: does not match the redefined rule (count >= 40")
+    feed(engine, [(20, 40)])
+    (removed,) = engine.reconfigure(config(), at(30))
+    assert (removed.rule, removed.reason) == ("at-capacity", "rule removed from config")
 
 
 def test_reconfigure_resolves_series_out_of_scope() -> None:

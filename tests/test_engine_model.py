@@ -6,7 +6,7 @@ a straightforward loop (the base of a change window is found by scanning every s
 far, an active window is a list of local wall-clock intervals, percentages are exact
 fractions, staleness and workspace outages are read off the list of poll outcomes,
 escalation stages in force are recomputed as a set, flapping counts a plain list of every
-firing and resolution).
+firing and resolution, a firing change alert keeps the base it fired against).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class Change:
     amount: str  # as written in the file, e.g. "5" or "12.5"
     min_base: int | None
     active: Active | None
+    resolve: str | None = None  # "recovery" | "window"; None = not written (recovery)
 
     def holds(self, old: int, new: int) -> bool:
         amount = Fraction(self.amount)
@@ -222,10 +223,16 @@ def reference(scenario: Scenario) -> list[Seen]:
     are the set of level stages the count is beyond (with their hysteresis) plus the
     time stages due while unacknowledged; flapping counts every firing and resolution by
     the condition at most `window` old since the alert last entered flapping.
+
+    Change alerts follow the README: one that resolves on recovery (the default) is judged
+    at every sample of its series against the base it fired against, whether or not the
+    window has a fitting base by then; with `resolve = "window"` it is judged against the
+    window's base, and not at all while there is none.
     """
     history: dict[str, list[tuple[datetime, int]]] = {s: [] for s in SERIES}
     polls: dict[str, list[tuple[datetime, str]]] = {s: [] for s in SERIES}  # good|failed|rejected
     state: dict[tuple[str, str], Alert] = {}
+    fired_against: dict[tuple[str, str], int] = {}  # a firing change alert's base
     by_name = {rule.name: rule for rule in scenario.rules}
     out: list[Seen] = []
     stale_after = timedelta(seconds=scenario.stale_after)
@@ -436,6 +443,10 @@ def reference(scenario: Scenario) -> list[Seen]:
                 else:
                     put_in_force(rule, key, at, levels_in_force(rule, state[key].stages, count))
                 continue
+            if key in state and rule.resolve != "window":
+                if not rule.holds(fired_against[key], count):
+                    end(key, at)
+                continue
             base, base_at = None, at
             window = timedelta(seconds=rule.window_seconds)
             for seen, old in history[series]:
@@ -447,6 +458,7 @@ def reference(scenario: Scenario) -> list[Seen]:
             if key not in state and holds:
                 state[key] = Alert("firing", at)
                 emit("firing", key, at)
+                fired_against[key] = base
             elif key in state and not holds:
                 end(key, at)
     return out
@@ -496,6 +508,8 @@ def rules_toml(scenario: Scenario) -> str:
             text += f"{rule.condition} = {rule.amount}\n"
             if rule.min_base is not None:
                 text += f"min_base = {rule.min_base}\n"
+            if rule.resolve is not None:
+                text += f'resolve = "{rule.resolve}"\n'
         if rule.active is not None:
             text += active_toml(rule.active)
     return text
@@ -620,7 +634,9 @@ def changes(draw: st.DrawFn, name: str, zone: str) -> Change:
         amount = str(Fraction(tenths, 10)) if tenths % 10 == 0 else f"{tenths / 10:.1f}"
     min_base = draw(st.none() | st.integers(0, 20))
     window = draw(st.integers(1, 30).map(lambda m: m * 60) | st.integers(60, 1800))
-    return Change(name, draw(scopes), window, condition, amount, min_base, draw(actives(zone)))
+    resolve = draw(st.sampled_from([None, "recovery", "window"]))
+    active = draw(actives(zone))
+    return Change(name, draw(scopes), window, condition, amount, min_base, active, resolve)
 
 
 @st.composite
@@ -747,7 +763,7 @@ def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
     """A fixed scenario with every rule kind gives the same transitions in both."""
     rules = (
         Threshold("high", (WORKSPACE,), 10, None, 5, 30, None),
-        Change("drop", ("*",), 60, "drop_pct", "50", 4, None),
+        Change("drop", ("*",), 60, "drop_pct", "50", 4, None, "window"),
     )
     events = (
         ("sample", 0, WORKSPACE, 11),
@@ -771,6 +787,38 @@ def test_reference_matches_engine_on_a_hand_written_scenario() -> None:
         ("firing", NO_DATA_RULE, AGENT, start + timedelta(seconds=400)),
         ("resolved", NO_DATA_RULE, AGENT, start + timedelta(seconds=500)),
         ("resolved", "drop", AGENT, start + timedelta(seconds=560)),
+    ]
+    assert ordered(reference(scenario)) == ordered(expected)
+    assert ordered(engine_transitions(scenario)) == ordered(expected)
+
+
+def test_change_alerts_resolve_on_recovery_against_the_base_they_fired_at() -> None:
+    """drop_pct 50 fired at 20 -> 0 resolves above 10; rise 15 fired at 10 -> 25 below 25.
+
+    Neither the window's later base (0, or 25) nor a poll gap that leaves no fitting base
+    moves the decision: the remembered base does.
+    """
+    rules = (
+        Change("collapse", (WORKSPACE,), 300, "drop_pct", "50", 5, None),
+        Change("surge", (AGENT,), 600, "rise", "15", None, None, "recovery"),
+    )
+    events = (
+        ("sample", 0, WORKSPACE, 20),
+        ("sample", 0, AGENT, 10),
+        ("sample", 300, WORKSPACE, 0),  # 20 -> 0: fires
+        ("sample", 600, AGENT, 25),  # 10 -> 25: fires
+        ("sample", 900, WORKSPACE, 10),  # window base 0 now; against 20, still a 50 % drop
+        ("sample", 1200, AGENT, 25),  # window base 25 now; against 10, still a rise of 15
+        ("sample", 1260, AGENT, 24),  # below 25: recovered
+        ("sample", 4800, WORKSPACE, 11),  # after an hour's gap: no fitting base, still judged
+    )
+    scenario = Scenario(datetime(2026, 1, 5, 12, 0, tzinfo=UTC), 86400, rules, events)
+    start = scenario.start
+    expected = [
+        ("firing", "collapse", WORKSPACE, start + timedelta(seconds=300)),
+        ("firing", "surge", AGENT, start + timedelta(seconds=600)),
+        ("resolved", "surge", AGENT, start + timedelta(seconds=1260)),
+        ("resolved", "collapse", WORKSPACE, start + timedelta(seconds=4800)),
     ]
     assert ordered(reference(scenario)) == ordered(expected)
     assert ordered(engine_transitions(scenario)) == ordered(expected)

@@ -209,6 +209,45 @@ def test_restart_keeps_sample_history_for_change_windows(
         assert downtime < timedelta(seconds=2)  # the window is longer than the downtime
 
 
+def test_restart_resumes_a_collapse_against_the_base_it_fired_at(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """A collapse fired at 20 -> 0 stays firing across kill -9 however long the count stays
+    at 0 (the window slides past the drop), and resolves only once the count is above 10."""
+    here = site(rule("collapse", kind="change", window="1s", drop_pct=50, min_base=5))
+    api.set_count(20)
+    with here.run() as first:
+        start = first.wait_for("poll.ok")
+        first.wait_until(
+            lambda: at(first.find("poll.ok")[-1]) - at(start) >= timedelta(seconds=1.2)
+        )
+        api.set_count(0)
+        firing = first.wait_for("alert.firing", rule="collapse")
+        assert firing["condition"].endswith(": 20 -> 0")
+        first.wait_for("notify.sent", kind="firing")
+        first.kill()
+
+    with here.run() as second:
+        restored = second.wait_for("state.restored")
+        assert restored["firing"] == 1
+        back = second.wait_for("poll.ok")
+        second.wait_until(  # three windows of zeros: the sliding comparison no longer holds
+            lambda: at(second.find("poll.ok")[-1]) - at(back) >= timedelta(seconds=3)
+        )
+        api.set_count(10)  # against 20, still a 50 % drop
+        more_polls(second)
+        assert not second.find("alert.resolved")
+        api.set_count(12)
+        resolved = second.wait_for("alert.resolved", rule="collapse")
+        assert resolved["alert_id"] == firing["alert_id"]
+        assert resolved["reason"] == "recovered to 12, fired at 20 → 0"
+        second.wait_for("notify.sent", kind="resolved")
+        assert second.stop() == 0
+    (post,) = slack.top_level()
+    (reply,) = slack.replies(post.ts)
+    assert "recovered to 12, fired at 20 → 0" in reply.text
+
+
 # -- Slack failures -------------------------------------------------------------------
 
 

@@ -488,3 +488,50 @@ def test_status_lists_last_counts_and_firing_alerts() -> None:
     assert "`al-1`" in text
     assert line in text
     assert "*Firing*: nothing" in render_status([("workspace", 0)], [])
+
+
+# -- the count against the plan's limit ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("count", "limit", "shown"),
+    [
+        (27, 30, "27 / 30 (90 %)"),
+        (0, 30, "0 / 30 (0 %)"),
+        (45, 30, "45 / 30 (150 %)"),
+        (1, 8, "1 / 8 (13 %)"),  # 12.5 % rounds half up
+        (1234, 2000, "1,234 / 2,000 (62 %)"),
+        (None, 30, "no data"),
+    ],
+)
+def test_a_count_is_shown_against_the_limit(count: int | None, limit: int, shown: str) -> None:
+    """`27 / 30 (90 %)`: the one formatting of a count against the plan's limit."""
+    assert format_count(count, limit) == shown
+
+
+@pytest.mark.parametrize("kind", NOTIFIED)
+def test_every_message_of_a_limited_count_shows_it_against_the_limit(
+    kind: TransitionKind,
+) -> None:
+    """Cards, replies, top-level messages and their text all say `27 / 30 (90 %)`."""
+    limited = note(kind=kind, count=27, limit=30)
+    for message in (render(limited), render_top_level(limited)):
+        assert "27 / 30 (90 %)" in message.text
+        assert "27 / 30 (90 %)" in block_text(message.blocks)
+    resolved = render_resolved_original(limited)
+    assert "*Count now*\n27 / 30 (90 %)" in mrkdwn_texts(resolved.blocks)
+
+
+def test_fired_and_resolved_shows_both_counts_against_the_limit() -> None:
+    """The folded card's firing and closing counts are both shown against the limit."""
+    message = render_fired_and_resolved(fired_and_resolved_note(limit=30))
+    fields = mrkdwn_texts([message.blocks[1]])
+    assert "*Count at firing*\n31 / 30 (103 %)" in fields
+    assert "*Count now*\n4 / 30 (13 %)" in fields
+
+
+def test_console_shows_the_count_against_the_limit() -> None:
+    """The console block reads the same as Slack: `count 27 / 30 (90 %)`."""
+    stream = io.StringIO()
+    ConsoleNotifier(stream).deliver(note(count=27, limit=30), None)
+    assert stream.getvalue().splitlines()[1].startswith("   count 27 / 30 (90 %)   count > 25")

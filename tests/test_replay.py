@@ -44,6 +44,30 @@ kind = "change"
 scope = "support"
 window = "2m"
 drop = 5
+resolve = "window"
+"""
+
+PLAN_RULES = """
+[watchdog]
+poll_interval = "1m"
+stale_after = "1h"
+
+[plan]
+concurrency_limit = 30
+burst = true
+
+[[rules]]
+name = "near-limit"
+kind = "threshold"
+above = "80%"
+recover_below = "70%"
+
+[[rules]]
+name = "collapse"
+kind = "change"
+window = "5m"
+drop_pct = 50
+min_base = 5
 """
 
 
@@ -312,6 +336,33 @@ def test_replay_change_rule_compares_with_the_window_base(config: Config) -> Non
     ]
 
 
+def test_replay_change_alert_resolves_when_the_count_recovers() -> None:
+    """By default a collapse resolves when the count is back, not when the window slides."""
+    config = parse_config(PLAN_RULES, source="rules.toml")
+    rows = [(minute, 20, WORKSPACE) for minute in range(6)]
+    rows += [(minute, 0, WORKSPACE) for minute in range(6, 16)]
+    rows += [(16, 8, WORKSPACE), (17, 10, WORKSPACE), (18, 11, WORKSPACE)]
+    assert replayed(config, rows) == [
+        event(at(6).isoformat(), "collapse", "workspace", "firing", 0),
+        event(at(18).isoformat(), "collapse", "workspace", "resolved", 11),
+    ]
+
+
+def test_replay_plan_rules_and_percentages_of_the_limit() -> None:
+    """80 % of 30 fires above 24 and resolves below 21; burst above 30; at-capacity at 90."""
+    config = parse_config(PLAN_RULES, source="rules.toml")
+    counts = [20, 24, 25, 31, 90, 89, 30, 22, 21, 20]
+    rows = [(minute, count, WORKSPACE) for minute, count in enumerate(counts)]
+    assert [e for e in replayed(config, rows) if e["rule"] != "collapse"] == [
+        event(at(2).isoformat(), "near-limit", "workspace", "firing", 25),
+        event(at(3).isoformat(), "burst", "workspace", "firing", 31),
+        event(at(4).isoformat(), "at-capacity", "workspace", "firing", 90),
+        event(at(5).isoformat(), "at-capacity", "workspace", "resolved", 89),
+        event(at(6).isoformat(), "burst", "workspace", "resolved", 30),
+        event(at(9).isoformat(), "near-limit", "workspace", "resolved", 20),
+    ]
+
+
 def test_replay_after_a_four_hour_gap_reports_no_false_collapse(config: Config) -> None:
     """After 4 hours without samples a lower count is not a drop against the pre-gap count."""
     before = [(0, 10, "support"), (1, 10, "support")]
@@ -342,9 +393,11 @@ def test_replay_of_nothing_is_nothing(config: Config) -> None:
 # -- the command --------------------------------------------------------------------
 
 
-def run_replay(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_replay(
+    tmp_path: Path, *args: str, rules_text: str = RULES
+) -> subprocess.CompletedProcess[str]:
     rules = tmp_path / "rules.toml"
-    rules.write_text(RULES, encoding="utf-8")
+    rules.write_text(rules_text, encoding="utf-8")
     return subprocess.run(
         [sys.executable, "-m", "watchdog", "replay", "--config", str(rules), *args],
         env=base_env(tmp_path / "state"),
@@ -400,6 +453,22 @@ def test_replay_text_lists_transitions_and_a_summary(tmp_path: Path) -> None:
     assert done.stderr == (
         "11 samples from 2026-01-05T10:00:00+00:00 to 2026-01-05T10:05:00+00:00: 4 transitions\n"
     )
+
+
+def test_replay_json_transcript_of_recovery_and_plan_rules(tmp_path: Path) -> None:
+    """`replay --json` of a surge past the limit and a collapse that recovers."""
+    minutes = [25, 25, 25, 25, 25, 31, 20, 20, 20, 20, 20, 0, 0, 0, 0, 0, 0, 9, 12]
+    rows = "".join(f"{1767607200 + 60 * m},{count}\n" for m, count in enumerate(minutes))
+    done = run_replay(tmp_path, str(write_csv(tmp_path, rows)), "--json", rules_text=PLAN_RULES)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [
+        event("2026-01-05T10:00:00+00:00", "near-limit", "workspace", "firing", 25),
+        event("2026-01-05T10:05:00+00:00", "burst", "workspace", "firing", 31),
+        event("2026-01-05T10:06:00+00:00", "near-limit", "workspace", "resolved", 20),
+        event("2026-01-05T10:06:00+00:00", "burst", "workspace", "resolved", 20),
+        event("2026-01-05T10:11:00+00:00", "collapse", "workspace", "firing", 0),
+        event("2026-01-05T10:18:00+00:00", "collapse", "workspace", "resolved", 12),
+    ]
 
 
 def test_replay_bad_csv_exits_1_with_line_numbers(tmp_path: Path) -> None:

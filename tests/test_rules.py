@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ def problems(text: str, **kwargs: Any) -> list[str]:
     return caught.value.problems
 
 
+PLAN = "[plan]\nconcurrency_limit = 30\n"
+
+
 def rule(body: str, kind: str = "threshold", name: str = "r") -> str:
     """A one-rule document with the two example agents."""
     return f'{AGENTS}\n[[rules]]\nname = "{name}"\nkind = "{kind}"\n{body}\n'
@@ -53,7 +57,11 @@ def test_example_file_validates() -> None:
         "no-conversations-in-business-hours",
         "conversations-collapsed",
         "agent-surge",
+        "burst",
+        "at-capacity",
     ]
+    assert config.plan is not None
+    assert (config.plan.concurrency_limit, config.plan.burst) == (30, True)
     assert [a.name for a in config.agents] == ["support", "sales"]
     assert config.scopes["agent-surge"] == ("support", "sales")
     assert config.scopes["near-concurrency-limit"] == ("workspace",)
@@ -151,7 +159,12 @@ ERRORS = [
         "rules[0] (r).above: unknown key",
     ),
     # wrong types
-    ("above-string", rule('above = "10"'), "rules[0] (r).above: Input should be a valid integer"),
+    (
+        "above-string",
+        rule('above = "10"'),
+        "rules[0] (r).above: expected a count or a percentage of the plan's limit like '80%', "
+        "got '10'",
+    ),
     ("above-bool", rule("above = true"), "rules[0] (r).above: Input should be a valid integer"),
     ("above-float", rule("above = 1.5"), "rules[0] (r).above: Input should be a valid integer"),
     (
@@ -416,6 +429,66 @@ ERRORS = [
         "empty-scope",
         rule("above = 1\nscope = []"),
         "rules[0] (r).scope: must name at least one series",
+    ),
+    # [plan] and percentages of its limit
+    (
+        "percent-without-plan",
+        rule('above = "80%"'),
+        "rules[0] (r).above: '80%' needs the plan's concurrency limit: set [plan] "
+        "concurrency_limit",
+    ),
+    (
+        "recover-percent-without-plan",
+        rule('below = 3\nrecover_above = "20%"'),
+        "rules[0] (r).recover_above: '20%' needs the plan's concurrency limit",
+    ),
+    (
+        "percent-too-large",
+        PLAN + rule('above = "1500%"'),
+        "rules[0] (r).above: '1500%' is more than 1000% of the plan's limit",
+    ),
+    (
+        "percent-in-words",
+        PLAN + rule('above = "80 percent"'),
+        "rules[0] (r).above: expected a count or a percentage of the plan's limit like '80%', "
+        "got '80 percent'",
+    ),
+    (
+        "percent-negative",
+        PLAN + rule('above = "-5%"'),
+        "rules[0] (r).above: expected a count or a percentage",
+    ),
+    (
+        "percent-with-an-invalid-plan",
+        "[plan]\nconcurrency_limit = 0\n" + rule('above = "80%"'),
+        "rules[0] (r).above: '80%' cannot be resolved: [plan] is not valid",
+    ),
+    (
+        "plan-limit-zero",
+        "[plan]\nconcurrency_limit = 0\n",
+        "plan.concurrency_limit: Input should be greater than or equal to 1",
+    ),
+    ("plan-limit-missing", "[plan]\nburst = true\n", "plan.concurrency_limit: required key"),
+    (
+        "plan-burst-string",
+        '[plan]\nconcurrency_limit = 30\nburst = "yes"\n',
+        "plan.burst: Input should be a valid boolean",
+    ),
+    (
+        "plan-unknown-key",
+        "[plan]\nconcurrency_limit = 30\nbrust = true\n",
+        "plan.brust: unknown key: did you mean 'burst'?",
+    ),
+    (
+        "change-resolve-value",
+        rule('window = "1m"\ndrop = 1\nresolve = "recover"', "change"),
+        "rules[0] (r).resolve: Input should be 'recovery' or 'window' (got 'recover'): "
+        "did you mean 'recovery'?",
+    ),
+    (
+        "resolve-on-threshold",
+        rule('above = 1\nresolve = "window"'),
+        "rules[0] (r).resolve: unknown key: 'resolve' belongs to change rules",
     ),
 ]
 
@@ -951,7 +1024,102 @@ def test_no_data_problem_next_to_a_type_problem_is_still_reported() -> None:
     )
     both = "watchdog.stale_after: also set as no_data.stale_after: keep only no_data.stale_after"
     assert f"{SOURCE}: {both}" in found
-    assert any(".above: Input should be a valid integer" in line for line in found)
+    assert any(".above: expected a count or a percentage" in line for line in found)
+
+
+# -- [plan]: the concurrency limit, percentages of it, its built-in rules ----------------
+
+
+def test_percentages_resolve_to_counts_that_mean_the_same_comparison() -> None:
+    """85 % of 30 is 25.5: `above` fires from 26 (> 25), `recover_below` 75 % resolves < 23."""
+    config = parse_config(
+        PLAN
+        + rule('above = "85%"\nrecover_below = "75%"')
+        + '[[rules]]\nname = "low"\nkind = "threshold"\nbelow = "10%"\nrecover_above = "15%"\n'
+    )
+    high, low = config.rule("r"), config.rule("low")
+    assert isinstance(high, ThresholdRule)
+    assert isinstance(low, ThresholdRule)
+    assert (high.above, high.recover_below) == (25, 23)
+    assert (low.below, low.recover_above) == (3, 4)
+    assert dict(high.percentages) == {"above": "85%", "recover_below": "75%"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 300),
+    tenths=st.integers(0, 10_000),
+    direction=st.sampled_from(["above", "below"]),
+)
+def test_a_percentage_compares_exactly_like_the_share_it_names(
+    limit: int, tenths: int, direction: str
+) -> None:
+    """`above = "P%"` holds exactly for counts > P % of the limit, `below` for counts < it;
+    their recover keys likewise, whatever the rounding to a whole count."""
+    written = f"{tenths // 10}.{tenths % 10}%"
+    share = Fraction(tenths, 1000) * limit  # P % of the limit, exactly
+    recover = "recover_below" if direction == "above" else "recover_above"
+    body = f'{direction} = "{written}"\n{recover} = "{written}"'
+    text = f"[plan]\nconcurrency_limit = {limit}\n" + rule(body)
+    if direction == "below" and share == 0:  # `below = "0%"` can never hold, and says so
+        assert problems(text) == [
+            f"{SOURCE}: rules[0] (r).below: count < 0 can never hold: use below = 1"
+        ]
+        return
+    parsed = parse_config(text).rule("r")
+    assert isinstance(parsed, ThresholdRule)
+    for count in range(0, 11 * limit + 2):
+        if direction == "above":
+            assert parsed.holds(count) == (count > share)
+            assert parsed.recovered(count) == (count < share)
+        else:
+            assert parsed.holds(count) == (count < share)
+            assert parsed.recovered(count) == (count > share)
+
+
+@pytest.mark.parametrize(
+    ("plan", "burst_above", "capacity_above"),
+    [
+        ("concurrency_limit = 30", None, 29),
+        ("concurrency_limit = 30\nburst = false", None, 29),
+        ("concurrency_limit = 30\nburst = true", 30, 89),
+        ("concurrency_limit = 150\nburst = true", 150, 299),
+        ("concurrency_limit = 400\nburst = true", 400, 399),
+    ],
+    ids=["default-no-burst", "no-burst", "burst", "burst-capped-at-300", "cap-never-below-limit"],
+)
+def test_plan_builds_in_burst_and_at_capacity_on_the_workspace(
+    plan: str, burst_above: int | None, capacity_above: int
+) -> None:
+    """`burst` warns above the limit (with burst only); `at-capacity` is critical at the cap."""
+    config = parse_config(f"[plan]\n{plan}\n")
+    capacity = config.rule("at-capacity")
+    assert isinstance(capacity, ThresholdRule)
+    assert (capacity.above, capacity.severity) == (capacity_above, "critical")
+    assert capacity.describe().startswith(f"count >= {capacity_above + 1}, ")
+    assert config.scopes["at-capacity"] == ("workspace",)
+    burst = config.rule("burst")
+    if burst_above is None:
+        assert burst is None
+    else:
+        assert isinstance(burst, ThresholdRule)
+        assert (burst.above, burst.severity) == (burst_above, "warning")
+        assert config.scopes["burst"] == ("workspace",)
+
+
+def test_a_rule_of_the_same_name_replaces_a_plan_rule() -> None:
+    """Like any rule, `at-capacity` written in the file is the one in force, and only once."""
+    text = (
+        PLAN
+        + 'burst = true\n[slack]\nchannel = "#c"\n'
+        + rule('above = 25\nseverity = "warning"\nchannel = "#cap"', name="at-capacity")
+    )
+    config = parse_config(text)
+    assert [r.name for r in config.rules] == ["at-capacity", "burst"]
+    capacity = config.rule("at-capacity")
+    assert isinstance(capacity, ThresholdRule)
+    assert (capacity.above, capacity.severity) == (25, "warning")
+    assert config.channel_for("at-capacity") == "#cap"
 
 
 # -- durations ------------------------------------------------------------------------

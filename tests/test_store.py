@@ -25,6 +25,7 @@ from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
     AlertState,
+    FiredChange,
     Flapping,
     MessageRef,
     Notification,
@@ -353,6 +354,39 @@ def test_entries_queued_by_an_older_watchdog_start_in_doubt(db_path: Path) -> No
     assert (entry.in_doubt, entry.first_attempt_at) == (True, T0)
 
 
+def test_a_change_alert_keeps_what_it_fired_against_across_reopening(db_path: Path) -> None:
+    """The base and count a change alert fired at are stored with it, and cleared with it."""
+    collapse = dataclasses.replace(
+        alert("collapse", alert_id="c1"), fired_change=FiredChange(base=20, count=0)
+    )
+    with Store.open(db_path) as store:
+        store.apply(alerts=[collapse, alert()])
+    with Store.open(db_path) as store:
+        assert store.load_alerts() == [collapse, alert()]
+        store.apply(alerts=[dataclasses.replace(collapse, fired_change=None)])
+        assert store.load_alerts()[0].fired_change is None
+
+
+def test_alerts_stored_by_an_older_watchdog_have_no_base(db_path: Path) -> None:
+    """Migrating a schema-2 database keeps its alerts, without a remembered base."""
+    db_path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db_path)
+    _MIGRATIONS[0](conn)
+    _MIGRATIONS[1](conn)
+    conn.execute(
+        """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
+                               last_notified, condition, severity)
+           VALUES ('collapse', 'workspace', 'c1', 'firing', ?, 0, NULL, '20 -> 0', 'critical')""",
+        (int(T0.timestamp() * 1000),),
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with Store.open(db_path) as store:
+        (record,) = store.load_alerts()
+    assert (record.alert_id, record.condition, record.fired_change) == ("c1", "20 -> 0", None)
+
+
 def test_outbox_depth_and_oldest_pending(store: Store) -> None:
     """Depth counts every queued entry; the oldest is the earliest created."""
     assert store.outbox_depth() == 0
@@ -511,6 +545,7 @@ _times = st.datetimes(
         mention=st.none() | _text,
         fired_at=st.none() | _times,
         fired_count=st.none() | st.integers(min_value=0, max_value=10**9),
+        limit=st.none() | st.integers(min_value=1, max_value=10**5),
     )
 )
 def test_notifications_round_trip_through_the_outbox(tmp_path: Path, value: Notification) -> None:

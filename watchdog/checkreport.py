@@ -13,7 +13,14 @@ from pathlib import Path
 
 from watchdog.durations import format_duration
 from watchdog.engine import BEHIND_SHARE
-from watchdog.rules import ChangeRule, Config, MuteWindow, ThresholdRule
+from watchdog.rules import (
+    ChangeRule,
+    Config,
+    MuteWindow,
+    PlanLimitRule,
+    PlanSection,
+    ThresholdRule,
+)
 from watchdog.settings import SlackMode
 from watchdog.urls import url_host
 
@@ -39,6 +46,8 @@ def report(config: Config, env: Environment) -> list[str]:
         f"(workspace + {len(config.agents)} agents), poll every "
         f"{format_duration(config.watchdog.poll_interval)}"
     ]
+    if config.plan is not None:
+        lines.append(f"  {_plan_line(config.plan)}")
     lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
     lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
@@ -63,11 +72,36 @@ def summarize(
 ) -> str:
     """One line for a rule: what it watches, how severe, and where its alerts go."""
     scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
-    parts = [f"{rule.name}: {rule.kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
+    kind = "built in by [plan]:" if isinstance(rule, PlanLimitRule) else rule.kind
+    parts = [f"{rule.name}: {kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
+    if isinstance(rule, ThresholdRule) and rule.percentages and config.plan is not None:
+        parts.append(_levels(rule, config.plan))
+    if isinstance(rule, ChangeRule) and rule.resolve == "window":
+        parts.append("resolves by window")
     if rule.active is not None:
         parts.append(f"active {rule.active.describe()}")
     parts += _destination(config, rule.channel, slack_mode)
     return " ".join(parts)
+
+
+def _plan_line(plan: PlanSection) -> str:
+    """The plan and the levels derived from it, as the built-in rules use them."""
+    limit, cap = plan.concurrency_limit, plan.hard_cap
+    if plan.burst:
+        return (
+            f"plan: concurrency limit {limit}, burst: billed at the burst rate above {limit}, "
+            f"new calls rejected from {cap}"
+        )
+    return f"plan: concurrency limit {limit}, no burst: new calls rejected from {limit}"
+
+
+def _levels(rule: ThresholdRule, plan: PlanSection) -> str:
+    """`(above 80% of 30 = 24, ...)`: what each percentage of the limit resolved to."""
+    derived = [
+        f"{key} {written} of {plan.concurrency_limit} = {getattr(rule, key)}"
+        for key, written in rule.percentages.items()
+    ]
+    return f"({', '.join(derived)})"
 
 
 def _no_data_line(config: Config, slack_mode: SlackMode) -> str:

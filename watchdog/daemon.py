@@ -1051,6 +1051,7 @@ class Daemon:
             runbook=route.runbook,
             mention=_mention(t, route.mention),
             **self._people(t.rule, t.series, t.acked_by, t.acked_at, t.at),
+            limit=config.plan.concurrency_limit if config.plan and t.series == WORKSPACE else None,
         )
 
     # -- silences and mutes (see watchdog.silences) ---------------------------------

@@ -11,11 +11,20 @@ Semantics, per alert instance (rule x series):
   INACTIVE (cancelled) at a sample where it does not hold; FIRING -> INACTIVE (resolved)
   at a sample where `recovered` (hysteresis) is true.
 - change: compares the sample with its base, the latest sample at least `window` old on
-  that series; fires at once and resolves at the first sample where the condition no
-  longer holds. A base older than twice the window does not fit (after a poll gap of
-  hours, comparing with the count from before the gap would report a collapse or surge
-  that nobody saw happen): until a fitting base exists, `window` after the gap, the rule
-  is not evaluated (an alert already firing keeps firing). No base yet: not evaluated.
+  that series, and fires at once when the condition holds. A base older than twice the
+  window does not fit (after a poll gap of hours, comparing with the count from before
+  the gap would report a collapse or surge that nobody saw happen): until a fitting base
+  exists, `window` after the gap, the rule does not fire. No base yet: it does not fire.
+  A firing change alert remembers what it fired against (`FiredChange`: the base and the
+  count) and resolves by the rule's `resolve`:
+  - "recovery" (the default): at the first sample where the condition no longer holds
+    against that remembered base, whatever the window holds by then (`drop_pct = 50`
+    fired at 20 -> 0 resolves once the count is above 10; `rise = 15` fired at 10 -> 25
+    once it is below 25). The window no longer matters, so neither a missing nor a stale
+    base holds the decision back. The reason says so: "recovered to 12, fired at 20 → 0".
+  - "window": at the first sample where the sliding comparison (with the current base)
+    no longer holds; without a fitting base it keeps firing.
+  An alert restored from a state file without a remembered base resolves by "window".
 - active hours: outside its window a rule is off; a firing alert resolves, a pending one
   is cancelled (at a sample or a tick).
 - no-data (built in, per series): pages only when the API is to blame. It fires when a
@@ -33,6 +42,8 @@ Semantics, per alert instance (rule x series):
   (`poll_schedule`). When more than BEHIND_SHARE of the series were late at every report
   for `stale_after`, it fires once, saying the share and the cause; it resolves at the
   first report at or below the share. Routed and ranked like no-data (`[no_data]`).
+- plan (`burst`, `at-capacity`): threshold rules like any other, built in by `[plan]`
+  (`rules.plan_rules`), so the daemon, replay and restored state judge them alike.
 - repeat: a firing alert re-notifies every `repeat` (0 = never), decided at ticks.
 - acknowledgement (`acknowledge`, a human saying "I'm on it"): marks the firing episode
   acknowledged, once, by whom and when; it is not a transition. An acknowledged alert
@@ -44,9 +55,11 @@ Semantics, per alert instance (rule x series):
   (threshold, hysteresis, `for`, window, amounts) keeps its pending or firing alert, and
   the next sample judges it under the new definition as if it had just started: a
   firing alert whose new condition does not hold resolves, one that holds stays firing
-  (hysteresis applies from then on). A new severity is the alert's severity at once,
-  and every later notification of it (repeat, resolution, the card's edit) shows it.
-  No alert is ever evaluated against a definition the config no longer has.
+  (hysteresis applies from then on); a change alert resolving on recovery is judged by
+  the new condition against the base it fired against. A new severity is the alert's
+  severity at once, and every later notification of it (repeat, resolution, the card's
+  edit) shows it. No alert is ever evaluated against a definition the config no longer
+  has.
 - escalation (threshold rules, `escalate`): stages raise a firing alert's severity in
   place: one instance, one alert id, one card. A level stage is in force while the count
   is beyond its level: it comes into force at a sample where the count is beyond it and
@@ -91,6 +104,7 @@ from watchdog.model import (
     WORKSPACE,
     AlertRecord,
     AlertState,
+    FiredChange,
     Flapping,
     Sample,
     Severity,
@@ -136,6 +150,7 @@ class _Instance:
     acked_at: datetime | None = None
     acked_by: str | None = None
     flapping: Flapping | None = None
+    fired_change: FiredChange | None = None  # what a change alert fired against
 
     def record(self, changes: tuple[datetime, ...] = ()) -> AlertRecord:
         return AlertRecord(
@@ -153,6 +168,7 @@ class _Instance:
             acked_by=self.acked_by,
             flapping=self.flapping,
             changes=changes,
+            fired_change=self.fired_change,
         )
 
 
@@ -286,6 +302,7 @@ class Engine:
                 acked_at=record.acked_at,
                 acked_by=record.acked_by,
                 flapping=record.flapping,
+                fired_change=record.fired_change,
             )
         return self.reconfigure(self._config, self._started_at)
 
@@ -367,11 +384,7 @@ class Engine:
             if isinstance(rule, ThresholdRule):
                 self._threshold(rule, series, inst, at, count, out)
             else:
-                base = bases[rule.window]
-                if base is not None:
-                    self._change(rule, series, inst, at, base, count, out)
-                elif inst is not None:
-                    inst.last_count = count
+                self._change(rule, series, inst, at, bases[rule.window], count, out)
         return out
 
     def poll_failed(
@@ -610,22 +623,60 @@ class Engine:
         series: _Series,
         inst: _Instance | None,
         at: datetime,
+        base: int | None,
+        count: int,
+        out: list[Transition],
+    ) -> None:
+        """`base` is the window's (None when no sample fits); see the module docstring."""
+        if inst is None:
+            if base is not None and rule.holds(base, count):
+                condition = f"{rule.describe()}: {base} -> {count}"
+                inst = self._start(rule.name, series.name, at, count, condition)
+                inst.fired_change = FiredChange(base, count)
+                self._fire(inst, at, out)
+            return
+        inst.last_count = count
+        if rule.resolve == "recovery" and inst.fired_change is not None:
+            self._change_recovery(rule, inst, inst.fired_change, at, count, out)
+        elif base is not None:
+            self._change_window(rule, inst, at, base, count, out)
+
+    def _change_recovery(
+        self,
+        rule: ChangeRule,
+        inst: _Instance,
+        fired: FiredChange,
+        at: datetime,
+        count: int,
+        out: list[Transition],
+    ) -> None:
+        """Resolve once the condition no longer holds against the base the alert fired at."""
+        redefined, inst.redefined = inst.redefined, False
+        if rule.holds(fired.base, count):
+            if redefined:
+                inst.condition = f"{rule.describe()}: {fired.base} -> {fired.count}"
+            return
+        reason = f"recovered to {count}, fired at {fired.base} → {fired.count}"
+        if redefined:
+            reason += f" (judged by the redefined rule: {rule.describe()})"
+        out.append(self._end(inst, at, count, reason))
+
+    def _change_window(
+        self,
+        rule: ChangeRule,
+        inst: _Instance,
+        at: datetime,
         base: int,
         count: int,
         out: list[Transition],
     ) -> None:
-        holds = rule.holds(base, count)
-        if inst is None:
-            if holds:
-                condition = f"{rule.describe()}: {base} -> {count}"
-                inst = self._start(rule.name, series.name, at, count, condition)
-                self._fire(inst, at, out)
-            return
-        inst.last_count = count
-        if not holds:
+        """Resolve once the sliding comparison with the window's base no longer holds."""
+        if not rule.holds(base, count):
             out.append(self._end(inst, at, count, f"{base} -> {count} no longer matches"))
-        elif inst.redefined:
+            return
+        if inst.redefined:  # as if it had just fired: this is now what it fired against
             inst.condition = f"{rule.describe()}: {base} -> {count}"
+            inst.fired_change = FiredChange(base, count)
         inst.redefined = False
 
     def _check_no_data(self, series: _Series, now: datetime, *, force: bool) -> list[Transition]:

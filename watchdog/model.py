@@ -19,6 +19,12 @@ NO_DATA_RULE = "no-data"
 WATCHDOG_BEHIND_RULE = "watchdog-behind"
 """Name of the built-in self-alert that fires when the watchdog does not poll on time."""
 
+BURST_RULE = "burst"
+"""Name of the `[plan]` built-in rule: the workspace is above the limit, billed at burst rate."""
+
+AT_CAPACITY_RULE = "at-capacity"
+"""Name of the `[plan]` built-in rule: the workspace is at its hard cap, calls are rejected."""
+
 WATCHDOG_SERIES = "watchdog"
 """The pseudo series the watchdog's own alerts (`watchdog-behind`) are raised on."""
 
@@ -113,7 +119,9 @@ class Notification:
     Stored in the outbox as JSON (see `to_json`/`from_json`), so it must stay plain data.
     A RESOLVED notification with `fired_at` set stands for a whole episode whose firing
     card was never sent ("fired and resolved", see `watchdog.notify.coalesce`):
-    `fired_at` and `fired_count` are the firing transition's time and count.
+    `fired_at` and `fired_count` are the firing transition's time and count. `limit` is
+    the plan's concurrency limit when the count is the workspace's (`[plan]`), so the
+    message can show the count against it.
 
     `annotations` are lines people added to the alert's card (`Acknowledged by <@U…>`),
     already rendered (`watchdog.notify.render`); each notification carries all of them,
@@ -140,6 +148,7 @@ class Notification:
     fired_count: int | None = None
     annotations: tuple[str, ...] = ()
     acked_by: str | None = None
+    limit: int | None = None
 
     @property
     def fired_and_resolved(self) -> bool:
@@ -172,6 +181,8 @@ class Notification:
             data["annotations"] = list(self.annotations)
         if self.acked_by is not None:
             data["acked_by"] = self.acked_by
+        if self.limit is not None:
+            data["limit"] = self.limit
         return data
 
     @classmethod
@@ -184,6 +195,7 @@ class Notification:
         fired_count = data.get("fired_count")
         annotations = data.get("annotations") or []
         acked_by = data.get("acked_by")
+        limit = data.get("limit")
         assert isinstance(recent, list)
         assert isinstance(annotations, list)
         return cls(
@@ -205,6 +217,7 @@ class Notification:
             fired_count=None if fired_count is None else int(str(fired_count)),
             annotations=tuple(str(line) for line in annotations),
             acked_by=None if acked_by is None else str(acked_by),
+            limit=None if limit is None else int(str(limit)),
         )
 
 
@@ -214,6 +227,18 @@ class MessageRef:
 
     channel: str
     ts: str
+
+
+@dataclass(frozen=True, slots=True)
+class FiredChange:
+    """What a change alert fired against: its base, and the count that had moved from it.
+
+    A change alert that resolves on recovery is judged against this base, not against
+    the sliding window, until it resolves; so it is persisted with the alert.
+    """
+
+    base: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +267,7 @@ class AlertRecord:
     flapping: Flapping | None = None
     changes: tuple[datetime, ...] = ()
     """Recent firings and resolutions of this rule x series, counted for flapping."""
+    fired_change: FiredChange | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,13 @@ reads the environment or secrets: overrides from `WATCHDOG_*` variables are pass
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from fractions import Fraction
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -26,18 +28,29 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PrivateAttr,
     SecretStr,
+    StrictBool,
     StrictInt,
     StrictStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from watchdog.durations import format_duration, parse_duration
 from watchdog.errors import ConfigError
-from watchdog.model import NO_DATA_RULE, WATCHDOG_BEHIND_RULE, WORKSPACE, Severity
+from watchdog.model import (
+    AT_CAPACITY_RULE,
+    BURST_RULE,
+    NO_DATA_RULE,
+    WATCHDOG_BEHIND_RULE,
+    WORKSPACE,
+    Severity,
+)
 from watchdog.suggest import did_you_mean, expected_choice
 from watchdog.urls import HEARTBEAT_URL_PROBLEM, check_http_url
 
@@ -269,8 +282,72 @@ def _one_or_many(value: object) -> object:
     return [value] if isinstance(value, dict) else value
 
 
+MAX_CONCURRENCY_LIMIT = 100_000
+"""The largest `[plan] concurrency_limit` accepted: far above any plan, and every
+percentage of it (up to MAX_PERCENT) is still a valid count."""
+
+MAX_PERCENT = 1000
+"""The largest percentage of the limit a threshold may name (ten times the limit)."""
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_LEVEL_KEYS = ("above", "below", "recover_below", "recover_above")
+# Rounded so the comparison means the same as with the exact share: `count > 25.5` is
+# `count > 25`, and `count < 22.5` is `count < 23`.
+_ROUNDED_DOWN = frozenset({"above", "recover_above"})
+
+
+class PlanSection(BaseModel):
+    """`[plan]`: the workspace's concurrency limit, and whether burst is enabled.
+
+    With burst, calls above the limit are still served (billed at the burst rate) up to
+    three times the limit, at most 300 (never less than the limit itself); without it the
+    limit is the hard cap. Calls beyond the hard cap are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency_limit: Annotated[StrictInt, Field(ge=1, le=MAX_CONCURRENCY_LIMIT)]
+    burst: StrictBool = False
+
+    @property
+    def hard_cap(self) -> int:
+        """The count at which new calls are rejected."""
+        if not self.burst:
+            return self.concurrency_limit
+        return max(self.concurrency_limit, min(3 * self.concurrency_limit, 300))
+
+
+_PLAN_CONTEXT = "plan"
+"""Key of the validation context holding the `[plan]` (or a reason it cannot be used)."""
+
+
+def _percent_of_limit(key: str, text: str, context: object) -> int:
+    """The count a threshold written as "80%" stands for, with `[plan]` from the context."""
+    match = _PERCENT.match(text)
+    if match is None:
+        raise ValueError(
+            f"expected a count or a percentage of the plan's limit like '80%', got {text!r}"
+        )
+    percent = Fraction(match.group(1))
+    if percent > MAX_PERCENT:
+        raise ValueError(f"{text.strip()!r} is more than {MAX_PERCENT}% of the plan's limit")
+    plan = context.get(_PLAN_CONTEXT) if isinstance(context, dict) else None
+    if isinstance(plan, str):
+        raise ValueError(f"{text.strip()!r} cannot be resolved: {plan}")
+    if not isinstance(plan, PlanSection):
+        raise ValueError(
+            f"{text.strip()!r} needs the plan's concurrency limit: set [plan] concurrency_limit"
+        )
+    exact = percent * plan.concurrency_limit / 100
+    return math.floor(exact) if key in _ROUNDED_DOWN else math.ceil(exact)
+
+
 class ThresholdRule(_RuleBase):
-    """Fires while the count is above (or below) a bound, optionally for a while first."""
+    """Fires while the count is above (or below) a bound, optionally for a while first.
+
+    A bound may be written as a percentage of `[plan] concurrency_limit` ("80%"); it is
+    resolved to a count when the file is read, and `percentages` keeps what was written.
+    """
 
     kind: Literal["threshold"]
     above: Count | None = None
@@ -287,6 +364,33 @@ class ThresholdRule(_RuleBase):
             if stages >> i & 1 and stage.severity is not None:
                 severity = more_severe(stage.severity, severity)
         return severity
+
+    _percentages: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator(*_LEVEL_KEYS, mode="before")
+    @classmethod
+    def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        assert info.field_name is not None
+        return _percent_of_limit(info.field_name, value, info.context)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_percentages(
+        cls, data: object, handler: ModelWrapValidatorHandler[ThresholdRule]
+    ) -> ThresholdRule:
+        rule = handler(data)
+        if isinstance(data, Mapping):
+            rule._percentages = {
+                key: data[key].strip() for key in _LEVEL_KEYS if isinstance(data.get(key), str)
+            }
+        return rule
+
+    @property
+    def percentages(self) -> Mapping[str, str]:
+        """The bounds written as a percentage of the plan's limit, as written ("80%")."""
+        return self._percentages
 
     def holds(self, count: int) -> bool:
         if self.above is not None:
@@ -319,7 +423,11 @@ class ThresholdRule(_RuleBase):
 
 
 class ChangeRule(_RuleBase):
-    """Fires while the count moved too much against the latest sample at least `window` old."""
+    """Fires when the count moved too much against the latest sample at least `window` old.
+
+    It resolves when the count recovers against the base it fired at (`resolve =
+    "recovery"`), or when the sliding comparison no longer holds (`"window"`).
+    """
 
     kind: Literal["change"]
     window: Duration
@@ -328,6 +436,7 @@ class ChangeRule(_RuleBase):
     drop_pct: Annotated[float, Field(gt=0, le=100_000, strict=True)] | None = None
     rise_pct: Annotated[float, Field(gt=0, le=100_000, strict=True)] | None = None
     min_base: Count = 1
+    resolve: Literal["recovery", "window"] = "recovery"
 
     def holds(self, old: int, new: int) -> bool:
         if self.drop is not None:
@@ -353,6 +462,46 @@ class ChangeRule(_RuleBase):
 
 
 Rule = Annotated[ThresholdRule | ChangeRule, Field(discriminator="kind")]
+
+
+class PlanLimitRule(ThresholdRule):
+    """A rule that `[plan]` builds in on the workspace (`burst`, `at-capacity`).
+
+    A rule of the same name in the file replaces it, like any rule (its own bounds,
+    severity, channel, `for`). Its condition says what the count means for the calls.
+    """
+
+    summary: str
+
+    def describe(self) -> str:
+        return self.summary
+
+
+def plan_rules(plan: PlanSection) -> tuple[PlanLimitRule, ...]:
+    """The built-in rules of `[plan]`: `burst` (with burst only) and `at-capacity`."""
+    limit, cap = plan.concurrency_limit, plan.hard_cap
+    rules = []
+    if plan.burst:
+        rules.append(
+            PlanLimitRule(
+                name=BURST_RULE,
+                kind="threshold",
+                above=limit,
+                severity=Severity.WARNING,
+                summary=f"count > {limit}, the plan's limit: calls are billed at the burst rate",
+            )
+        )
+    cap_is = "the burst cap" if plan.burst else "the plan's limit (no burst)"
+    rules.append(
+        PlanLimitRule(
+            name=AT_CAPACITY_RULE,
+            kind="threshold",
+            above=cap - 1,
+            severity=Severity.CRITICAL,
+            summary=f"count >= {cap}, {cap_is}: new calls are rejected",
+        )
+    )
+    return tuple(rules)
 
 
 class Agent(BaseModel):
@@ -459,6 +608,7 @@ class _ConfigFile(BaseModel):
 
     watchdog: WatchdogSection = WatchdogSection()
     no_data: NoDataSection = NoDataSection()
+    plan: PlanSection | None = None
     slack: SlackSection = SlackSection()
     agents: list[Agent] = []
     rules: list[Rule] = []
@@ -476,7 +626,10 @@ class Route:
 
 @dataclass(frozen=True)
 class Config:
-    """A validated rules file: `[watchdog]`, `[no_data]` (values in force), `[slack]`, ..."""
+    """A validated rules file: `[watchdog]`, `[no_data]` (values in force), `[slack]`, ...
+
+    `rules` holds the file's rules and the built-in rules of `[plan]` it did not replace.
+    """
 
     source: str
     watchdog: WatchdogSection
@@ -491,6 +644,8 @@ class Config:
     def rule_names(self) -> tuple[str, ...]:
         """Every rule an alert can come from: the file's rules, then the built-in ones."""
         return (*(rule.name for rule in self.rules), NO_DATA_RULE, WATCHDOG_BEHIND_RULE)
+
+    plan: PlanSection | None = None
 
     @property
     def series(self) -> tuple[tuple[str, str | None], ...]:
@@ -572,6 +727,7 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     (): _ConfigFile,
     ("watchdog",): WatchdogSection,
     ("no_data",): NoDataSection,
+    ("plan",): PlanSection,
     ("slack",): SlackSection,
     ("agents",): Agent,
     ("rules", "threshold"): ThresholdRule,
@@ -954,8 +1110,9 @@ def parse_config(
         return location if location.startswith("environment: ") else f"{source}: {location}"
 
     problems: list[str] = []
+    context = _plan_context(data)
     try:
-        parsed = _ConfigFile.model_validate(data)
+        parsed = _ConfigFile.model_validate(data, context=context)
     except ValidationError as exc:
         for error in exc.errors():
             loc = tuple(error["loc"])
@@ -964,9 +1121,8 @@ def parse_config(
                 problems.append(f"environment: WATCHDOG_{str(loc[1]).upper()}: {_message(error)}")
                 continue
             problems.append(f"{source}: {_loc(data, loc)}: {_message(error)}")
-        for location, message in _semantic_problems(
-            _valid_parts(data), known_agents, from_env, known_rules
-        ):
+        parts = _valid_parts(data, context)
+        for location, message in _semantic_problems(parts, known_agents, from_env, known_rules):
             problems.append(f"{where(location)}: {message}")
         problems += [f"{where(location)}: {message}" for location, message in spelling]
         raise ConfigError(problems) from None
@@ -977,15 +1133,18 @@ def parse_config(
         problems.append(f"{where(location)}: {message}")
     if problems:
         raise ConfigError(problems)
+    own = {rule.name for rule in parsed.rules}
+    built_in = [r for r in plan_rules(parsed.plan) if r.name not in own] if parsed.plan else []
     return Config(
         source=source,
         watchdog=parsed.watchdog,
         slack=parsed.slack,
         agents=tuple(parsed.agents),
-        rules=tuple(parsed.rules),
-        scopes=_expand_scopes(parsed),
+        rules=(*parsed.rules, *built_in),
+        scopes={**_expand_scopes(parsed), **{r.name: (WORKSPACE,) for r in built_in}},
         no_data=_no_data_in_force(parsed.watchdog, parsed.no_data, from_env),
         mutes=tuple(parsed.mute),
+        plan=parsed.plan,
     )
 
 
@@ -998,10 +1157,25 @@ def _raw_names(items: object) -> set[str]:
     }
 
 
+def _plan_context(data: Mapping[str, Any]) -> dict[str, object]:
+    """The validation context that resolves percentages: the `[plan]`, or why it cannot.
+
+    `[plan]` is read first so that the rules of the same file can be checked against it;
+    its own problems are reported where the file is validated as a whole.
+    """
+    raw = data.get("plan")
+    if raw is None:
+        return {}
+    try:
+        return {_PLAN_CONTEXT: PlanSection.model_validate(raw)}
+    except ValidationError:
+        return {_PLAN_CONTEXT: "[plan] is not valid"}
+
+
 _RULE: TypeAdapter[ThresholdRule | ChangeRule] = TypeAdapter(Rule)
 
 
-def _valid_parts(data: Mapping[str, Any]) -> _Parts:
+def _valid_parts(data: Mapping[str, Any], context: dict[str, object]) -> _Parts:
     """The sections and items of a file that failed validation which are valid alone."""
     agents: list[tuple[int, Agent]] = []
     rules: list[tuple[int, ThresholdRule | ChangeRule]] = []
@@ -1012,7 +1186,7 @@ def _valid_parts(data: Mapping[str, Any]) -> _Parts:
             agents.append((i, Agent.model_validate(raw)))
     for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         with contextlib.suppress(ValidationError):
-            rules.append((i, _RULE.validate_python(raw)))
+            rules.append((i, _RULE.validate_python(raw, context=context)))
     for i, raw in enumerate(raw_mutes if isinstance(raw_mutes, list) else []):
         with contextlib.suppress(ValidationError):
             mutes.append((i, MuteWindow.model_validate(raw)))

@@ -47,6 +47,7 @@ from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
     AlertState,
+    FiredChange,
     Flapping,
     MessageRef,
     Notification,
@@ -229,12 +230,24 @@ def _migrate_v5(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v6(conn: sqlite3.Connection) -> None:
+    """Change alerts remember what they fired against: the base and the count at firing.
+
+    A change alert resolves when the count recovers against that base, so a restart must
+    resume with it. Both are set or both NULL; alerts stored by an older watchdog have
+    none and resolve the old way (when the sliding comparison no longer holds).
+    """
+    conn.execute("ALTER TABLE alerts ADD COLUMN fired_base INTEGER")
+    conn.execute("ALTER TABLE alerts ADD COLUMN fired_count INTEGER")
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
     _migrate_v5,
+    _migrate_v6,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -623,18 +636,21 @@ class Store:
                         (alert.rule, alert.series),
                     )
                     continue
+                fired = alert.fired_change
                 conn.execute(
                     """INSERT INTO alerts (rule, series, alert_id, state, since, last_count,
                                            last_notified, condition, severity, escalation,
-                                           acked_at, acked_by, flapping)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           acked_at, acked_by, flapping, fired_base, fired_count)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT (rule, series) DO UPDATE SET
                            alert_id = excluded.alert_id, state = excluded.state,
                            since = excluded.since, last_count = excluded.last_count,
                            last_notified = excluded.last_notified,
                            condition = excluded.condition, severity = excluded.severity,
                            escalation = excluded.escalation, acked_at = excluded.acked_at,
-                           acked_by = excluded.acked_by, flapping = excluded.flapping""",
+                           acked_by = excluded.acked_by, flapping = excluded.flapping,
+                           fired_base = excluded.fired_base,
+                           fired_count = excluded.fired_count""",
                     (
                         alert.rule,
                         alert.series,
@@ -649,6 +665,8 @@ class Store:
                         _opt_to_ms(alert.acked_at),
                         alert.acked_by,
                         _dump_flapping(alert.flapping),
+                        None if fired is None else fired.base,
+                        None if fired is None else fired.count,
                     ),
                 )
             for note in notifications:
@@ -670,7 +688,8 @@ class Store:
         with self._reading("loading alerts") as conn:
             rows = conn.execute(
                 """SELECT rule, series, alert_id, state, since, last_count, last_notified,
-                          condition, severity, escalation, acked_at, acked_by, flapping
+                          condition, severity, escalation, acked_at, acked_by, flapping,
+                          fired_base, fired_count
                    FROM alerts ORDER BY rule, series"""
             ).fetchall()
         changes = self.load_changes()
@@ -690,6 +709,7 @@ class Store:
                 acked_by=acked_by,
                 flapping=_load_flapping(flapping),
                 changes=changes.get((rule, series), ()),
+                fired_change=(None if fired_base is None else FiredChange(fired_base, fired_count)),
             )
             for (
                 rule,
@@ -705,6 +725,8 @@ class Store:
                 acked_at,
                 acked_by,
                 flapping,
+                fired_base,
+                fired_count,
             ) in rows
         ]
 

@@ -66,11 +66,11 @@ class ConsoleNotifier:
 def format_console(note: Notification, *, colour: bool = False) -> str:
     """The printed block for `note`, ending in a blank line so blocks stay apart."""
     held = format_duration(note.at - note.since)
-    count = format_count(note.count)
+    count = format_count(note.count, note.limit)
     if note.fired_and_resolved:
         title = f"✅ FIRED AND RESOLVED  {note.rule} · {note.series}  ({note.severity.value})"
         detail = (
-            f"fired with count {format_count(note.fired_count)}, count now {count}"
+            f"fired with count {format_count(note.fired_count, note.limit)}, count now {count}"
             f" after {held}   was {note.condition}"
         )
         start = _RESOLVED_COLOUR

@@ -109,11 +109,18 @@ class RenderedMessage:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def format_count(count: int | None) -> str:
-    """The one way a conversation count is shown to humans; None means the poll failed."""
+def format_count(count: int | None, limit: int | None = None) -> str:
+    """The one way a conversation count is shown to humans; None means the poll failed.
+
+    With the plan's concurrency `limit` the count is shown against it, `27 / 30 (90 %)`,
+    since how close the workspace is to its limit is what the reader needs to judge.
+    """
     if count is None:
         return "no data"
-    return f"{count:,}"
+    if limit is None:
+        return f"{count:,}"
+    percent = (200 * count + limit) // (2 * limit)  # rounded half up, in integers
+    return f"{count:,} / {limit:,} ({percent} %)"
 
 
 def severity_emoji(severity: Severity) -> str:
@@ -225,8 +232,8 @@ def render_fired_and_resolved(note: Notification) -> RenderedMessage:
     reason = _reason(note)
     fields = [
         ("Series", series),
-        ("Count at firing", format_count(note.fired_count)),
-        ("Count now", format_count(note.count)),
+        ("Count at firing", format_count(note.fired_count, note.limit)),
+        ("Count now", format_count(note.count, note.limit)),
         ("Lasted", held),
         ("Condition", condition),
         ("Severity", note.severity.value),
@@ -250,8 +257,8 @@ def render_fired_and_resolved(note: Notification) -> RenderedMessage:
     because = f" — {reason}" if reason else ""
     text = (
         f"{_RESOLVED_EMOJI} FIRED AND RESOLVED [{_label(note)}] {rule} on {series}: fired with "
-        f"{_count_phrase(note.fired_count)} ({condition}), resolved after {held} with "
-        f"{_count_phrase(note.count)}{because}"
+        f"{_count_phrase(note.fired_count, note.limit)} ({condition}), resolved after {held} with "
+        f"{_count_phrase(note.count, note.limit)}{because}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -266,7 +273,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
     reason = _reason(note)
     fields = [
         ("Series", series),
-        ("Count now", format_count(note.count)),
+        ("Count now", format_count(note.count, note.limit)),
         ("Fired for", held),
         ("Condition", condition),
         ("Severity", note.severity.value),
@@ -288,7 +295,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
     because = f" — {reason}" if reason else ""
     text = (
         f"{_RESOLVED_EMOJI} RESOLVED [{_label(note)}] {rule} on {series} after {held}: "
-        f"{_count_phrase(note.count)}{because} (was {condition})"
+        f"{_count_phrase(note.count, note.limit)}{because} (was {condition})"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -303,7 +310,7 @@ def _card(note: Notification, *, verb: str, buttons: bool = False) -> RenderedMe
         _fields(
             [
                 ("Series", series),
-                ("Count now", format_count(note.count)),
+                ("Count now", format_count(note.count, note.limit)),
                 ("Condition", condition),
                 ("Holding for", held),
                 ("Severity", note.severity.value),
@@ -323,8 +330,9 @@ def _card(note: Notification, *, verb: str, buttons: bool = False) -> RenderedMe
     blocks.append(_context(f"since {_slack_date(note.since)} · alert `{escape(note.alert_id)}`"))
     because = f" — {reason}" if reason else ""
     paging = f" {note.mention}" if note.mention else ""
+    count = _count_phrase(note.count, note.limit)
     text = (
-        f"{emoji} {verb} [{_label(note)}] {rule} on {series}: {_count_phrase(note.count)} "
+        f"{emoji} {verb} [{_label(note)}] {rule} on {series}: {count} "
         f"({condition}) for {held}{because}{paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
@@ -376,7 +384,7 @@ def render_status(counts: Sequence[tuple[str, int | None]], firing: Sequence[Not
         rule, series, condition = _names(note)
         line = (
             f"{severity_emoji(note.severity)} *{rule}* on {series}: "
-            f"{_count_phrase(note.count)} ({condition}) since {_slack_date(note.since)}"
+            f"{_count_phrase(note.count, note.limit)} ({condition}) since {_slack_date(note.since)}"
             f" · alert `{escape(note.alert_id)}`"
         )
         lines.append("• " + " · ".join([line, *note.annotations]))
@@ -389,7 +397,7 @@ def _repeat_reply(note: Notification) -> RenderedMessage:
     rule, series, condition = _names(note)
     held = _held(note)
     reason = _reason(note)
-    now = _count_phrase(note.count, "count now", bold=True)
+    now = _count_phrase(note.count, note.limit, "count now", bold=True)
     lines = [f"{_REPEAT_EMOJI} Still firing for *{held}*, {now}"]
     if reason:
         lines.append(f"_{reason}_")
@@ -399,7 +407,7 @@ def _repeat_reply(note: Notification) -> RenderedMessage:
     paging = f" {note.mention}" if note.mention else ""
     text = (
         f"{severity_emoji(note.severity)} [{_label(note)}] {rule} on {series} still firing "
-        f"for {held}, {_count_phrase(note.count, 'count now')} ({condition}){paging}"
+        f"for {held}, {_count_phrase(note.count, note.limit, 'count now')} ({condition}){paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -408,7 +416,7 @@ def _resolved_reply(note: Notification) -> RenderedMessage:
     rule, series, condition = _names(note)
     held = _held(note)
     reason = _reason(note)
-    now = _count_phrase(note.count, "count now", bold=True)
+    now = _count_phrase(note.count, note.limit, "count now", bold=True)
     lines = [f"{_RESOLVED_EMOJI} Resolved after *{held}*, {now}"]
     if reason:
         lines.append(f"_{reason}_")
@@ -416,7 +424,7 @@ def _resolved_reply(note: Notification) -> RenderedMessage:
     because = f"{reason}; " if reason else ""
     text = (
         f"{_RESOLVED_EMOJI} RESOLVED [{_label(note)}] {rule} on {series} after {held}, "
-        f"{_count_phrase(note.count, 'count now')} ({because}was {condition})"
+        f"{_count_phrase(note.count, note.limit, 'count now')} ({because}was {condition})"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -425,7 +433,7 @@ def _change_reply(note: Notification) -> RenderedMessage:
     """A threaded reply saying what changed on the card: escalation, flapping, firing again."""
     rule, series, _condition = _names(note)
     reason = _reason(note)
-    now = _count_phrase(note.count, "count now", bold=True)
+    now = _count_phrase(note.count, note.limit, "count now", bold=True)
     label = _label(note)
     if note.kind is TransitionKind.ESCALATED:
         lead = f"{_ESCALATED_EMOJI} Escalated to *{label}*, {now}"
@@ -445,7 +453,7 @@ def _change_reply(note: Notification) -> RenderedMessage:
     because = f" ({reason})" if reason else ""
     text = (
         f"{severity_emoji(note.severity)} {note.kind.value.upper()} [{label}] {rule} on "
-        f"{series}, {_count_phrase(note.count, 'count now')}{because}{paging}"
+        f"{series}, {_count_phrase(note.count, note.limit, 'count now')}{because}{paging}"
     )
     return RenderedMessage(text=_clip(text, _SECTION_LIMIT), blocks=blocks)
 
@@ -471,11 +479,13 @@ def _held(note: Notification) -> str:
     return format_duration(note.at - note.since)
 
 
-def _count_phrase(count: int | None, lead: str = "count", *, bold: bool = False) -> str:
+def _count_phrase(
+    count: int | None, limit: int | None, lead: str = "count", *, bold: bool = False
+) -> str:
     """'count 31' (or 'count now *31*'), but plain 'no data' when the poll failed."""
     if count is None:
         return "*no data*" if bold else "no data"
-    shown = format_count(count)
+    shown = format_count(count, limit)
     return f"{lead} *{shown}*" if bold else f"{lead} {shown}"
 
 
