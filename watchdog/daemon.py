@@ -729,9 +729,9 @@ class Daemon:
         # The sample is stamped on the wall clock as it is now: the engine must have
         # seen any jump before it sees the sample.
         self._check_clock()
-        self._poll_log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
-        if self._metrics is not None:
+        if self._metrics is not None:  # first: whoever reads poll.ok finds it in /metrics
             self._metrics.poll_ok(sample, took)
+        self._poll_log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
         self._unsaved.samples.append(sample)
         if name == WORKSPACE:
             self._workspace_sampled = True
