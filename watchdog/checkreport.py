@@ -16,6 +16,7 @@ from watchdog.engine import BEHIND_SHARE
 from watchdog.rules import (
     ChangeRule,
     Config,
+    FlapSettings,
     MuteWindow,
     PlanLimitRule,
     PlanSection,
@@ -50,6 +51,7 @@ def report(config: Config, env: Environment) -> list[str]:
         lines.append(f"  {_plan_line(config.plan)}")
     lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
+    lines.append(f"  {_flap_line(config.watchdog.flap)}")
     lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
@@ -76,6 +78,8 @@ def summarize(
     parts = [f"{rule.name}: {kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
     if isinstance(rule, ThresholdRule) and rule.percentages and config.plan is not None:
         parts.append(_levels(rule, config.plan))
+    if isinstance(rule, ThresholdRule) and rule.escalate:
+        parts.append(f"escalates ({'; '.join(stage.explain() for stage in rule.escalate)})")
     if isinstance(rule, ChangeRule) and rule.resolve == "window":
         parts.append("resolves by window")
     if rule.active is not None:
@@ -113,6 +117,17 @@ def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
         *_destination(config, no_data.channel, slack_mode),
     ]
     return " ".join(parts)
+
+
+def _flap_line(flap: FlapSettings | None) -> str:
+    """When an alert turns flapping, and that every alert can (the built-in ones too)."""
+    if flap is None:
+        return "flapping: off (flap = false)"
+    window = format_duration(flap.window)
+    return (
+        f"flapping: {flap.changes} firings and resolutions within {window} make any alert"
+        f" (built-in ones too) one flapping alert until steady for {window}"
+    )
 
 
 def _mute_line(mute: MuteWindow) -> str:

@@ -276,6 +276,12 @@ class EscalationStage(BaseModel):
         assert self.after is not None
         return f"unacknowledged for {format_duration(self.after)}"
 
+    def explain(self) -> str:
+        """The stage with what it does: `count > 30: critical, mentions <!subteam^S1>`."""
+        effects = [f"{self.severity}"] if self.severity is not None else []
+        effects += [f"mentions {self.mention}"] if self.mention else []
+        return f"{self.describe()}: {', '.join(effects)}" if effects else self.describe()
+
 
 def _one_or_many(value: object) -> object:
     """`escalate = { ... }` is a list of one stage."""
