@@ -234,6 +234,13 @@ def more_severe(a: Severity, b: Severity) -> Severity:
     return a if _SEVERITY_RANK[a] >= _SEVERITY_RANK[b] else b
 
 
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_LEVEL_KEYS = ("above", "below", "recover_below", "recover_above")
+# Rounded so the comparison means the same as with the exact share: `count > 25.5` is
+# `count > 25`, and `count < 22.5` is `count < 23`.
+_ROUNDED_DOWN = frozenset({"above", "recover_above"})
+
+
 class EscalationStage(BaseModel):
     """One `escalate` stage: a level beyond the threshold, or a time without acknowledgement.
 
@@ -251,6 +258,11 @@ class EscalationStage(BaseModel):
     after: Duration | None = None
     severity: Severity | None = None
     mention: StrictStr | None = None
+
+    @field_validator(*_LEVEL_KEYS, mode="before")
+    @classmethod
+    def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
+        return _level(value, info)
 
     def reached(self, count: int) -> bool:
         """Whether a level stage comes into force at `count`."""
@@ -294,12 +306,6 @@ percentage of it (up to MAX_PERCENT) is still a valid count."""
 
 MAX_PERCENT = 1000
 """The largest percentage of the limit a threshold may name (ten times the limit)."""
-
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
-_LEVEL_KEYS = ("above", "below", "recover_below", "recover_above")
-# Rounded so the comparison means the same as with the exact share: `count > 25.5` is
-# `count > 25`, and `count < 22.5` is `count < 23`.
-_ROUNDED_DOWN = frozenset({"above", "recover_above"})
 
 
 class PlanSection(BaseModel):
@@ -348,6 +354,14 @@ def _percent_of_limit(key: str, text: str, context: object) -> int:
     return math.floor(exact) if key in _ROUNDED_DOWN else math.ceil(exact)
 
 
+def _level(value: object, info: ValidationInfo) -> object:
+    """A level key's value: a count as written, or what a percentage of the limit is."""
+    if not isinstance(value, str):
+        return value
+    assert info.field_name is not None
+    return _percent_of_limit(info.field_name, value, info.context)
+
+
 class ThresholdRule(_RuleBase):
     """Fires while the count is above (or below) a bound, optionally for a while first.
 
@@ -376,10 +390,7 @@ class ThresholdRule(_RuleBase):
     @field_validator(*_LEVEL_KEYS, mode="before")
     @classmethod
     def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        assert info.field_name is not None
-        return _percent_of_limit(info.field_name, value, info.context)
+        return _level(value, info)
 
     @model_validator(mode="wrap")
     @classmethod
