@@ -1167,6 +1167,20 @@ def test_check_lists_escalation_stages_and_the_flap_settings(state: Path, tmp_pa
     assert done.stdout.splitlines()[3] == "  flapping: off (flap = false)"
 
 
+def test_check_shows_what_a_stage_percentage_resolved_to(state: Path, tmp_path: Path) -> None:
+    """An escalate level written as a percentage of the plan's limit: check says its count."""
+    body = "[plan]\nconcurrency_limit = 30\n\n" + rule(
+        'above = "80%"\nescalate = { above = "90%", severity = "critical" }', name="near"
+    )
+    path = write_rules(tmp_path / "rules.toml", body)
+    done = cli("check", "--config", str(path), env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2] == (
+        "  near: threshold count > 24 on workspace [warning] (above 80% of 30 = 24,"
+        " escalate[0].above 90% of 30 = 27) escalates (count > 27: critical) -> #oncall"
+    )
+
+
 @pytest.fixture
 def escalated(state: Path) -> datetime:
     """A state db with one firing alert: both stages in force, flapping, acknowledged."""

@@ -76,8 +76,8 @@ def summarize(
     scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
     kind = "built in by [plan]:" if isinstance(rule, PlanLimitRule) else rule.kind
     parts = [f"{rule.name}: {kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
-    if isinstance(rule, ThresholdRule) and rule.percentages and config.plan is not None:
-        parts.append(_levels(rule, config.plan))
+    if isinstance(rule, ThresholdRule) and config.plan is not None:
+        parts += _levels(rule, config.plan)
     if isinstance(rule, ThresholdRule) and rule.escalate:
         parts.append(f"escalates ({'; '.join(stage.explain() for stage in rule.escalate)})")
     if isinstance(rule, ChangeRule) and rule.resolve == "window":
@@ -99,13 +99,20 @@ def _plan_line(plan: PlanSection) -> str:
     return f"plan: concurrency limit {limit}, no burst: new calls rejected from {limit}"
 
 
-def _levels(rule: ThresholdRule, plan: PlanSection) -> str:
-    """`(above 80% of 30 = 24, ...)`: what each percentage of the limit resolved to."""
+def _levels(rule: ThresholdRule, plan: PlanSection) -> list[str]:
+    """`(above 80% of 30 = 24, escalate[0].above 90% of 30 = 27)`: what each percentage of
+    the limit resolved to; nothing when none is written so."""
+    limit = plan.concurrency_limit
     derived = [
-        f"{key} {written} of {plan.concurrency_limit} = {getattr(rule, key)}"
+        f"{key} {written} of {limit} = {getattr(rule, key)}"
         for key, written in rule.percentages.items()
     ]
-    return f"({', '.join(derived)})"
+    derived += [
+        f"escalate[{i}].{key} {written} of {limit} = {getattr(stage, key)}"
+        for i, stage in enumerate(rule.escalate)
+        for key, written in stage.percentages.items()
+    ]
+    return [f"({', '.join(derived)})"] if derived else []
 
 
 def _no_data_line(config: Config, slack_mode: SlackMode) -> str:

@@ -259,10 +259,26 @@ class EscalationStage(BaseModel):
     severity: Severity | None = None
     mention: StrictStr | None = None
 
+    _percentages: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @field_validator(*_LEVEL_KEYS, mode="before")
     @classmethod
     def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
         return _level(value, info)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_percentages(
+        cls, data: object, handler: ModelWrapValidatorHandler[EscalationStage]
+    ) -> EscalationStage:
+        stage = handler(data)
+        stage._percentages = _written_percentages(data)
+        return stage
+
+    @property
+    def percentages(self) -> Mapping[str, str]:
+        """The levels written as a percentage of the plan's limit, as written ("90%")."""
+        return self._percentages
 
     def reached(self, count: int) -> bool:
         """Whether a level stage comes into force at `count`."""
@@ -354,6 +370,13 @@ def _percent_of_limit(key: str, text: str, context: object) -> int:
     return math.floor(exact) if key in _ROUNDED_DOWN else math.ceil(exact)
 
 
+def _written_percentages(data: object) -> dict[str, str]:
+    """The level keys of a rule or stage as written, where written as a percentage."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {key: data[key].strip() for key in _LEVEL_KEYS if isinstance(data.get(key), str)}
+
+
 def _level(value: object, info: ValidationInfo) -> object:
     """A level key's value: a count as written, or what a percentage of the limit is."""
     if not isinstance(value, str):
@@ -398,10 +421,7 @@ class ThresholdRule(_RuleBase):
         cls, data: object, handler: ModelWrapValidatorHandler[ThresholdRule]
     ) -> ThresholdRule:
         rule = handler(data)
-        if isinstance(data, Mapping):
-            rule._percentages = {
-                key: data[key].strip() for key in _LEVEL_KEYS if isinstance(data.get(key), str)
-            }
+        rule._percentages = _written_percentages(data)
         return rule
 
     @property
