@@ -724,8 +724,8 @@ class Engine:
         inst.redefined = False
 
     def _check_no_data(self, series: _Series, now: datetime, *, force: bool) -> list[Transition]:
-        flapping = self._instances.get((NO_DATA_RULE, series.name))
-        if flapping is not None and not _hidden_resolved(flapping):
+        existing = self._instances.get((NO_DATA_RULE, series.name))
+        if existing is not None and not _hidden_resolved(existing):
             return []
         reference = max(series.last_good or self._started_at, self._started_at)
         if series.name != WORKSPACE and self._workspace_back is not None:
@@ -743,9 +743,9 @@ class Engine:
             condition = f"no good poll for {format_duration(now - reference)}"
             if series.failure:
                 condition += f" (last error: {series.failure})"
-        if flapping is not None:
-            flapping.condition = condition
-            _follow(flapping, now, firing=True)
+        if existing is not None:  # flapping, really resolved until now
+            existing.condition = condition
+            _follow(existing, now, firing=True)
             return []
         since = series.last_good if series.last_good and not force else now
         inst = self._start(NO_DATA_RULE, series.name, since, None, condition)
@@ -755,8 +755,8 @@ class Engine:
 
     def _check_behind(self, now: datetime) -> list[Transition]:
         behind = self._behind
-        flapping = self._instances.get((WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES))
-        if behind is None or (flapping is not None and not _hidden_resolved(flapping)):
+        existing = self._instances.get((WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES))
+        if behind is None or (existing is not None and not _hidden_resolved(existing)):
             return []
         lasted = now - behind.since
         if lasted < self._config.no_data.stale_after:
@@ -764,9 +764,9 @@ class Engine:
         condition = (
             f"{_percent(behind.share)} of series late for {format_duration(lasted)}: {behind.cause}"
         )
-        if flapping is not None:
-            flapping.condition = condition
-            _follow(flapping, now, firing=True)
+        if existing is not None:  # flapping, really resolved until now
+            existing.condition = condition
+            _follow(existing, now, firing=True)
             return []
         inst = self._start(WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES, behind.since, None, condition)
         out: list[Transition] = []
@@ -946,7 +946,7 @@ def _mentions(rule: ThresholdRule, stages: int) -> str | None:
 
 
 def _hidden_resolved(inst: _Instance) -> bool:
-    """Whether a flapping alert's real state is resolved (a firing one's never is)."""
+    """Whether the alert is flapping and its real state is resolved."""
     return inst.flapping is not None and not inst.flapping.firing
 
 
