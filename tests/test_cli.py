@@ -38,6 +38,7 @@ from watchdog.delivery_lag import DeliveryLag
 from watchdog.model import (
     AlertRecord,
     AlertState,
+    Flapping,
     Notification,
     Sample,
     Severity,
@@ -52,6 +53,10 @@ AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 NO_DATA = (  # the `check` line of the built-in alerts
     "no-data: built in, after 2m of failed polls per series;"
     " watchdog-behind: over 10% of series late for as long"
+)
+FLAP_DEFAULT = (  # the `check` line of the default `[watchdog] flap`
+    "flapping: 6 firings and resolutions within 1h make any alert (built-in ones too)"
+    " one flapping alert until steady for 1h"
 )
 
 
@@ -154,7 +159,8 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
         "  plan: concurrency limit 30, burst: billed at the burst rate above 30, "
         "new calls rejected from 90",
         "  near-concurrency-limit: threshold count > 25 (resolves below 20) for 1m on "
-        "workspace [critical] -> #voice-critical",
+        "workspace [critical] escalates (unacknowledged for 15m: mentions <!subteam^S0123>) "
+        "-> #voice-critical",
         "  no-conversations-in-business-hours: threshold count < 1 (resolves above 2) for 5m "
         "on workspace [critical] active mon-fri 09:00-18:00 Europe/Berlin -> #voice-oncall",
         "  conversations-collapsed: change dropped >= 50% within 5m (base >= 5) on workspace "
@@ -168,6 +174,7 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
     ]
     assert lines[8:] == [
         f"  {NO_DATA} [critical] -> #voice-critical",
+        f"  {FLAP_DEFAULT}",
         "  alerts go to the console (no Slack configured); API key NOT SET (needed by run "
         f"and poll); state in {state}",
     ]
@@ -268,11 +275,12 @@ def test_check_in_webhook_mode_says_channels_are_unused(state: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[2] == (
         "  near-concurrency-limit: threshold count > 25 (resolves below 20) for 1m on "
-        f"workspace [critical] (channel #voice-critical {unused})"
+        "workspace [critical] escalates (unacknowledged for 15m: mentions <!subteam^S0123>) "
+        f"(channel #voice-critical {unused})"
     )
     assert lines[5] == "  agent-surge: change rose by >= 15 within 10m on support, sales [warning]"
     assert lines[8] == (f"  {NO_DATA} [critical] (channel #voice-critical {unused})")
-    assert lines[9] == f"  slack.channel #voice-oncall {unused}"
+    assert lines[10] == f"  slack.channel #voice-oncall {unused}"
     assert "->" not in done.stdout
     assert webhook not in done.stdout
 
@@ -1066,8 +1074,8 @@ def test_status_text_shows_series_alerts_outbox_and_dead_letters(
         r"  workspace\s+30   2m( \d+s)? ago",
         r"  support\s+4   1m( \d+s)? ago",
         "alerts:",
-        r"  PENDING  low \[support\] for 3m( \d+s)?  count=0  id=a2",
-        r"  FIRING   near \[workspace\] for 10m( \d+s)?  count=30  id=a1",
+        r"  PENDING  low \[support\] \[warning\] for 3m( \d+s)?  count=0  id=a2",
+        r"  FIRING   near \[workspace\] \[warning\] for 10m( \d+s)?  count=30  id=a1",
         re.escape(
             f"outbox: 2 undelivered; oldest firing near since {created} (2 attempts, "
             "last error: slack 503)"
@@ -1127,6 +1135,124 @@ def test_status_json_is_one_document(state: Path, populated: datetime) -> None:
             "reason": "channel_not_found",
         }
     ]
+
+
+ESCALATING = rule(
+    'above = 20\nescalate = [{ above = 30, severity = "critical", mention = "<!subteam^S1>" },'
+    ' { after = "15m", mention = "<@lead>" }]',
+    name="near",
+)
+
+
+def test_check_lists_escalation_stages_and_the_flap_settings(state: Path, tmp_path: Path) -> None:
+    """check names each rule's escalate stages (what each does) and the flap settings."""
+    path = write_rules(tmp_path / "rules.toml", ESCALATING)
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace("[watchdog]\n", '[watchdog]\nflap = { changes = 4, window = "10m" }\n')
+    )
+    done = cli("check", "--config", str(path), env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == (
+        "  near: threshold count > 20 on workspace [warning] escalates (count > 30: critical,"
+        " mentions <!subteam^S1>; unacknowledged for 15m: mentions <@lead>) -> #oncall"
+    )
+    assert lines[3] == (
+        "  flapping: 4 firings and resolutions within 10m make any alert (built-in ones too)"
+        " one flapping alert until steady for 10m"
+    )
+    path.write_text(text.replace("[watchdog]\n", "[watchdog]\nflap = false\n"))
+    done = cli("check", "--config", str(path), env=base_env(state))
+    assert done.stdout.splitlines()[3] == "  flapping: off (flap = false)"
+
+
+def test_check_shows_what_a_stage_percentage_resolved_to(state: Path, tmp_path: Path) -> None:
+    """An escalate level written as a percentage of the plan's limit: check says its count."""
+    body = "[plan]\nconcurrency_limit = 30\n\n" + rule(
+        'above = "80%"\nescalate = { above = "90%", severity = "critical" }', name="near"
+    )
+    path = write_rules(tmp_path / "rules.toml", body)
+    done = cli("check", "--config", str(path), env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2] == (
+        "  near: threshold count > 24 on workspace [warning] (above 80% of 30 = 24,"
+        " escalate[0].above 90% of 30 = 27) escalates (count > 27: critical) -> #oncall"
+    )
+
+
+@pytest.fixture
+def escalated(state: Path) -> datetime:
+    """A state db with one firing alert: both stages in force, flapping, acknowledged."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    alert = AlertRecord(
+        rule="near",
+        series="workspace",
+        alert_id="a1",
+        state=AlertState.FIRING,
+        since=now - timedelta(minutes=30),
+        last_count=33,
+        last_notified=now - timedelta(minutes=30),
+        condition="count > 20",
+        severity=Severity.CRITICAL,
+        escalation=0b11,
+        acked_at=now - timedelta(minutes=5),
+        acked_by="ann",
+        flapping=Flapping(
+            since=now - timedelta(minutes=20), stable_since=now - timedelta(minutes=4), firing=True
+        ),
+    )
+    with Store.open(Store.default_path(state)) as store:
+        store.apply(samples=[Sample("workspace", now, 33)], alerts=[alert], notifications=[])
+    return now
+
+
+def test_status_shows_severity_stages_flapping_and_acknowledgement(
+    state: Path, tmp_path: Path, escalated: datetime
+) -> None:
+    """status (text and --json) gives each alert's severity now, the escalate stages in
+    force (named by the rules file), whether it flaps and its real state, and who acked."""
+    path = write_rules(tmp_path / "rules.toml", ESCALATING)
+    done = cli("status", "--config", str(path), env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if "id=a1" in line]
+    assert re.fullmatch(
+        r"  FLAPPING near \[workspace\] \[critical\] for 30m( \d+s)?  count=33  id=a1"
+        r"  escalated: count > 30: critical, mentions <!subteam\^S1>;"
+        r" unacknowledged for 15m: mentions <@lead>"
+        r"  flapping for 20m( \d+s)?, really firing for 4m( \d+s)?"
+        r"  acknowledged by ann 5m( \d+s)? ago",
+        line,
+    ), line
+    done = cli("status", "--json", "--config", str(path), env=base_env(state))
+    (alert,) = json.loads(done.stdout)["alerts"]
+
+    def ago(minutes: int) -> str:
+        return (escalated - timedelta(minutes=minutes)).isoformat()
+
+    assert {k: alert[k] for k in ("state", "severity", "escalation", "flapping", "acked_by")} == {
+        "state": "firing",
+        "severity": "critical",
+        "escalation": [
+            "count > 30: critical, mentions <!subteam^S1>",
+            "unacknowledged for 15m: mentions <@lead>",
+        ],
+        "flapping": {"since": ago(20), "real_state": "firing", "steady_since": ago(4)},
+        "acked_by": "ann",
+    }
+    assert alert["acked_at"] == ago(5)
+
+
+def test_status_without_rules_numbers_the_stages(state: Path, escalated: datetime) -> None:
+    """Without a rules file (or with one that does not load) the stages go by number."""
+    done = cli("status", "--json", env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["alerts"][0]["escalation"] == ["stage 1", "stage 2"]
+    broken = write_rules(state.parent / "broken.toml", "[[rules]]\n")
+    done = cli("status", "--json", "--config", str(broken), env=base_env(state))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: escalation stages shown by number: ")
+    assert json.loads(done.stdout)["alerts"][0]["escalation"] == ["stage 1", "stage 2"]
 
 
 def test_status_of_an_empty_database(state: Path) -> None:

@@ -291,14 +291,6 @@ def test_leaving_active_hours_resolves_a_flapping_alert() -> None:
     assert out[-1].reason == "outside active hours"
 
 
-def test_change_rules_do_not_flap() -> None:
-    """Change alerts fire and resolve against their base, never as flapping."""
-    rules = '[[rules]]\nname = "c"\nkind = "change"\nwindow = "1m"\ndrop = 5\n'
-    events: list[Event] = [(s * 60, 20 if s % 2 == 0 else 10) for s in range(12)]
-    kinds = {t.kind for t in run(rules, events, FLAP)}
-    assert TransitionKind.FLAPPING not in kinds
-
-
 # -- restart ----------------------------------------------------------------------------------
 
 

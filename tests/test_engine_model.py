@@ -222,7 +222,12 @@ def reference(scenario: Scenario) -> list[Seen]:
     Escalation and flapping follow the engine's module docstring: the stages in force
     are the set of level stages the count is beyond (with their hysteresis) plus the
     time stages due while unacknowledged; flapping counts every firing and resolution by
-    the condition at most `window` old since the alert last entered flapping.
+    the condition at most `window` old since the alert last entered flapping, of every
+    alert (threshold, change and no-data). While flapping, the real state fires and
+    resolves as the alert would: a change alert against the base it (really) last fired
+    at, or the window's; no-data by the failed polls and at a good one. The workspace's
+    no-data covers the agents, and its recovery gives them a fresh `stale_after`, by its
+    real state.
 
     Change alerts follow the README: one that resolves on recovery (the default) is judged
     at every sample of its series against the base it fired against, whether or not the
@@ -241,6 +246,7 @@ def reference(scenario: Scenario) -> list[Seen]:
     assert not isinstance(flap, str)
     changes: dict[tuple[str, str], list[datetime]] = {}  # every counted firing and resolution
     afresh: dict[tuple[str, str], datetime] = {}  # when each rule x series last started flapping
+    workspace_recoveries: list[datetime] = []  # when the workspace's no-data really resolved
 
     def emit(kind: str, key: tuple[str, str], at: datetime) -> None:
         out.append((kind, key[0], key[1], at, state[key].severity))
@@ -248,6 +254,17 @@ def reference(scenario: Scenario) -> list[Seen]:
     def end(key: tuple[str, str], at: datetime) -> None:
         emit("resolved" if state[key].phase == "firing" else "cancelled", key, at)
         del state[key]
+
+    def really_firing(key: tuple[str, str]) -> bool:
+        """Whether the alert is firing, flapping or not: a flapping one by its real state."""
+        alert = state.get(key)
+        return alert is not None and (alert.flap is None or alert.flap.firing)
+
+    def set_real_state(key: tuple[str, str], at: datetime, firing: bool) -> None:
+        flapping = state[key].flap
+        assert flapping is not None
+        if flapping.firing != firing:
+            flapping.firing, flapping.stable_since = firing, at
 
     def severity(rule: Threshold, stages: frozenset[int]) -> str:
         return "critical" if any(rule.escalate[i].critical for i in stages) else "warning"
@@ -339,15 +356,11 @@ def reference(scenario: Scenario) -> list[Seen]:
         if answered is not None:
             moments.append(answered)
         if series != WORKSPACE:
-            moments += [
-                at
-                for kind, rule, name, at, _severity in out
-                if (kind, rule, name) == ("resolved", NO_DATA_RULE, WORKSPACE)
-            ]
+            moments += workspace_recoveries
         return max(moments)
 
     def in_workspace_outage(agent: str) -> bool:
-        if (NO_DATA_RULE, WORKSPACE) in state:
+        if really_firing((NO_DATA_RULE, WORKSPACE)):
             return True
         if latest_poll(WORKSPACE) not in ("failed", "rejected"):
             return False
@@ -361,7 +374,8 @@ def reference(scenario: Scenario) -> list[Seen]:
         return latest_poll(series) in ("failed", "rejected")
 
     def no_data(series: str, at: datetime) -> None:
-        if (NO_DATA_RULE, series) in state:
+        key = (NO_DATA_RULE, series)
+        if key in state and really_firing(key):
             return
         rejected = latest_poll(series) == "rejected"
         if not rejected and (
@@ -370,8 +384,12 @@ def reference(scenario: Scenario) -> list[Seen]:
             return
         if series != WORKSPACE and in_workspace_outage(series):
             return
-        state[(NO_DATA_RULE, series)] = Alert("firing", at, severity="critical")
-        emit("firing", (NO_DATA_RULE, series), at)
+        if key in state:  # flapping, and really resolved until now
+            set_real_state(key, at, True)
+            return
+        state[key] = Alert("firing", at, severity="critical")
+        changes.setdefault(key, []).append(at)
+        emit("firing", key, at)
 
     for event in scenario.events:
         at = scenario.start + timedelta(seconds=event[1])  # type: ignore[arg-type]
@@ -413,8 +431,14 @@ def reference(scenario: Scenario) -> list[Seen]:
         assert isinstance(count, int)
         history[series].append((at, count))
         polls[series].append((at, "good"))
-        if (NO_DATA_RULE, series) in state:
-            end((NO_DATA_RULE, series), at)
+        no_data_key = (NO_DATA_RULE, series)
+        if series == WORKSPACE and really_firing(no_data_key):
+            workspace_recoveries.append(at)
+        if no_data_key in state and state[no_data_key].flap is not None:
+            set_real_state(no_data_key, at, False)
+            leave_flapping_if_steady(no_data_key, at)
+        elif no_data_key in state:
+            resolve(no_data_key, at)
         for rule in scenario.rules:
             if series not in expand(rule.scope):
                 continue
@@ -443,24 +467,37 @@ def reference(scenario: Scenario) -> list[Seen]:
                 else:
                     put_in_force(rule, key, at, levels_in_force(rule, state[key].stages, count))
                 continue
-            if key in state and rule.resolve != "window":
-                if not rule.holds(fired_against[key], count):
-                    end(key, at)
-                continue
             base, base_at = None, at
             window = timedelta(seconds=rule.window_seconds)
             for seen, old in history[series]:
                 if seen <= at - window:
                     base, base_at = old, seen  # in time order: the last one is the latest
-            if base is None or at - base_at > 2 * window:  # a base from before a gap
+            if at - base_at > 2 * window:  # a base from before a gap
+                base = None
+            by_recovery = rule.resolve != "window"
+            flapping = state[key].flap if key in state else None
+            if flapping is not None:
+                if not flapping.firing:
+                    if base is not None and rule.holds(base, count):
+                        set_real_state(key, at, True)
+                        fired_against[key] = base
+                else:
+                    against = fired_against[key] if by_recovery else base
+                    if against is not None and not rule.holds(against, count):
+                        set_real_state(key, at, False)
+                leave_flapping_if_steady(key, at)
+            elif key in state and by_recovery:
+                if not rule.holds(fired_against[key], count):
+                    resolve(key, at)
+            elif base is None:
                 continue
-            holds = rule.holds(base, count)
-            if key not in state and holds:
+            elif key not in state and rule.holds(base, count):
                 state[key] = Alert("firing", at)
+                changes.setdefault(key, []).append(at)
                 emit("firing", key, at)
                 fired_against[key] = base
-            elif key in state and not holds:
-                end(key, at)
+            elif key in state and not rule.holds(base, count):
+                resolve(key, at)
     return out
 
 
@@ -704,10 +741,15 @@ def test_engine_matches_reference_model(scenario: Scenario) -> None:
 
 @st.composite
 def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
-    """Counts hovering around a threshold: many firings and resolutions, so flapping and
-    escalation levels are crossed often (the general scenarios rarely flap)."""
+    """Counts hovering around a threshold, and polls failing now and then: many firings
+    and resolutions of threshold, change and no-data alerts, so flapping and escalation
+    levels are crossed often (the general scenarios rarely flap)."""
     rules = tuple(
-        draw(thresholds(f"rule{i}", "UTC").filter(lambda r: r.active is None))
+        draw(
+            st.sampled_from([thresholds, thresholds, changes]).flatmap(
+                lambda kind, i=i: kind(f"rule{i}", "UTC").filter(lambda r: r.active is None)
+            )
+        )
         for i in range(draw(st.integers(1, 2)))
     )
     middle = draw(st.integers(1, 40))
@@ -721,6 +763,8 @@ def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
             events.append(("tick", seconds))
         elif roll == 1:
             events.append(("ack", seconds, draw(st.sampled_from(rules)).name, series))
+        elif roll == 2:
+            events.append(("fail", seconds, series, draw(st.booleans())))
         else:
             count = max(0, middle + draw(st.integers(-20, 20)))
             events.append(("sample", seconds, series, count))
@@ -730,7 +774,8 @@ def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
         | st.sampled_from(["default", None])
     )
     start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-    return Scenario(start, 600, rules, tuple(events), flap)
+    stale_after = draw(st.sampled_from([60, 300, 600]))
+    return Scenario(start, stale_after, rules, tuple(events), flap)
 
 
 @settings(
@@ -740,7 +785,8 @@ def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
 )
 @given(bouncing_scenarios())
 def test_engine_matches_reference_model_around_a_threshold(scenario: Scenario) -> None:
-    """Counts hovering at a threshold (flapping, escalation, acks): engine == reference."""
+    """Counts hovering at a threshold, failing polls (flapping of every alert kind,
+    escalation, acks): engine == reference."""
     expected = with_severity(reference(scenario))
     assert with_severity(engine_transitions(scenario)) == expected, rules_toml(scenario)
 

@@ -99,3 +99,32 @@ def test_replay_json_shows_flapping_once_until_steady(tmp_path: Path) -> None:
         event(4, "busy", "flapping", 10),
         event(17, "busy", "firing", 22),
     ]
+
+
+CHANGE_FLAPPING = """
+[watchdog]
+poll_interval = "1m"
+stale_after = "10m"
+repeat = "0s"
+flap = { changes = 4, window = "10m" }
+
+[[rules]]
+name = "collapse"
+kind = "change"
+window = "1m"
+drop = 5
+"""
+
+
+def test_replay_json_shows_a_change_alert_flapping_and_recovering(tmp_path: Path) -> None:
+    """A change alert flaps at its fourth change; really firing again (20 -> 12) and steady
+    for 10m it leaves flapping firing, then resolves on recovery against 20."""
+    counts = [20, 10, 20, 10, 20, *[12] * 11, 16]
+    assert replay_json(tmp_path, CHANGE_FLAPPING, counts) == [
+        event(1, "collapse", "firing", 10),
+        event(2, "collapse", "resolved", 20),
+        event(3, "collapse", "firing", 10),
+        event(4, "collapse", "flapping", 20),
+        event(15, "collapse", "firing", 12),
+        event(16, "collapse", "resolved", 16),
+    ]

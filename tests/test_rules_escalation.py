@@ -162,3 +162,62 @@ def test_example_escalates_the_concurrency_alert_by_time() -> None:
         (timedelta(minutes=15), "<!subteam^S0123>")
     ]
     assert config.watchdog.flap == FlapSettings()
+
+
+PLAN = "[plan]\nconcurrency_limit = 30\n"
+
+
+def test_escalation_levels_may_be_percentages_of_the_plan_limit() -> None:
+    """`escalate = { above = "90%" }` resolves like a rule's threshold: 90 % of 30 is 27,
+    a below-stage rounds up and its hysteresis the same way as the rule's keys."""
+    above = parse(
+        PLAN
+        + rule(
+            'above = "80%"\nescalate = { above = "90%", recover_below = "85%",'
+            ' severity = "critical" }'
+        )
+    ).rules[0]
+    below = parse(
+        PLAN
+        + rule('below = 10\nescalate = { below = "5%", recover_above = "12.5%", mention = "@a" }')
+    ).rules[0]
+    assert isinstance(above, ThresholdRule)
+    assert isinstance(below, ThresholdRule)
+    assert (above.escalate[0].above, above.escalate[0].recover_below) == (27, 26)
+    assert (below.escalate[0].below, below.escalate[0].recover_above) == (2, 3)
+
+
+STAGE_PERCENT_PROBLEMS = [
+    (
+        rule('above = 20\nescalate = { above = "90%", severity = "critical" }'),
+        "rules.toml: rules[0] (high).escalate[0].above: '90%' needs the plan's concurrency"
+        " limit: set [plan] concurrency_limit",
+    ),
+    (
+        PLAN + rule('above = 20\nescalate = { above = "1500%", severity = "critical" }'),
+        "rules.toml: rules[0] (high).escalate[0].above: '1500%' is more than 1000% of the"
+        " plan's limit",
+    ),
+    (
+        PLAN + rule('above = 20\nescalate = { above = "90 percent", severity = "critical" }'),
+        "rules.toml: rules[0] (high).escalate[0].above: expected a count or a percentage of the"
+        " plan's limit like '80%', got '90 percent'",
+    ),
+    (
+        "[plan]\nconcurrency_limit = 0\n"
+        + rule('above = 20\nescalate = { above = "90%", severity = "critical" }'),
+        "rules.toml: rules[0] (high).escalate[0].above: '90%' cannot be resolved: [plan] is"
+        " not valid",
+    ),
+    (
+        PLAN + rule('above = 20\nescalate = { above = "50%", severity = "critical" }'),
+        "rules.toml: rules[0] (high).escalate[0].above: must be more than the rule's above (20):"
+        " an escalation lies beyond it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), STAGE_PERCENT_PROBLEMS)
+def test_escalation_percentages_are_checked_like_the_rules(text: str, expected: str) -> None:
+    """A stage's percentage fails with the same messages as a rule's, under escalate[N]."""
+    assert expected in problems(text)

@@ -16,6 +16,7 @@ from watchdog.engine import BEHIND_SHARE
 from watchdog.rules import (
     ChangeRule,
     Config,
+    FlapSettings,
     MuteWindow,
     PlanLimitRule,
     PlanSection,
@@ -50,6 +51,7 @@ def report(config: Config, env: Environment) -> list[str]:
         lines.append(f"  {_plan_line(config.plan)}")
     lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
+    lines.append(f"  {_flap_line(config.watchdog.flap)}")
     lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
@@ -74,8 +76,10 @@ def summarize(
     scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
     kind = "built in by [plan]:" if isinstance(rule, PlanLimitRule) else rule.kind
     parts = [f"{rule.name}: {kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
-    if isinstance(rule, ThresholdRule) and rule.percentages and config.plan is not None:
-        parts.append(_levels(rule, config.plan))
+    if isinstance(rule, ThresholdRule) and config.plan is not None:
+        parts += _levels(rule, config.plan)
+    if isinstance(rule, ThresholdRule) and rule.escalate:
+        parts.append(f"escalates ({'; '.join(stage.explain() for stage in rule.escalate)})")
     if isinstance(rule, ChangeRule) and rule.resolve == "window":
         parts.append("resolves by window")
     if rule.active is not None:
@@ -95,13 +99,20 @@ def _plan_line(plan: PlanSection) -> str:
     return f"plan: concurrency limit {limit}, no burst: new calls rejected from {limit}"
 
 
-def _levels(rule: ThresholdRule, plan: PlanSection) -> str:
-    """`(above 80% of 30 = 24, ...)`: what each percentage of the limit resolved to."""
+def _levels(rule: ThresholdRule, plan: PlanSection) -> list[str]:
+    """`(above 80% of 30 = 24, escalate[0].above 90% of 30 = 27)`: what each percentage of
+    the limit resolved to; nothing when none is written so."""
+    limit = plan.concurrency_limit
     derived = [
-        f"{key} {written} of {plan.concurrency_limit} = {getattr(rule, key)}"
+        f"{key} {written} of {limit} = {getattr(rule, key)}"
         for key, written in rule.percentages.items()
     ]
-    return f"({', '.join(derived)})"
+    derived += [
+        f"escalate[{i}].{key} {written} of {limit} = {getattr(stage, key)}"
+        for i, stage in enumerate(rule.escalate)
+        for key, written in stage.percentages.items()
+    ]
+    return [f"({', '.join(derived)})"] if derived else []
 
 
 def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
@@ -113,6 +124,17 @@ def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
         *_destination(config, no_data.channel, slack_mode),
     ]
     return " ".join(parts)
+
+
+def _flap_line(flap: FlapSettings | None) -> str:
+    """When an alert turns flapping, and that every alert can (the built-in ones too)."""
+    if flap is None:
+        return "flapping: off (flap = false)"
+    window = format_duration(flap.window)
+    return (
+        f"flapping: {flap.changes} firings and resolutions within {window} make any alert"
+        f" (built-in ones too) one flapping alert until steady for {window}"
+    )
 
 
 def _mute_line(mute: MuteWindow) -> str:

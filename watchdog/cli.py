@@ -37,8 +37,8 @@ from watchdog.errors import (
     WatchdogError,
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
-from watchdog.model import WATCHDOG_SERIES, WORKSPACE, AlertState, Notification
-from watchdog.rules import Config, load_config
+from watchdog.model import WATCHDOG_SERIES, WORKSPACE, AlertRecord, AlertState, Notification
+from watchdog.rules import Config, ThresholdRule, load_config
 from watchdog.settings import Settings, credentials_for_check, load_settings, unknown_variables
 from watchdog.silences import ALL_RULES, Silence
 from watchdog.store import Store, Unreadable, writer_lock
@@ -559,10 +559,11 @@ def _existing_store(settings: Settings) -> Store:
 def _cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = datetime.now(UTC)
+    config = _status_config(args, settings)
     store = _existing_store(settings)
     path = store.path
     try:
-        report = _status_report(store, now)
+        report = _status_report(store, now, config)
     finally:
         store.close()
     if args.json:
@@ -577,12 +578,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not report["alerts"]:
         print("  none pending or firing")
     for alert in report["alerts"]:
-        age = format_duration(now - datetime.fromisoformat(alert["since"]))
-        print(
-            f"  {alert['state'].upper():<8} {alert['rule']} [{alert['series']}] for {age}"
-            f"  count={alert['last_count']}  id={alert['alert_id']}"
-            + (f"  acknowledged by {alert['acked_by']}" if alert["acked_by"] else "")
-        )
+        print(_alert_line(alert, now))
     outbox = report["outbox"]
     line = f"outbox: {outbox['depth']} undelivered"
     if outbox["oldest"]:
@@ -598,6 +594,46 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"  {dead['failed_at']} {dead['kind']} {dead['rule'] or '?'} -> {dead['reason']}")
     _print_silences(report, now)
     return EXIT_OK
+
+
+def _status_config(args: argparse.Namespace, settings: Settings) -> Config | None:
+    """The rules, when a rules file is known: they name the escalation stages in force.
+
+    Status reads the state, not the rules: an unreadable rules file is a warning (stages
+    are then shown by number), never a reason to show nothing.
+    """
+    path: Path | None = args.config or settings.watchdog_config
+    if path is None:
+        return None
+    try:
+        return load_config(path, overrides=settings.overrides())
+    except ConfigError as exc:
+        print(f"warning: escalation stages shown by number: {exc.problems[0]}", file=sys.stderr)
+        return None
+
+
+def _alert_line(alert: dict[str, Any], now: datetime) -> str:
+    """One alert of `watchdog status`: state, severity, age, stages, flapping, who is on it."""
+
+    def ago(moment: str) -> str:
+        return format_duration(now - datetime.fromisoformat(moment))
+
+    flapping = alert["flapping"]
+    state = "flapping" if flapping else alert["state"]
+    line = (
+        f"  {state.upper():<8} {alert['rule']} [{alert['series']}] [{alert['severity']}]"
+        f" for {ago(alert['since'])}  count={alert['last_count']}  id={alert['alert_id']}"
+    )
+    if alert["escalation"]:
+        line += f"  escalated: {'; '.join(alert['escalation'])}"
+    if flapping:
+        line += (
+            f"  flapping for {ago(flapping['since'])}, really {flapping['real_state']}"
+            f" for {ago(flapping['steady_since'])}"
+        )
+    if alert["acked_by"]:
+        line += f"  acknowledged by {alert['acked_by']} {ago(alert['acked_at'])} ago"
+    return line
 
 
 def _print_silences(report: dict[str, Any], now: datetime) -> None:
@@ -617,6 +653,44 @@ def _print_silences(report: dict[str, Any], now: datetime) -> None:
         print(f"  {silence.describe(now)}")
         for alert in item["covers"]:
             print(f"    covers FIRING {alert['rule']} [{alert['series']}] id={alert['alert_id']}")
+
+
+def _alert_json(alert: AlertRecord, config: Config | None) -> dict[str, Any]:
+    """An alert as `status --json` shows it: with its severity now, the `escalate` stages
+    in force, its flapping state and who acknowledged it."""
+    flapping = alert.flapping
+    return {
+        "alert_id": alert.alert_id,
+        "rule": alert.rule,
+        "series": alert.series,
+        "state": alert.state.value,
+        "since": alert.since.isoformat(),
+        "last_count": alert.last_count,
+        "condition": alert.condition,
+        "severity": alert.severity.value,
+        "escalation": _stages_in_force(alert, config),
+        "flapping": None
+        if flapping is None
+        else {
+            "since": flapping.since.isoformat(),
+            "real_state": "firing" if flapping.firing else "resolved",
+            "steady_since": flapping.stable_since.isoformat(),
+        },
+        "acked_by": alert.acked_by,
+        "acked_at": None if alert.acked_at is None else alert.acked_at.isoformat(),
+    }
+
+
+def _stages_in_force(alert: AlertRecord, config: Config | None) -> list[str]:
+    """The `escalate` stages in force, described by the rules when they have the alert's
+    rule (else by number, 1 = the first stage)."""
+    rule = config.rule(alert.rule) if config is not None else None
+    stages = rule.escalate if isinstance(rule, ThresholdRule) else ()
+    described = []
+    for i in range(alert.escalation.bit_length()):
+        if alert.escalation >> i & 1:
+            described.append(stages[i].explain() if i < len(stages) else f"stage {i + 1}")
+    return described
 
 
 def _delivery_lag_line(lag: dict[str, Any], now: datetime) -> str:
@@ -641,23 +715,14 @@ def _delivery_lag_line(lag: dict[str, Any], now: datetime) -> str:
     return "delivery lag: " + ", ".join(parts)
 
 
-def _status_report(store: Store, now: datetime) -> dict[str, Any]:
+def _status_report(store: Store, now: datetime, config: Config | None = None) -> dict[str, Any]:
     last = store.last_samples()
     series = [
         {"series": s.series, "count": s.count, "at": s.at.isoformat()}
         for s in sorted(last.values(), key=lambda s: (s.series != WORKSPACE, s.series))
     ]
     alerts = [
-        {
-            "alert_id": a.alert_id,
-            "rule": a.rule,
-            "series": a.series,
-            "state": a.state.value,
-            "since": a.since.isoformat(),
-            "last_count": a.last_count,
-            "condition": a.condition,
-            "acked_by": a.acked_by,
-        }
+        _alert_json(a, config)
         for a in store.load_alerts()
         if a.state in (AlertState.PENDING, AlertState.FIRING)
     ]

@@ -73,18 +73,26 @@ Semantics, per alert instance (rule x series):
   level stages already reached fires with them (severity and mentions on the firing
   card). Pending and flapping alerts do not escalate. A reload that changes `escalate`
   starts the alert's escalation afresh at the next sample or tick.
-- flapping (threshold rules, `[watchdog] flap`, on unless `flap = false`): every rule x
+- flapping (every alert, `[watchdog] flap`, on unless `flap = false`): every rule x
   series counts its firings and its resolutions by the condition over the last `window`
   (inclusive). A resolution that would be the `changes`-th within `window` does not
   happen: the alert enters FLAPPING instead (one transition, same alert id, its card
   stays) and the count starts afresh. While flapping, the rule is evaluated as usual
-  (`for`, hysteresis) into a hidden real state, firing or resolved, and nothing is
-  emitted: no firing, resolved, repeat or escalation. At the first sample or tick at
-  which the real state has not changed for `window` (since entering, or since its last
-  change), the alert leaves flapping with one transition to that state: FIRING (same
-  alert id; it goes on as a firing alert) or RESOLVED. Leaving active hours or a reload
-  that removes the rule resolve a flapping alert as any other; with `flap = false` it
-  leaves at the next sample or tick. Built-in alerts and change alerts do not flap.
+  into a hidden real state, firing or resolved, and nothing is emitted: no firing,
+  resolved, repeat or escalation. The real state fires and resolves as the alert would:
+  a threshold by `for` and hysteresis; a change alert fires against the window's base
+  and remembers it, and resolves by its `resolve` (against that base, or the window's);
+  no-data and watchdog-behind by their failed polls and late reports (and the
+  workspace's no-data covers the agents, and gives them a fresh `stale_after`, by its
+  real state). At the first sample or tick at which the real state has not changed for
+  `window` (since entering, or since its last change), the alert leaves flapping with
+  one transition to that state: FIRING (same alert id; it goes on as a firing alert,
+  a change alert against the base it really fired at) or RESOLVED. Leaving active hours
+  or a reload that removes the rule resolve a flapping alert as any other; with
+  `flap = false` it leaves at the next sample or tick. The built-in alerts flap too:
+  no-data firing and resolving every few minutes against a flaky API, or the watchdog
+  falling behind and catching up, is the noise flapping exists to hold back, and the
+  [plan] rules are threshold rules like any other.
 """
 
 from __future__ import annotations
@@ -369,9 +377,14 @@ class Engine:
         out: list[Transition] = []
         no_data = self._instances.get((NO_DATA_RULE, series.name))
         if no_data is not None:
-            out.append(self._end(no_data, at, count, "good poll received"))
-            if series.name == WORKSPACE:
+            if series.name == WORKSPACE and not _hidden_resolved(no_data):
                 self._workspace_back = at
+            if no_data.flapping is None:
+                self._resolve(no_data, at, count, "good poll received", out)
+            else:
+                no_data.last_count = count
+                _follow(no_data, at, firing=False)
+                self._leave_flapping(no_data, at, out)
         bases = {span: w.push(at, count) for span, w in series.windows.items()}
         instances = self._instances
         for rule in series.rules:
@@ -411,9 +424,15 @@ class Engine:
         inst = self._instances.get((WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES))
         if share <= BEHIND_SHARE:
             self._behind = None
+            out: list[Transition] = []
             if inst is None:
-                return []
-            return [self._end(inst, now, None, f"{_percent(share)} of series late")]
+                return out
+            if inst.flapping is None:
+                self._resolve(inst, now, None, f"{_percent(share)} of series late", out)
+            else:
+                _follow(inst, now, firing=False)
+                self._leave_flapping(inst, now, out)
+            return out
         if self._behind is None:
             self._behind = _Behind(now, share, cause)
         else:
@@ -508,9 +527,9 @@ class Engine:
                 self._fire_threshold(rule, inst, at, out)
         elif redefined and not rule.holds(count):
             reason = f"count {count}: does not match the redefined rule ({rule.describe()})"
-            self._resolve_threshold(inst, at, count, reason, out)
+            self._resolve(inst, at, count, reason, out)
         elif rule.recovered(count):
-            self._resolve_threshold(inst, at, count, f"count {count}: {_recovery(rule)}", out)
+            self._resolve(inst, at, count, f"count {count}: {_recovery(rule)}", out)
         else:
             self._escalate_to(rule, inst, _level_stages(rule, inst.escalation, count), at, out)
 
@@ -519,11 +538,10 @@ class Engine:
     def _fire_threshold(
         self, rule: ThresholdRule, inst: _Instance, at: datetime, out: list[Transition]
     ) -> None:
-        """Fire with the level stages already reached, and count the firing for flapping."""
+        """Fire with the level stages already reached."""
         assert inst.last_count is not None
         inst.escalation = _level_stages(rule, 0, inst.last_count)
         inst.severity = rule.escalated_severity(inst.escalation)
-        self._note_change((inst.rule, inst.series), at)
         self._fire(inst, at, out, mention=_mentions(rule, inst.escalation))
 
     def _escalate_to(
@@ -562,10 +580,10 @@ class Engine:
             changes.popleft()
         return len(changes)
 
-    def _resolve_threshold(
-        self, inst: _Instance, at: datetime, count: int, reason: str, out: list[Transition]
+    def _resolve(
+        self, inst: _Instance, at: datetime, count: int | None, reason: str, out: list[Transition]
     ) -> None:
-        """A firing threshold alert's condition ended: it resolves, or starts flapping."""
+        """A firing alert's condition ended: it resolves, or starts flapping."""
         flap = self._config.watchdog.flap
         if flap is None or self._note_change((inst.rule, inst.series), at) < flap.changes:
             out.append(self._end(inst, at, count, reason))
@@ -636,10 +654,36 @@ class Engine:
                 self._fire(inst, at, out)
             return
         inst.last_count = count
-        if rule.resolve == "recovery" and inst.fired_change is not None:
+        if inst.flapping is not None:
+            self._flapping_change(rule, inst, at, base, count, out)
+        elif rule.resolve == "recovery" and inst.fired_change is not None:
             self._change_recovery(rule, inst, inst.fired_change, at, count, out)
         elif base is not None:
             self._change_window(rule, inst, at, base, count, out)
+
+    def _flapping_change(
+        self,
+        rule: ChangeRule,
+        inst: _Instance,
+        at: datetime,
+        base: int | None,
+        count: int,
+        out: list[Transition],
+    ) -> None:
+        """Follow a flapping change alert's real state: it fires and resolves as it would."""
+        assert inst.flapping is not None
+        inst.redefined = False
+        fired = inst.fired_change
+        if not inst.flapping.firing:
+            if base is not None and rule.holds(base, count):
+                inst.condition = f"{rule.describe()}: {base} -> {count}"
+                inst.fired_change = FiredChange(base, count)
+                _follow(inst, at, firing=True)
+        else:
+            against = fired.base if rule.resolve == "recovery" and fired is not None else base
+            if against is not None and not rule.holds(against, count):
+                _follow(inst, at, firing=False)
+        self._leave_flapping(inst, at, out)
 
     def _change_recovery(
         self,
@@ -659,7 +703,7 @@ class Engine:
         reason = f"recovered to {count}, fired at {fired.base} → {fired.count}"
         if redefined:
             reason += f" (judged by the redefined rule: {rule.describe()})"
-        out.append(self._end(inst, at, count, reason))
+        self._resolve(inst, at, count, reason, out)
 
     def _change_window(
         self,
@@ -672,7 +716,7 @@ class Engine:
     ) -> None:
         """Resolve once the sliding comparison with the window's base no longer holds."""
         if not rule.holds(base, count):
-            out.append(self._end(inst, at, count, f"{base} -> {count} no longer matches"))
+            self._resolve(inst, at, count, f"{base} -> {count} no longer matches", out)
             return
         if inst.redefined:  # as if it had just fired: this is now what it fired against
             inst.condition = f"{rule.describe()}: {base} -> {count}"
@@ -680,8 +724,8 @@ class Engine:
         inst.redefined = False
 
     def _check_no_data(self, series: _Series, now: datetime, *, force: bool) -> list[Transition]:
-        key = (NO_DATA_RULE, series.name)
-        if key in self._instances:
+        existing = self._instances.get((NO_DATA_RULE, series.name))
+        if existing is not None and not _hidden_resolved(existing):
             return []
         reference = max(series.last_good or self._started_at, self._started_at)
         if series.name != WORKSPACE and self._workspace_back is not None:
@@ -699,6 +743,10 @@ class Engine:
             condition = f"no good poll for {format_duration(now - reference)}"
             if series.failure:
                 condition += f" (last error: {series.failure})"
+        if existing is not None:  # flapping, really resolved until now
+            existing.condition = condition
+            _follow(existing, now, firing=True)
+            return []
         since = series.last_good if series.last_good and not force else now
         inst = self._start(NO_DATA_RULE, series.name, since, None, condition)
         out: list[Transition] = []
@@ -707,7 +755,8 @@ class Engine:
 
     def _check_behind(self, now: datetime) -> list[Transition]:
         behind = self._behind
-        if behind is None or (WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES) in self._instances:
+        existing = self._instances.get((WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES))
+        if behind is None or (existing is not None and not _hidden_resolved(existing)):
             return []
         lasted = now - behind.since
         if lasted < self._config.no_data.stale_after:
@@ -715,6 +764,10 @@ class Engine:
         condition = (
             f"{_percent(behind.share)} of series late for {format_duration(lasted)}: {behind.cause}"
         )
+        if existing is not None:  # flapping, really resolved until now
+            existing.condition = condition
+            _follow(existing, now, firing=True)
+            return []
         inst = self._start(WATCHDOG_BEHIND_RULE, WATCHDOG_SERIES, behind.since, None, condition)
         out: list[Transition] = []
         self._fire(inst, now, out)
@@ -727,7 +780,8 @@ class Engine:
         and stopped answering no earlier than this series (within a poll interval). An
         agent dead for hours is not hidden by one failed workspace poll.
         """
-        if (NO_DATA_RULE, WORKSPACE) in self._instances:
+        workspace_alert = self._instances.get((NO_DATA_RULE, WORKSPACE))
+        if workspace_alert is not None and not _hidden_resolved(workspace_alert):
             return True
         workspace = self._series[WORKSPACE]
         if not workspace.failure:
@@ -788,6 +842,8 @@ class Engine:
     def _fire(
         self, inst: _Instance, at: datetime, out: list[Transition], mention: str | None = None
     ) -> None:
+        """Fire, and count the firing for flapping."""
+        self._note_change((inst.rule, inst.series), at)
         inst.state = AlertState.FIRING
         inst.last_notified = at
         out.append(
@@ -887,6 +943,19 @@ def _stage_names(rule: ThresholdRule, stages: int) -> str:
 def _mentions(rule: ThresholdRule, stages: int) -> str | None:
     mentions = [stage.mention for stage in _stages(rule, stages) if stage.mention]
     return " ".join(dict.fromkeys(mentions)) or None
+
+
+def _hidden_resolved(inst: _Instance) -> bool:
+    """Whether the alert is flapping and its real state is resolved."""
+    return inst.flapping is not None and not inst.flapping.firing
+
+
+def _follow(inst: _Instance, at: datetime, *, firing: bool) -> None:
+    """Set a flapping alert's hidden real state; a change of it restarts the steady time."""
+    state = inst.flapping
+    assert state is not None
+    if state.firing != firing:
+        inst.flapping = Flapping(state.since, stable_since=at, firing=firing)
 
 
 def _window(flap: FlapSettings) -> str:

@@ -234,6 +234,13 @@ def more_severe(a: Severity, b: Severity) -> Severity:
     return a if _SEVERITY_RANK[a] >= _SEVERITY_RANK[b] else b
 
 
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+_LEVEL_KEYS = ("above", "below", "recover_below", "recover_above")
+# Rounded so the comparison means the same as with the exact share: `count > 25.5` is
+# `count > 25`, and `count < 22.5` is `count < 23`.
+_ROUNDED_DOWN = frozenset({"above", "recover_above"})
+
+
 class EscalationStage(BaseModel):
     """One `escalate` stage: a level beyond the threshold, or a time without acknowledgement.
 
@@ -251,6 +258,27 @@ class EscalationStage(BaseModel):
     after: Duration | None = None
     severity: Severity | None = None
     mention: StrictStr | None = None
+
+    _percentages: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator(*_LEVEL_KEYS, mode="before")
+    @classmethod
+    def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
+        return _level(value, info)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_percentages(
+        cls, data: object, handler: ModelWrapValidatorHandler[EscalationStage]
+    ) -> EscalationStage:
+        stage = handler(data)
+        stage._percentages = _written_percentages(data)
+        return stage
+
+    @property
+    def percentages(self) -> Mapping[str, str]:
+        """The levels written as a percentage of the plan's limit, as written ("90%")."""
+        return self._percentages
 
     def reached(self, count: int) -> bool:
         """Whether a level stage comes into force at `count`."""
@@ -276,6 +304,12 @@ class EscalationStage(BaseModel):
         assert self.after is not None
         return f"unacknowledged for {format_duration(self.after)}"
 
+    def explain(self) -> str:
+        """The stage with what it does: `count > 30: critical, mentions <!subteam^S1>`."""
+        effects = [f"{self.severity}"] if self.severity is not None else []
+        effects += [f"mentions {self.mention}"] if self.mention else []
+        return f"{self.describe()}: {', '.join(effects)}" if effects else self.describe()
+
 
 def _one_or_many(value: object) -> object:
     """`escalate = { ... }` is a list of one stage."""
@@ -288,12 +322,6 @@ percentage of it (up to MAX_PERCENT) is still a valid count."""
 
 MAX_PERCENT = 1000
 """The largest percentage of the limit a threshold may name (ten times the limit)."""
-
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
-_LEVEL_KEYS = ("above", "below", "recover_below", "recover_above")
-# Rounded so the comparison means the same as with the exact share: `count > 25.5` is
-# `count > 25`, and `count < 22.5` is `count < 23`.
-_ROUNDED_DOWN = frozenset({"above", "recover_above"})
 
 
 class PlanSection(BaseModel):
@@ -342,6 +370,21 @@ def _percent_of_limit(key: str, text: str, context: object) -> int:
     return math.floor(exact) if key in _ROUNDED_DOWN else math.ceil(exact)
 
 
+def _written_percentages(data: object) -> dict[str, str]:
+    """The level keys of a rule or stage as written, where written as a percentage."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {key: data[key].strip() for key in _LEVEL_KEYS if isinstance(data.get(key), str)}
+
+
+def _level(value: object, info: ValidationInfo) -> object:
+    """A level key's value: a count as written, or what a percentage of the limit is."""
+    if not isinstance(value, str):
+        return value
+    assert info.field_name is not None
+    return _percent_of_limit(info.field_name, value, info.context)
+
+
 class ThresholdRule(_RuleBase):
     """Fires while the count is above (or below) a bound, optionally for a while first.
 
@@ -370,10 +413,7 @@ class ThresholdRule(_RuleBase):
     @field_validator(*_LEVEL_KEYS, mode="before")
     @classmethod
     def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value
-        assert info.field_name is not None
-        return _percent_of_limit(info.field_name, value, info.context)
+        return _level(value, info)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -381,10 +421,7 @@ class ThresholdRule(_RuleBase):
         cls, data: object, handler: ModelWrapValidatorHandler[ThresholdRule]
     ) -> ThresholdRule:
         rule = handler(data)
-        if isinstance(data, Mapping):
-            rule._percentages = {
-                key: data[key].strip() for key in _LEVEL_KEYS if isinstance(data.get(key), str)
-            }
+        rule._percentages = _written_percentages(data)
         return rule
 
     @property
