@@ -68,6 +68,7 @@ from watchdog.errors import NotifyError, StateError
 from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
+from watchdog.notify.destinations import is_card
 from watchdog.store import OutboxEntry, Store, Unreadable
 
 __all__ = ["Backoff", "OutboxWorker"]
@@ -242,7 +243,7 @@ class OutboxWorker:
     # --- one attempt ---
 
     def _original(self, note: Notification) -> MessageRef | None:
-        return self._store.message_ref(note.alert_id)
+        return self._store.message_ref(note.alert_id) if is_card(note.channel) else None
 
     async def _attempt(
         self, entry: OutboxEntry, note: Notification, original: MessageRef | None
@@ -255,7 +256,9 @@ class OutboxWorker:
 
     def _dead_letter_unreadable(self, entry: OutboxEntry, bad: Unreadable, now: datetime) -> None:
         attempt = entry.attempts + 1
-        self._store.dead_letter(entry.id, reason=bad.reason, attempts=attempt, at=now)
+        self._store.dead_letter(
+            entry.id, reason=bad.reason, attempts=attempt, at=now, card=is_card(entry.channel)
+        )
         self._log.error(
             Event.NOTIFY_FAILED,
             error=bad.reason,
@@ -287,7 +290,9 @@ class OutboxWorker:
             "notifier": self._notifier.name,
         }
         if not isinstance(outcome, NotifyError):
-            self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
+            self._store.mark_delivered(
+                entry.id, alert_id=note.alert_id, ref=outcome, card=is_card(entry.channel)
+            )
             self._record_lag((now - entry.created_at).total_seconds(), now)
             self._log.info(Event.NOTIFY_SENT, **fields)
             self._on_outcome("sent")
@@ -307,7 +312,9 @@ class OutboxWorker:
             )
             self._on_outcome("retry")
             return
-        self._store.dead_letter(entry.id, reason=outcome.reason, attempts=attempt, at=now)
+        self._store.dead_letter(
+            entry.id, reason=outcome.reason, attempts=attempt, at=now, card=is_card(entry.channel)
+        )
         self._log.error(Event.NOTIFY_FAILED, error=outcome.reason, **fields)
         self._on_outcome("failed")
 
@@ -338,9 +345,13 @@ class OutboxWorker:
             self._retry_not_before[head.channel] = max(held, head.next_attempt_at)
 
     def _coalesce(self, head: OutboxEntry) -> bool:
-        """Fold or drop `head` as its plan says; True when the outbox changed."""
+        """Fold or drop `head` as its plan says; True when the outbox changed.
+
+        Only the Slack card's queues are brought up to date: PagerDuty and webhooks get
+        every transition (`watchdog.notify.destinations`).
+        """
         note = head.notification
-        if isinstance(note, Unreadable):
+        if isinstance(note, Unreadable) or not is_card(head.channel):
             return False
         queue = [
             Queued(entry.id, entry.notification, possibly_sent=_possibly_sent(entry))
@@ -353,7 +364,7 @@ class OutboxWorker:
         )
         never_announced = (
             {note.alert_id}
-            if changes_card and self._store.firing_never_sent(note.alert_id)
+            if changes_card and self._store.firing_never_sent(note.alert_id, channel=head.channel)
             else set()
         )
         announced = (
