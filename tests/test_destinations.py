@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -269,3 +270,20 @@ def test_a_destination_without_a_sender_is_dead_lettered(tmp_path: Path) -> None
         (dead,) = store.dead_letters()
     assert "webhook:gone: not configured" in dead.reason
     assert card.calls == []
+
+
+def test_the_readmes_verifier_accepts_a_signed_request_and_rejects_a_tampered_one() -> None:
+    """The five-line verifier in the README, run as written, against a real request."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("A receiver verifies it like this:\n\n```python\n", 1)[1]
+    namespace: dict[str, Any] = {}
+    exec(snippet.split("```", 1)[0], namespace)
+    verified = namespace["verified"]
+    with FakeWebhookReceiver(None) as receiver:
+        sender = WebhookNotifier("ops", SecretStr(receiver.url), secret=SecretStr(HOOK_SECRET))
+        sender.deliver(dataclasses.replace(note("a1"), channel="webhook:ops"), None)
+    (received,) = receiver.accepted
+    headers = {"X-Watchdog-Signature": received.headers["x-watchdog-signature"]}
+    assert verified(HOOK_SECRET.encode(), received.raw, headers)
+    assert not verified(HOOK_SECRET.encode(), received.raw.replace(b"a1", b"a2"), headers)
+    assert not verified(b"another secret", received.raw, headers)
