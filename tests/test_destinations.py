@@ -287,3 +287,16 @@ def test_the_readmes_verifier_accepts_a_signed_request_and_rejects_a_tampered_on
     assert verified(HOOK_SECRET.encode(), received.raw, headers)
     assert not verified(HOOK_SECRET.encode(), received.raw.replace(b"a1", b"a2"), headers)
     assert not verified(b"another secret", received.raw, headers)
+
+
+def test_an_alert_released_from_a_silence_pages_then(config: Config) -> None:
+    """An alert announced when its silence ended pages, even as a reply to a card already
+    out (a REPEAT): its page was held back; a plain repeat never pages."""
+    repeat = alert("high", TransitionKind.REPEAT, Severity.CRITICAL)
+    assert [n.channel for n in fan_out(repeat, config)] == ["webhook:ops", "webhook:crit"]
+    released = fan_out(repeat, config, released=True)
+    assert [(n.channel, n.kind) for n in released] == [
+        ("pagerduty", TransitionKind.FIRING),
+        ("webhook:ops", TransitionKind.REPEAT),
+        ("webhook:crit", TransitionKind.REPEAT),
+    ]

@@ -201,3 +201,40 @@ def test_notify_test_pagerduty_triggers_and_resolves_a_test_incident(
     assert (trigger, resolve, key) == ("trigger", "resolve", same)
     assert "TEST" in pagerduty.events[0]["payload"]["summary"]
     assert f"dedup_key: {key}" in result.stdout
+
+
+def test_a_silence_holds_back_a_page_waiting_in_the_outbox_and_its_end_pages(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack, pagerduty: FakePagerDuty
+) -> None:
+    """A trigger waiting out a PagerDuty outage is held back once a silence covers the alert
+    (the card went out before); expiring the silence while it still fires pages then."""
+    s = paging_site(site, pagerduty, HIGH)
+    pagerduty.outage()
+    with s.run() as daemon:
+        api.set_count(9)
+        alert_id = daemon.wait_for("alert.firing", rule="high")["alert_id"]
+        slack.wait_for(1)
+        daemon.wait_for("notify.retry", channel="pagerduty")
+        added = s.cli(
+            "silence",
+            "add",
+            "--config",
+            str(s.config),
+            "--rule",
+            "high",
+            "--for",
+            "1h",
+            "--comment",
+            "maintenance",
+        )
+        assert added.returncode == 0, added.stderr
+        # Judged when the trigger's next retry comes (the backoff is capped at 20 s).
+        daemon.wait_for("notify.suppressed", alert_id=alert_id, stage="delivery", timeout=45)
+        pagerduty.outage(False)
+        assert pagerduty.events == []
+        expired = s.cli("silence", "expire", "--config", str(s.config), added.stdout.strip())
+        assert expired.returncode == 0, expired.stderr
+        daemon.wait_for("notify.released", alert_id=alert_id)
+        pagerduty.wait_for(1)
+        daemon.stop()
+    assert pagerduty.actions() == [("trigger", alert_id)]

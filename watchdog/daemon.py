@@ -937,10 +937,10 @@ class Daemon:
             self._wake.set()
             self._refresh_outbox_age()
 
-    def _enqueue(self, note: Notification, config: Config) -> None:
+    def _enqueue(self, note: Notification, config: Config, *, released: bool = False) -> None:
         """Queue `note` for its Slack card and every other destination it goes to
         (`watchdog.notify.destinations.fan_out`), written with the next commit."""
-        self._unsaved.notifications += [note, *fan_out(note, config)]
+        self._unsaved.notifications += [note, *fan_out(note, config, released=released)]
 
     def _flush(self) -> None:
         unsaved = self._unsaved
@@ -1212,7 +1212,7 @@ class Daemon:
         released: list[tuple[Held, Notification]] = []
         for news, record in plan.release:
             note = self._release_note(news, record, now)
-            self._enqueue(note, self.config)
+            self._enqueue(note, self.config, released=True)
             self._set_held(news.alert_id, None)
             released.append((news, note))
         self._flush()

@@ -64,13 +64,25 @@ def pagerduty_action(note: Notification, config: Config) -> str | None:
     return None
 
 
-def fan_out(note: Notification, config: Config) -> tuple[Notification, ...]:
-    """Copies of `note` for each extra destination it goes to (its channel replaced)."""
-    channels: list[str] = []
-    if pagerduty_action(note, config) is not None:
-        channels.append(PAGERDUTY)
-    channels += [webhook(h.name) for h in config.webhooks if h.receives(note.rule, note.severity)]
-    return tuple(dataclasses.replace(note, channel=channel) for channel in channels)
+def fan_out(
+    note: Notification, config: Config, *, released: bool = False
+) -> tuple[Notification, ...]:
+    """Copies of `note` for each extra destination it goes to (its channel replaced).
+
+    `released`: `note` announces an alert that outlived a silence or mute. Its card may
+    have been out before (a reply then), but a page held back by the cover was not, so
+    PagerDuty gets it as a trigger (one for an incident already open changes nothing).
+    """
+    copies: list[Notification] = []
+    paged = dataclasses.replace(note, kind=TransitionKind.FIRING) if released else note
+    if pagerduty_action(paged, config) is not None:
+        copies.append(dataclasses.replace(paged, channel=PAGERDUTY))
+    copies += [
+        dataclasses.replace(note, channel=webhook(h.name))
+        for h in config.webhooks
+        if h.receives(note.rule, note.severity)
+    ]
+    return tuple(copies)
 
 
 class Router:

@@ -133,9 +133,7 @@ def _check(response: httpx.Response, secret: str) -> None:
         return
     reason = f"pagerduty: HTTP {status}: {_message(response)}".replace(secret, "**********")
     if status == 429 or status >= 500:
-        raise NotifyError(
-            reason, recoverable=True, retry_after=_retry_after(response), in_doubt=status >= 500
-        )
+        raise NotifyError(reason, recoverable=True, retry_after=_retry_after(response))
     raise NotifyError(reason, recoverable=False)
 
 

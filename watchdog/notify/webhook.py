@@ -135,5 +135,5 @@ class WebhookNotifier:
             if secret is not None and secret.get_secret_value():
                 reason = reason.replace(secret.get_secret_value(), "**********")
         if status == 429 or status >= 500:
-            raise NotifyError(reason, recoverable=True, in_doubt=status >= 500)
+            raise NotifyError(reason, recoverable=True)
         raise NotifyError(reason, recoverable=False)
