@@ -77,6 +77,8 @@ def test_one_incident_per_episode_trigger_acknowledge_resolve(
             ("acknowledge", alert_id),
             ("resolve", alert_id),
         ]
+        sent = daemon.find("notify.sent", channel="pagerduty")
+        assert {e["notifier"] for e in sent} == {"pagerduty"}
         trigger = pagerduty.events[0]["payload"]
         assert (trigger["severity"], trigger["component"]) == ("critical", "high")
         assert [r.body["event"] for r in hook.accepted] == ["firing", "annotation", "resolved"]

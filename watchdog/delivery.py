@@ -68,7 +68,7 @@ from watchdog.errors import NotifyError, StateError
 from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
-from watchdog.notify.destinations import is_card
+from watchdog.notify.destinations import Router, is_card
 from watchdog.store import OutboxEntry, Store, Unreadable
 
 __all__ = ["Backoff", "OutboxWorker"]
@@ -242,6 +242,10 @@ class OutboxWorker:
 
     # --- one attempt ---
 
+    def _sender_name(self, channel: str) -> str:
+        notifier = self._notifier
+        return notifier.name_for(channel) if isinstance(notifier, Router) else notifier.name
+
     def _original(self, note: Notification) -> MessageRef | None:
         return self._store.message_ref(note.alert_id) if is_card(note.channel) else None
 
@@ -267,7 +271,7 @@ class OutboxWorker:
             channel=entry.channel,
             outbox_id=entry.id,
             attempt=attempt,
-            notifier=self._notifier.name,
+            notifier=self._sender_name(entry.channel),
         )
         self._on_outcome("failed")
 
@@ -287,7 +291,7 @@ class OutboxWorker:
             "channel": entry.channel,
             "outbox_id": entry.id,
             "attempt": attempt,
-            "notifier": self._notifier.name,
+            "notifier": self._sender_name(entry.channel),
         }
         if not isinstance(outcome, NotifyError):
             self._store.mark_delivered(

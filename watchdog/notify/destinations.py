@@ -98,6 +98,13 @@ class Router:
         self._others = dict(others)
         self.name = card.name
 
+    def name_for(self, channel: str) -> str:
+        """The name of the sender an entry of `channel` goes to, for logs."""
+        if is_card(channel):
+            return self.card.name
+        sender = self._others.get(channel)
+        return channel if sender is None else sender.name
+
     def deliver(
         self,
         note: Notification,
