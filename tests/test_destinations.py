@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from tests.fakes.pagerduty import FakePagerDuty, FakeWebhookReceiver
 from tests.test_delivery import FakeClock, ScriptedNotifier, drain, note
 from watchdog.delivery import OutboxWorker
-from watchdog.errors import NotifyError
+from watchdog.errors import ConfigError, NotifyError
 from watchdog.model import Notification, Severity, TransitionKind
 from watchdog.notify.destinations import PAGERDUTY, Router, fan_out, pagerduty_action
 from watchdog.notify.pagerduty import PagerDutyNotifier, event
@@ -300,3 +300,38 @@ def test_an_alert_released_from_a_silence_pages_then(config: Config) -> None:
         ("webhook:ops", TransitionKind.REPEAT),
         ("webhook:crit", TransitionKind.REPEAT),
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[webhooks]]\nname = "a"\nurl = "https://x.example/1"\nrules = ["nope"]\n',
+            "<rules>: webhooks[0] (a).rules: 'nope' is not a rule of this file",
+        ),
+        (
+            '[[webhooks]]\nname = "a"\nurl = "https://x.example/1"\n'
+            '[[webhooks]]\nname = "a"\nurl = "https://x.example/2"\n',
+            "<rules>: webhooks[1] (a).name: duplicate webhook name",
+        ),
+        (
+            '[[webhooks]]\nname = "a"\nurl = "hooks.example/s3cr3t-token"\n',
+            "<rules>: webhooks[0].url: must be an http(s):// URL",
+        ),
+        (
+            '[pagerduty]\nseverities = ["urgent"]\n',
+            "<rules>: pagerduty.severities[0]: ",
+        ),
+        (
+            '[[rules]]\nname = "r"\nkind = "threshold"\nabove = 1\npage = "yes"\n',
+            "<rules>: rules[0] (r).page: ",
+        ),
+    ],
+)
+def test_bad_destination_config_is_one_clear_line(text: str, message: str) -> None:
+    """Config problems of [pagerduty], [[webhooks]] and `page` name the key, never a URL."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    (problem,) = caught.value.problems
+    assert problem.startswith(message)
+    assert "s3cr3t" not in problem

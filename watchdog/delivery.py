@@ -38,6 +38,9 @@ What is guaranteed:
 * A head that a silence or mute covers when it is about to be sent is taken out of the
   queue unsent by the `hold` stage the daemon passes in (`watchdog.silences`), before
   it is brought up to date; like folding, never an entry that may already be in Slack.
+* PagerDuty and outgoing webhooks (`watchdog.notify.destinations`) are queues like
+  channels, with the same order, retries and dead letters; the stages about the Slack
+  card (bringing the queue up to date, the message ref, the lookup) leave them alone.
 * The delivery lag of every sent notification (queued until the start of the attempt
   Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 

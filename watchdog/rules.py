@@ -983,6 +983,9 @@ def _semantic_problems(
     return problems
 
 
+_PLAN_RULES = (BURST_RULE, AT_CAPACITY_RULE)
+
+
 def _webhook_problems(
     webhooks: Sequence[WebhookSection], known_rules: set[str]
 ) -> list[tuple[str, str]]:
@@ -995,7 +998,7 @@ def _webhook_problems(
             problems.append((f"{where}.name", "duplicate webhook name"))
         seen.add(hook.name)
         for rule in hook.rules:
-            if rule not in known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE}:
+            if rule not in known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE, *_PLAN_RULES}:
                 problems.append((f"{where}.rules", f"{rule!r} is not a rule of this file"))
     return problems
 
