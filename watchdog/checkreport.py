@@ -21,6 +21,7 @@ from watchdog.rules import (
     PlanLimitRule,
     PlanSection,
     ThresholdRule,
+    WebhookSection,
 )
 from watchdog.settings import SlackMode
 from watchdog.urls import url_host
@@ -38,6 +39,7 @@ class Environment:
     credentials: Path | None = None
     credentials_note: str | None = None
     buttons: bool = False
+    signed_webhooks: tuple[str, ...] = ()
 
 
 def report(config: Config, env: Environment) -> list[str]:
@@ -55,10 +57,32 @@ def report(config: Config, env: Environment) -> list[str]:
     lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
     if env.slack_mode == "webhook" and config.slack.channel:
         lines.append(f"  slack.channel {config.slack.channel} unused: {WEBHOOK_IGNORES_CHANNEL}")
+    if config.pagerduty is not None:
+        lines.append(f"  {_pagerduty_line(config)}")
+    lines += [f"  {_webhook_line(hook, env)}" for hook in config.webhooks]
     if config.watchdog.heartbeat_url is not None:
         lines.append(f"  {_heartbeat_line(config.watchdog.heartbeat_url.get_secret_value())}")
     lines.append(f"  {_delivery_line(env)}")
     return lines
+
+
+def _pagerduty_line(config: Config) -> str:
+    """Which rules page, and where the events go (the routing key's shape was checked)."""
+    assert config.pagerduty is not None
+    paging = [name for name in config.rule_names if config.may_page(name)]
+    severities = ", ".join(config.pagerduty.severities) or "none"
+    return (
+        f"pagerduty: routing key ok; pages on {severities} (a rule's page overrides):"
+        f" {', '.join(paging) or 'no rule pages'} -> {url_host(config.pagerduty.events_url)}"
+    )
+
+
+def _webhook_line(hook: WebhookSection, env: Environment) -> str:
+    """What a webhook receives and whether its requests are signed (never its URL)."""
+    severities = ", ".join(hook.severities) or "every severity"
+    rules = ", ".join(hook.rules) or "every rule"
+    signed = "signed" if hook.name in env.signed_webhooks else "NOT signed (no secret)"
+    return f"webhook {hook.name}: {rules} at {severities}; {signed}"
 
 
 def _heartbeat_line(url: str) -> str:

@@ -141,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="C",
         help="send to C (a #name or channel id) instead of the default channel",
     )
+    sub.add_argument(
+        "--pagerduty",
+        action="store_true",
+        help="trigger and resolve a test incident in PagerDuty instead (needs [pagerduty])",
+    )
     sub = command("ack", _cmd_ack, "acknowledge a firing alert (its repeats stop)")
     sub.add_argument("alert_id", metavar="ALERT_ID", help="as in the card and `watchdog status`")
     sub.add_argument(
@@ -218,6 +223,63 @@ def _check_slack(settings: Settings, config: Config) -> None:
         )
 
 
+def _destinations(settings: Settings, config: Config) -> dict[str, Notifier]:
+    """The senders of `[pagerduty]` and `[[webhooks]]`, by outbox channel.
+
+    Raises ConfigError (never quoting a secret) for a missing or malformed routing key,
+    or a webhook without a URL.
+    """
+    from watchdog.notify.destinations import PAGERDUTY, webhook
+    from watchdog.notify.pagerduty import PagerDutyNotifier, routing_key_problem
+    from watchdog.notify.webhook import WebhookNotifier
+
+    senders: dict[str, Notifier] = {}
+    problems: list[str] = []
+    if config.pagerduty is not None:
+        key = settings.pagerduty_routing_key
+        if key is None:
+            problems.append(
+                "environment: PAGERDUTY_ROUTING_KEY is not set (needed by [pagerduty]; or put"
+                " it in $CREDENTIALS_DIRECTORY/pagerduty_routing_key)"
+            )
+        elif (problem := routing_key_problem(key)) is not None:
+            problems.append(f"environment: PAGERDUTY_ROUTING_KEY: {problem}")
+        else:
+            senders[PAGERDUTY] = PagerDutyNotifier(key, events_url=config.pagerduty.events_url)
+    for hook in config.webhooks:
+        url = hook.url or settings.named_secret(hook.url_env, f"webhook_url_{hook.name}")
+        if url is None:
+            source = f"${hook.url_env} or " if hook.url_env else ""
+            problems.append(
+                f"{config.source}: webhooks ({hook.name}): no URL: set url, or"
+                f" {source}the credential file webhook_url_{hook.name}"
+            )
+            continue
+        secret = settings.named_secret(hook.secret_env, f"webhook_secret_{hook.name}")
+        if hook.secret_env and secret is None:
+            problems.append(
+                f"environment: {hook.secret_env}: not set (the secret of webhook {hook.name})"
+            )
+            continue
+        senders[webhook(hook.name)] = WebhookNotifier(
+            hook.name, url, secret=secret, headers=hook.headers
+        )
+    if problems:
+        raise ConfigError(problems)
+    return senders
+
+
+def _destination_secrets(settings: Settings, config: Config) -> list[str]:
+    """The webhooks' URLs and signing secrets, for the log redaction."""
+    found = []
+    for hook in config.webhooks:
+        found += [
+            hook.url or settings.named_secret(hook.url_env, f"webhook_url_{hook.name}"),
+            settings.named_secret(hook.secret_env, f"webhook_secret_{hook.name}"),
+        ]
+    return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+
+
 def _require_key(settings: Settings) -> None:
     if settings.elevenlabs_api_key is None:
         raise ConfigError(
@@ -243,6 +305,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {unknown}", file=sys.stderr)
     credentials = credentials_for_check(args.credentials_dir)
     settings, config = _load(args, load_settings(credentials.directory))
+    destinations = _destinations(settings, config)
     if settings.watchdog_metrics_addr:
         try:
             parse_listen_addr(settings.watchdog_metrics_addr)
@@ -258,6 +321,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
         state_dir=settings.state_dir,
         credentials=credentials.directory,
         credentials_note=credentials.note,
+        signed_webhooks=tuple(
+            name.removeprefix("webhook:")
+            for name, sender in destinations.items()
+            if getattr(sender, "signed", False)
+        ),
     )
     for line in report(config, environment):
         print(line)
@@ -299,6 +367,7 @@ def _print_guarantee(settings: Settings) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, config = _load(args)
     _require_key(settings)
+    _destinations(settings, config)  # a missing routing key or webhook URL stops us here
     configure_logging(level=settings.watchdog_log_level, secrets=_secrets(settings, config))
     log = get_logger()
     for unknown in unknown_variables():
@@ -334,6 +403,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     log = get_logger()
     clock = SystemClock()
     notifier, fixed_channel = _notifier(settings)
+    destinations = _destinations(settings, config)
     if settings.slack_mode == "console":
         log.warning("notify.console", reason="no SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL set")
     _announce_guarantee(notifier)
@@ -364,6 +434,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
             sd=sd,
             metrics=metrics,
             socket_mode=socket_mode,
+            destinations=destinations,
         )
         server = None
         if metrics is not None and settings.watchdog_metrics_addr:
@@ -405,6 +476,7 @@ def _reload(running: Settings, path: Path) -> Reloaded:
     for secret in _secrets(settings, config):
         add_secret(secret)
     changed = [name for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)]
+    destinations = _destinations(settings, config)
     notifier = None
     slack_changed = [
         name for name in _SLACK_SECRETS if getattr(settings, name) != getattr(running, name)
@@ -418,6 +490,7 @@ def _reload(running: Settings, path: Path) -> Reloaded:
         api_key=settings.elevenlabs_api_key,
         base_url=settings.elevenlabs_base_url,
         notifier=notifier,
+        destinations=destinations,
         needs_restart=tuple(name.upper() for name in changed),
     )
 
@@ -912,6 +985,8 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
 
     settings, config = _load(args)
     configure_logging(level="error", stream=sys.stderr, secrets=_secrets(settings, config))
+    if args.pagerduty:
+        return _pagerduty_drill(settings, config)
     notifier, fixed_channel = _notifier(settings, stream=sys.stdout)
     if fixed_channel == "webhook" and args.channel:
         print(f"notify-test: --channel ignored: {WEBHOOK_IGNORES_CHANNEL}", file=sys.stderr)
@@ -933,10 +1008,36 @@ def _cmd_notify_test(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pagerduty_drill(settings: Settings, config: Config) -> int:
+    """`notify-test --pagerduty`: a test incident triggered and resolved."""
+    import socket
+
+    from watchdog.notify.destinations import PAGERDUTY
+    from watchdog.notify.drill import DrillFailed, run_pagerduty_drill
+
+    if config.pagerduty is None:
+        raise ConfigError([f"{config.source}: pagerduty: no [pagerduty] section"])
+    sender = _destinations(settings, config)[PAGERDUTY]
+    try:
+        lines = run_pagerduty_drill(
+            sender, now=lambda: datetime.now(UTC), host=socket.gethostname()
+        )
+    except DrillFailed as exc:
+        _problems(f"notify-test: {exc.step} failed: {exc.error.reason}")
+        return EXIT_PROBLEM
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
 def _secrets(settings: Settings, config: Config) -> list[str]:
     """Every secret for the log redaction, the rules file's `heartbeat_url` included."""
     url = config.watchdog.heartbeat_url
-    return [*settings.secrets(), *([url.get_secret_value()] if url is not None else [])]
+    return [
+        *settings.secrets(),
+        *([url.get_secret_value()] if url is not None else []),
+        *_destination_secrets(settings, config),
+    ]
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -92,6 +92,7 @@ from watchdog.model import (
 )
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
+from watchdog.notify.destinations import Router, fan_out, is_card
 from watchdog.notify.render import acknowledged_line, render_status, silenced_line
 from watchdog.notify.socket_mode import SocketMode
 from watchdog.rules import ChangeRule, Config
@@ -173,6 +174,7 @@ class Reloaded:
     api_key: SecretStr
     base_url: str
     notifier: Notifier | None = None  # a new Slack sender (rotated token or webhook URL)
+    destinations: Mapping[str, Notifier] | None = None  # PagerDuty and webhooks, afresh
     needs_restart: tuple[str, ...] = ()
 
 
@@ -201,8 +203,11 @@ class Daemon:
         sd: SdNotifier | None = None,
         metrics: Metrics | None = None,
         socket_mode: SocketMode | None = None,
+        destinations: Mapping[str, Notifier] | None = None,
     ) -> None:
         self.config = config
+        self._destinations = dict(destinations or {})
+        """Senders of the destinations besides Slack, by outbox channel (`pagerduty`, ...)."""
         self._socket_mode = socket_mode
         self._source = source
         self._store = store
@@ -279,7 +284,7 @@ class Daemon:
         self._restore()
         self._worker = OutboxWorker(
             self._store,
-            self._notifier,
+            Router(self._notifier, self._destinations),
             now=self._clock.now,
             sleep=self._clock.sleep,
             on_outcome=self._delivered,
@@ -382,7 +387,7 @@ class Daemon:
         acked = self._engine.record(record.rule, record.series)
         assert acked is not None
         self._unsaved.alerts[(acked.rule, acked.series)] = acked
-        self._unsaved.notifications.append(self._annotation(acked, now))
+        self._enqueue(self._annotation(acked, now), self.config)
         self._flush()
         self._log.info(
             Event.ALERT_ACKED,
@@ -482,7 +487,7 @@ class Daemon:
             return f"Cannot silence: {exc}."
         record = next((r for r in self._engine.records() if r.alert_id == alert_id), None)
         if record is not None and record.state is AlertState.FIRING:
-            self._unsaved.notifications.append(self._annotation(record, self._clock.now()))
+            self._enqueue(self._annotation(record, self._clock.now()), self.config)
             self._flush()
             self._wake.set()
             self._refresh_outbox_age()
@@ -866,8 +871,10 @@ class Daemon:
                 )
         if reloaded.notifier is not None:
             self._notifier = reloaded.notifier
-            if self._worker is not None:
-                self._worker.use(reloaded.notifier)
+        if reloaded.destinations is not None:
+            self._destinations = dict(reloaded.destinations)
+        if self._worker is not None:
+            self._worker.use(Router(self._notifier, self._destinations))
         transitions = self._engine.reconfigure(new, now, history)
         # Alerts kept across the reload may carry a new severity or condition: save them.
         self._unsaved.alerts.update({(r.rule, r.series): r for r in self._engine.records()})
@@ -918,7 +925,7 @@ class Daemon:
                 note = self._notification(t, config)
                 decision = self._suppression(note, t.at, config)
                 if decision.send:
-                    unsaved.notifications.append(note)
+                    self._enqueue(note, config)
                 else:
                     suppressed.append((note, decision))
         self._flush()
@@ -929,6 +936,11 @@ class Daemon:
         if any(t.kind.notifies for t in transitions):
             self._wake.set()
             self._refresh_outbox_age()
+
+    def _enqueue(self, note: Notification, config: Config, *, released: bool = False) -> None:
+        """Queue `note` for its Slack card and every other destination it goes to
+        (`watchdog.notify.destinations.fan_out`), written with the next commit."""
+        self._unsaved.notifications += [note, *fan_out(note, config, released=released)]
 
     def _flush(self) -> None:
         unsaved = self._unsaved
@@ -1166,6 +1178,11 @@ class Daemon:
         decision = decide(note, now, silences=self._silences, mutes=self.config.mutes, held=held)
         if decision.send:
             return False
+        if not is_card(entry.channel):
+            # The card's copy keeps the held news; this one is only taken out.
+            self._store.discard(entry.id)
+            self._log_suppressed(note, decision, stage="delivery", outbox_id=entry.id)
+            return True
         self._store.hold_back(entry.id, alert_id=note.alert_id, held=decision.held)
         self._remember_held(note.alert_id, decision.held)
         self._log_suppressed(note, decision, stage="delivery", outbox_id=entry.id)
@@ -1195,7 +1212,7 @@ class Daemon:
         released: list[tuple[Held, Notification]] = []
         for news, record in plan.release:
             note = self._release_note(news, record, now)
-            self._unsaved.notifications.append(note)
+            self._enqueue(note, self.config, released=True)
             self._set_held(news.alert_id, None)
             released.append((news, note))
         self._flush()

@@ -38,6 +38,9 @@ What is guaranteed:
 * A head that a silence or mute covers when it is about to be sent is taken out of the
   queue unsent by the `hold` stage the daemon passes in (`watchdog.silences`), before
   it is brought up to date; like folding, never an entry that may already be in Slack.
+* PagerDuty and outgoing webhooks (`watchdog.notify.destinations`) are queues like
+  channels, with the same order, retries and dead letters; the stages about the Slack
+  card (bringing the queue up to date, the message ref, the lookup) leave them alone.
 * The delivery lag of every sent notification (queued until the start of the attempt
   Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 
@@ -68,6 +71,7 @@ from watchdog.errors import NotifyError, StateError
 from watchdog.model import MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
+from watchdog.notify.destinations import Router, is_card
 from watchdog.store import OutboxEntry, Store, Unreadable
 
 __all__ = ["Backoff", "OutboxWorker"]
@@ -241,8 +245,12 @@ class OutboxWorker:
 
     # --- one attempt ---
 
+    def _sender_name(self, channel: str) -> str:
+        notifier = self._notifier
+        return notifier.name_for(channel) if isinstance(notifier, Router) else notifier.name
+
     def _original(self, note: Notification) -> MessageRef | None:
-        return self._store.message_ref(note.alert_id)
+        return self._store.message_ref(note.alert_id) if is_card(note.channel) else None
 
     async def _attempt(
         self, entry: OutboxEntry, note: Notification, original: MessageRef | None
@@ -255,7 +263,9 @@ class OutboxWorker:
 
     def _dead_letter_unreadable(self, entry: OutboxEntry, bad: Unreadable, now: datetime) -> None:
         attempt = entry.attempts + 1
-        self._store.dead_letter(entry.id, reason=bad.reason, attempts=attempt, at=now)
+        self._store.dead_letter(
+            entry.id, reason=bad.reason, attempts=attempt, at=now, card=is_card(entry.channel)
+        )
         self._log.error(
             Event.NOTIFY_FAILED,
             error=bad.reason,
@@ -264,7 +274,7 @@ class OutboxWorker:
             channel=entry.channel,
             outbox_id=entry.id,
             attempt=attempt,
-            notifier=self._notifier.name,
+            notifier=self._sender_name(entry.channel),
         )
         self._on_outcome("failed")
 
@@ -284,10 +294,12 @@ class OutboxWorker:
             "channel": entry.channel,
             "outbox_id": entry.id,
             "attempt": attempt,
-            "notifier": self._notifier.name,
+            "notifier": self._sender_name(entry.channel),
         }
         if not isinstance(outcome, NotifyError):
-            self._store.mark_delivered(entry.id, alert_id=note.alert_id, ref=outcome)
+            self._store.mark_delivered(
+                entry.id, alert_id=note.alert_id, ref=outcome, card=is_card(entry.channel)
+            )
             self._record_lag((now - entry.created_at).total_seconds(), now)
             self._log.info(Event.NOTIFY_SENT, **fields)
             self._on_outcome("sent")
@@ -307,7 +319,9 @@ class OutboxWorker:
             )
             self._on_outcome("retry")
             return
-        self._store.dead_letter(entry.id, reason=outcome.reason, attempts=attempt, at=now)
+        self._store.dead_letter(
+            entry.id, reason=outcome.reason, attempts=attempt, at=now, card=is_card(entry.channel)
+        )
         self._log.error(Event.NOTIFY_FAILED, error=outcome.reason, **fields)
         self._on_outcome("failed")
 
@@ -338,9 +352,13 @@ class OutboxWorker:
             self._retry_not_before[head.channel] = max(held, head.next_attempt_at)
 
     def _coalesce(self, head: OutboxEntry) -> bool:
-        """Fold or drop `head` as its plan says; True when the outbox changed."""
+        """Fold or drop `head` as its plan says; True when the outbox changed.
+
+        Only the Slack card's queues are brought up to date: PagerDuty and webhooks get
+        every transition (`watchdog.notify.destinations`).
+        """
         note = head.notification
-        if isinstance(note, Unreadable):
+        if isinstance(note, Unreadable) or not is_card(head.channel):
             return False
         queue = [
             Queued(entry.id, entry.notification, possibly_sent=_possibly_sent(entry))
@@ -353,7 +371,7 @@ class OutboxWorker:
         )
         never_announced = (
             {note.alert_id}
-            if changes_card and self._store.firing_never_sent(note.alert_id)
+            if changes_card and self._store.firing_never_sent(note.alert_id, channel=head.channel)
             else set()
         )
         announced = (

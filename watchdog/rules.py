@@ -224,6 +224,12 @@ class _RuleBase(BaseModel):
     runbook: StrictStr | None = None
     repeat: Duration | None = None
     active: ActiveWindow | None = None
+    page: StrictBool | None = None
+    """Pages through `[pagerduty]` (True) or never (False); None: as its severity says."""
+
+    def severities(self) -> frozenset[Severity]:
+        """Every severity an alert of this rule can have: its own and its stages'."""
+        return frozenset({self.severity})
 
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -399,6 +405,11 @@ class ThresholdRule(_RuleBase):
     recover_above: Count | None = None
     for_: Duration = Field(default=timedelta(0), alias="for")
     escalate: Annotated[list[EscalationStage], BeforeValidator(_one_or_many)] = []
+
+    def severities(self) -> frozenset[Severity]:
+        """Every severity an alert of this rule can have: its own and its stages'."""
+        stages = {stage.severity for stage in self.escalate if stage.severity is not None}
+        return frozenset({self.severity, *stages})
 
     def escalated_severity(self, stages: int) -> Severity:
         """The alert's severity with the stages of the bit set `stages` in force."""
@@ -640,8 +651,79 @@ class SlackSection(BaseModel):
         return value
 
 
+DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+
+
+class PagerDutySection(BaseModel):
+    """`[pagerduty]`: which alerts page (by severity; a rule's `page` overrides), and where.
+
+    The routing key is a secret: `PAGERDUTY_ROUTING_KEY` or the credential file
+    `pagerduty_routing_key`, never this file.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severities: tuple[Severity, ...] = (Severity.CRITICAL,)
+    events_url: StrictStr = DEFAULT_EVENTS_URL
+
+    @field_validator("events_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        check_http_url(value)
+        return value
+
+
+_WEBHOOK_NAME = re.compile(r"[a-z0-9_-]{1,40}")
+
+
+class WebhookSection(BaseModel):
+    """One `[[webhooks]]` destination: a JSON document per notified transition.
+
+    The URL often embeds a token, so it is a secret: `url` here, else the variable named by
+    `url_env`, else the credential file `webhook_url_<name>`. `secret_env` names the
+    variable holding the signing secret (else the credential file `webhook_secret_<name>`).
+    `severities` and `rules` narrow what it receives (empty: everything).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr
+    url: SecretStr | None = None
+    url_env: StrictStr | None = None
+    secret_env: StrictStr | None = None
+    severities: tuple[Severity, ...] = ()
+    rules: tuple[StrictStr, ...] = ()
+    headers: dict[StrictStr, StrictStr] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _WEBHOOK_NAME.fullmatch(value):
+            raise ValueError("must be 1-40 of a-z, 0-9, _ and - (it names a credential file)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_http_url(value.get_secret_value())
+            except ValueError:
+                raise ValueError("must be an http(s):// URL") from None  # never quote it
+        return value
+
+    def receives(self, rule: str, severity: Severity) -> bool:
+        """Whether a notification of `rule` at `severity` goes to this webhook."""
+        return (not self.severities or severity in self.severities) and (
+            not self.rules or rule in self.rules
+        )
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pagerduty: PagerDutySection | None = None
+    webhooks: list[WebhookSection] = []
 
     watchdog: WatchdogSection = WatchdogSection()
     no_data: NoDataSection = NoDataSection()
@@ -676,6 +758,25 @@ class Config:
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     no_data: NoDataSection = field(default_factory=NoDataSection)
     mutes: tuple[MuteWindow, ...] = ()
+    pagerduty: PagerDutySection | None = None
+    webhooks: tuple[WebhookSection, ...] = ()
+
+    def pages(self, rule: str, severity: Severity) -> bool:
+        """Whether an alert of `rule` at `severity` pages (`[pagerduty]`, the rule's `page`)."""
+        if self.pagerduty is None:
+            return False
+        found = self.rule(rule)
+        if found is not None and found.page is not None:
+            return found.page
+        return severity in self.pagerduty.severities
+
+    def may_page(self, rule: str) -> bool:
+        """Whether an alert of `rule` can page at any severity it can reach."""
+        found = self.rule(rule)
+        if found is None:
+            severities = {self.no_data.severity} if rule in self.rule_names else set()
+            return any(self.pages(rule, s) for s in severities)
+        return any(self.pages(rule, s) for s in found.severities())
 
     @property
     def rule_names(self) -> tuple[str, ...]:
@@ -766,6 +867,8 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("no_data",): NoDataSection,
     ("plan",): PlanSection,
     ("slack",): SlackSection,
+    ("pagerduty",): PagerDutySection,
+    ("webhooks",): WebhookSection,
     ("agents",): Agent,
     ("rules", "threshold"): ThresholdRule,
     ("rules", "change"): ChangeRule,
@@ -914,6 +1017,26 @@ def _semantic_problems(
         else:
             problems.extend(_change_problems(where, rule))
     problems += _mute_problems(parts.mutes, known_rules, known_agents)
+    return problems
+
+
+_PLAN_RULES = (BURST_RULE, AT_CAPACITY_RULE)
+
+
+def _webhook_problems(
+    webhooks: Sequence[WebhookSection], known_rules: set[str]
+) -> list[tuple[str, str]]:
+    """Duplicate webhook names, and `rules` naming no rule of the file."""
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for i, hook in enumerate(webhooks):
+        where = f"webhooks[{i}] ({hook.name})"
+        if hook.name in seen:
+            problems.append((f"{where}.name", "duplicate webhook name"))
+        seen.add(hook.name)
+        for rule in hook.rules:
+            if rule not in known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE, *_PLAN_RULES}:
+                problems.append((f"{where}.rules", f"{rule!r} is not a rule of this file"))
     return problems
 
 
@@ -1166,6 +1289,7 @@ def parse_config(
     agents, rules = list(enumerate(parsed.agents)), list(enumerate(parsed.rules))
     parts = _Parts(parsed.watchdog, parsed.no_data, agents, rules, list(enumerate(parsed.mute)))
     semantic = _semantic_problems(parts, known_agents, from_env, known_rules)
+    semantic += _webhook_problems(parsed.webhooks, known_rules)
     for location, message in [*semantic, *spelling]:
         problems.append(f"{where(location)}: {message}")
     if problems:
@@ -1182,6 +1306,8 @@ def parse_config(
         no_data=_no_data_in_force(parsed.watchdog, parsed.no_data, from_env),
         mutes=tuple(parsed.mute),
         plan=parsed.plan,
+        pagerduty=parsed.pagerduty,
+        webhooks=tuple(parsed.webhooks),
     )
 
 

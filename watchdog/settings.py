@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("watchdog_heartbeat_url", "heartbeat_url"),
     )
 
+    pagerduty_routing_key: SecretStr | None = None
+    credentials_directory: str | None = Field(default=None, exclude=True)
+    """Where the credential files were read (for the webhooks' secrets, named by config)."""
+
     state_directory: str | None = Field(default=None, exclude=True)
 
     @field_validator("watchdog_log_level", mode="before")
@@ -144,6 +148,20 @@ class Settings(BaseSettings):
             out["heartbeat_url"] = self.watchdog_heartbeat_url.get_secret_value()
         return out
 
+    def named_secret(self, variable: str | None, credential: str) -> SecretStr | None:
+        """A secret the rules file names: the variable `variable`, else the credential file
+        `credential` (for `[[webhooks]]`, whose names only the rules file knows)."""
+        if variable and os.environ.get(variable):
+            return SecretStr(os.environ[variable])
+        if not self.credentials_directory:
+            return None
+        path = Path(self.credentials_directory) / credential
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return SecretStr(text) if text else None
+
     def secrets(self) -> list[str]:
         """The secret values, for the log redaction processor."""
         values = (
@@ -152,6 +170,7 @@ class Settings(BaseSettings):
             self.slack_webhook_url,
             self.watchdog_heartbeat_url,
             self.slack_app_token,
+            self.pagerduty_routing_key,
         )
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
@@ -248,7 +267,10 @@ def load_settings(credentials_dir: Path | None = None) -> Settings:
     if secrets_dir is not None and not _readable(secrets_dir):
         raise ConfigError([f"credentials: {secrets_dir}: not readable by this user"])
     try:
-        settings = Settings(_secrets_dir=secrets_dir)
+        settings = Settings(
+            _secrets_dir=secrets_dir,
+            credentials_directory=None if secrets_dir is None else str(secrets_dir),
+        )
     except SettingsError as exc:
         # Raised for credential files that cannot be read as text; never quote them.
         cause = exc.__cause__ or exc
@@ -286,7 +308,12 @@ def load_settings(credentials_dir: Path | None = None) -> Settings:
                     " the app's Basic Information, with the connections:write scope)"
                 ]
             )
-    for name in ("elevenlabs_api_key", "slack_bot_token", "slack_app_token"):
+    for name in (
+        "elevenlabs_api_key",
+        "slack_bot_token",
+        "slack_app_token",
+        "pagerduty_routing_key",
+    ):
         value: SecretStr | None = getattr(settings, name)
         if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
             raise ConfigError(

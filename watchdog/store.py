@@ -882,19 +882,24 @@ class Store:
             ).fetchone()
         return _opt_from_ms(row[0])
 
-    def mark_delivered(self, entry_id: int, *, alert_id: str, ref: MessageRef | None) -> None:
+    def mark_delivered(
+        self, entry_id: int, *, alert_id: str, ref: MessageRef | None, card: bool = True
+    ) -> None:
         """Slack accepted the entry: remove it and remember where the message landed.
 
         `ref` is the message now standing for the alert (see `watchdog.notify.Notifier`):
         it replaces any earlier ref, and a None ref keeps it. When the alert's RESOLVED
-        notification is delivered, the episode is over and its ref is dropped. No-op for
-        an unknown id.
+        notification is delivered, the episode is over and its ref is dropped. An entry
+        that is not of the Slack card (`card=False`: PagerDuty, a webhook) is only
+        removed. No-op for an unknown id.
         """
         with self._writing("marking a delivery") as conn:
             row = conn.execute("SELECT kind FROM outbox WHERE id = ?", (entry_id,)).fetchone()
             if row is None:
                 return
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+            if not card:
+                return
             if row[0] == TransitionKind.RESOLVED.value:
                 conn.execute("DELETE FROM messages WHERE alert_id = ?", (alert_id,))
             elif ref is not None:
@@ -941,12 +946,14 @@ class Store:
                 (attempts, _to_ms(next_attempt_at), error, int(in_doubt), entry_id),
             )
 
-    def dead_letter(self, entry_id: int, *, reason: str, attempts: int, at: datetime) -> None:
+    def dead_letter(
+        self, entry_id: int, *, reason: str, attempts: int, at: datetime, card: bool = True
+    ) -> None:
         """A delivery failed permanently: move the entry to the dead letters.
 
         `attempts` counts every attempt including the failing one; `at` is when it failed.
-        A dead-lettered RESOLVED ends the episode, so the alert's message ref is dropped.
-        No-op for an unknown id.
+        A dead-lettered RESOLVED of the card ends the episode, so the alert's message ref is
+        dropped (not one of another destination: `card=False`). No-op for an unknown id.
         """
         with self._writing("dead-lettering") as conn:
             row = conn.execute(
@@ -962,7 +969,7 @@ class Store:
                 (attempts, _to_ms(at), reason, entry_id),
             )
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-            if row[0] == TransitionKind.RESOLVED.value:
+            if card and row[0] == TransitionKind.RESOLVED.value:
                 conn.execute("DELETE FROM messages WHERE alert_id = ?", (row[1],))
 
     # --- bringing the outbox up to date (see watchdog.notify.coalesce) ---
@@ -995,17 +1002,19 @@ class Store:
         with self._writing("discarding an outbox entry") as conn:
             conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
 
-    def firing_never_sent(self, alert_id: str) -> bool:
+    def firing_never_sent(self, alert_id: str, *, channel: str | None = None) -> bool:
         """True when the alert's FIRING was dead-lettered on its first and only attempt.
 
         Such a card never reached Slack. One dead-lettered after earlier failed attempts
-        might have (an answer can be lost), so it does not count.
+        might have (an answer can be lost), so it does not count. With `channel`, only
+        that queue's dead letters count (another destination's say nothing of the card).
         """
         with self._reading("reading dead letters") as conn:
             row = conn.execute(
                 """SELECT 1 FROM dead_letters
-                   WHERE alert_id = ? AND kind = ? AND attempts <= 1 LIMIT 1""",
-                (alert_id, TransitionKind.FIRING.value),
+                   WHERE alert_id = ? AND kind = ? AND attempts <= 1
+                   AND (? IS NULL OR channel = ?) LIMIT 1""",
+                (alert_id, TransitionKind.FIRING.value, channel, channel),
             ).fetchone()
         return row is not None
 

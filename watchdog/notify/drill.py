@@ -12,6 +12,8 @@ What each sender does with it:
 - webhook: posts the card; an incoming webhook can neither edit a message nor say where
   it went.
 - console: prints the card.
+- PagerDuty (`--pagerduty`): triggers a critical test incident whose summary says it is a
+  test, then resolves it under the same dedup_key.
 
 A failure is a `DrillFailed` naming the step and Slack's error; `advice` says what to do.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "failure_lines",
     "result_lines",
     "run_drill",
+    "run_pagerduty_drill",
 ]
 
 TEST_RULE = "🧪 TEST: watchdog notify-test"
@@ -110,6 +113,26 @@ def run_drill(
     except NotifyError as exc:
         raise DrillFailed("resolving the test card", exc, channel, posted) from None
     return DrillResult(notifier.name, channel, posted)
+
+
+def run_pagerduty_drill(sender: Notifier, *, now: Callable[[], datetime], host: str) -> list[str]:
+    """Trigger a clearly marked test incident, then resolve it; the lines to print.
+
+    Critical, so that it goes where real pages go. Raises `DrillFailed` for the first
+    step that failed; the drill never retries.
+    """
+    trigger = replace(drill_card("pagerduty", now(), host), severity=Severity.CRITICAL)
+    trigger = replace(trigger, alert_id=f"notify-test-{trigger.alert_id}")
+    resolve = replace(trigger, kind=TransitionKind.RESOLVED, at=now())
+    for step, note in (("triggering", trigger), ("resolving", resolve)):
+        try:
+            sender.deliver(note, None)
+        except NotifyError as exc:
+            raise DrillFailed(f"{step} the test incident", exc, "pagerduty") from None
+    return [
+        "test incident triggered in PagerDuty and resolved",
+        f"dedup_key: {trigger.alert_id}",
+    ]
 
 
 def result_lines(result: DrillResult) -> list[str]:
