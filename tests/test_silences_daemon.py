@@ -156,3 +156,26 @@ def test_silence_alert_silences_its_rule_and_series_and_is_listed(tmp_path: Path
     with Store.open(Store.default_path(tmp_path)) as store:
         assert [s.id for s in store.silences(silence.starts)] == [silence.id]
         assert store.held()[record.alert_id].card  # its card is out: its end will be announced
+
+
+def test_silencing_from_the_card_names_who_silenced_on_the_alerts_notifications(
+    tmp_path: Path,
+) -> None:
+    """The card's Silence control: an unknown alert is refused with a reason for the
+    presser; a firing one is silenced, and the edit of its card says who silenced it
+    (`silenced_by`, for webhooks and the console, beside the card's annotation)."""
+    start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    answers: list[str | None] = []
+
+    async def scenario(daemon: Daemon, log: io.StringIO) -> None:
+        await until(lambda: any(r.state is AlertState.FIRING for r in daemon.engine.records()))
+        await until(lambda: bool(events(log, "notify.sent")))
+        (record,) = daemon.engine.records()
+        answers.append(daemon.silence_from_card("nope", timedelta(hours=1), "U123"))
+        answers.append(daemon.silence_from_card(record.alert_id, timedelta(hours=1), "U123"))
+        await until(lambda: len(events(log, "notify.sent")) == 2)
+
+    console = run_daemon(tmp_path, RULES, start, scenario)
+    assert answers == ["Cannot silence: no pending or firing alert 'nope'.", None]
+    (annotated,) = [block for block in console.split("\n\n") if "ANNOTATED" in block]
+    assert "silenced by U123" in annotated

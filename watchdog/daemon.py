@@ -428,14 +428,13 @@ class Daemon:
         lines: list[str] = []
         if acked_by is not None and acked_at is not None:
             lines.append(acknowledged_line(acked_by, acked_at))
-        lines += [
-            silenced_line(s.ends - s.starts, s.by, s.ends)
-            for s in self._silences
-            if s.active(at) and s.covers(rule, series, at)
-        ]
+        covering = [s for s in self._silences if s.active(at) and s.covers(rule, series, at)]
+        lines += [silenced_line(s.ends - s.starts, s.by, s.ends) for s in covering]
         fields: dict[str, Any] = {"annotations": tuple(lines)} if lines else {}
         if acked_by is not None:
             fields["acked_by"] = acked_by
+        if covering:
+            fields["silenced_by"] = tuple(s.by for s in covering)
         return fields
 
     def _apply_ack_requests(self) -> None:

@@ -149,6 +149,7 @@ class Notification:
     annotations: tuple[str, ...] = ()
     acked_by: str | None = None
     limit: int | None = None
+    silenced_by: tuple[str, ...] = ()
 
     @property
     def fired_and_resolved(self) -> bool:
@@ -183,6 +184,8 @@ class Notification:
             data["acked_by"] = self.acked_by
         if self.limit is not None:
             data["limit"] = self.limit
+        if self.silenced_by:
+            data["silenced_by"] = list(self.silenced_by)
         return data
 
     @classmethod
@@ -196,8 +199,10 @@ class Notification:
         annotations = data.get("annotations") or []
         acked_by = data.get("acked_by")
         limit = data.get("limit")
+        silenced_by = data.get("silenced_by") or []
         assert isinstance(recent, list)
         assert isinstance(annotations, list)
+        assert isinstance(silenced_by, list)
         return cls(
             alert_id=str(data["alert_id"]),
             kind=TransitionKind(str(data["kind"])),
@@ -218,6 +223,7 @@ class Notification:
             annotations=tuple(str(line) for line in annotations),
             acked_by=None if acked_by is None else str(acked_by),
             limit=None if limit is None else int(str(limit)),
+            silenced_by=tuple(str(by) for by in silenced_by),
         )
 
 

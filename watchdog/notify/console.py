@@ -99,6 +99,8 @@ def format_console(note: Notification, *, colour: bool = False) -> str:
         lines.append(f"fired at {_utc(note.fired_at)}")
     if note.acked_by is not None:
         lines.append(f"acknowledged by {note.acked_by}")
+    if note.silenced_by:
+        lines.append(f"silenced by {', '.join(note.silenced_by)}")
     lines.append(f"at {_utc(note.at)} · alert {note.alert_id}")
     return lines[0] + "\n" + "".join(f"{_INDENT}{line}\n" for line in lines[1:]) + "\n"
 

@@ -58,6 +58,7 @@ def document(note: Notification) -> dict[str, Any]:
         "runbook": note.runbook,
         "recent": list(note.recent),
         "acked_by": note.acked_by,
+        "silenced_by": list(note.silenced_by),
         "annotations": list(note.annotations),
         "reason": note.reason,
     }
