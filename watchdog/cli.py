@@ -129,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--history", action="store_true", help="use the state database's history")
     sub.add_argument("--since", default="24h", help="with --history: how far back (24h)")
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub = command("report", _cmd_report, "peaks, percentiles and alerts per series, for a span")
+    sub.add_argument("csv", nargs="?", type=Path, help="CSV of timestamp,count[,scope]")
+    sub.add_argument("--since", default=None, help="from the state database: how far back (24h)")
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = command("status", _cmd_status, "show series, alerts and the outbox from the state")
     sub.add_argument("--json", action="store_true", help="one JSON document")
     sub = command(
@@ -618,6 +622,44 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             f"{shown} transitions",
             file=sys.stderr,
         )
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from watchdog.notify.report_card import report_lines
+    from watchdog.replay import read_csv
+    from watchdog.report import report_of
+
+    settings, config = _load(args)
+    if args.csv is not None and args.since is not None:
+        print("watchdog report: give either a CSV file or --since", file=sys.stderr)
+        return EXIT_USAGE
+    if args.csv is not None:
+        samples = read_csv(args.csv, config)
+        start, end = samples[0].at, samples[-1].at + config.watchdog.poll_interval
+    else:
+        try:
+            span = parse_duration(args.since or "24h")
+        except ValueError as exc:
+            print(f"watchdog report: --since: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        end = datetime.now(UTC)
+        start = end - span
+        store = _existing_store(settings)
+        try:
+            samples = store.load_samples(since=start)
+        finally:
+            store.close()
+        if not samples:
+            raise InputError(f"{store.path}: no sample history in the last {args.since or '24h'}")
+    report = report_of(config, samples, start=start, end=end)
+    if args.json:
+        for figures in report.series:
+            print(json.dumps(figures.to_json()))
+        for rule in report.rules:
+            print(json.dumps(rule.to_json()))
+    else:
+        print("\n".join(report_lines(report)))
     return EXIT_OK
 
 
