@@ -57,6 +57,7 @@ from pydantic import SecretStr
 
 from watchdog.audit import Event, get_logger
 from watchdog.clock import Clock
+from watchdog.daily_report import DailyReport
 from watchdog.deadman import DeadMansSwitch
 from watchdog.delivery import OutboxWorker
 from watchdog.durations import format_duration
@@ -95,7 +96,7 @@ from watchdog.notify.coalesce import Reason
 from watchdog.notify.destinations import Router, fan_out, is_card
 from watchdog.notify.render import acknowledged_line, render_status, silenced_line
 from watchdog.notify.socket_mode import SocketMode
-from watchdog.rules import ChangeRule, Config
+from watchdog.rules import ChangeRule, Config, ReportSection
 from watchdog.silences import Decision, Held, Silence, decide, reconcile
 from watchdog.source import Source, request_timeout
 from watchdog.store import OutboxEntry, Store
@@ -253,6 +254,14 @@ class Daemon:
             monotonic=clock.monotonic,
             sleep=clock.sleep,
         )
+        self._daily_report = DailyReport(
+            store,
+            clock,
+            config=lambda: self.config,
+            channel=self._report_channel,
+            resolution=THINNED_RESOLUTION,
+            wake=self._wake.set,
+        )
         if metrics is not None:
             metrics.track_outbox_age(self._outbox_age_seconds)
 
@@ -312,6 +321,7 @@ class Daemon:
             jobs["pinger"] = self._pinger.run(self._stop)
         if self._socket_mode is not None:
             jobs["socket-mode"] = self._socket_mode.run(self, self._stop)
+        jobs["report"] = self._daily_report.run(self._stop)
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = {
@@ -1042,6 +1052,10 @@ class Daemon:
         windows = [r.window for r in self.config.rules if isinstance(r, ChangeRule)]
         sparkline = self.config.watchdog.poll_interval * (SPARKLINE_LENGTH + 1)
         return max([*windows, sparkline])
+
+    def _report_channel(self, section: ReportSection) -> str:
+        """Where the daily report goes: `[report] channel`, else `[slack] channel`."""
+        return self._fixed_channel or section.channel or self.config.slack.channel or "console"
 
     def _notification(self, t: Transition, config: Config) -> Notification:
         route = config.route_for(t.rule)

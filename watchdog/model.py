@@ -55,6 +55,7 @@ class TransitionKind(StrEnum):
     DEESCALATED = "deescalated"  # notified: a level stage was left, still firing
     FLAPPING = "flapping"  # notified: fired and resolved too often, now held as flapping
     ANNOTATION = "annotation"  # notified: not the engine's; a human's note, edited onto the card
+    REPORT = "report"  # notified: not the engine's nor an alert's; the daily report
 
     @property
     def notifies(self) -> bool:
@@ -128,6 +129,11 @@ class Notification:
     so the card's latest edit shows every one. An ANNOTATION notification is such an
     edit of the firing card in place, with the alert's current values. `acked_by` says
     who acknowledged the alert, if anyone (the card then offers no Acknowledge button).
+
+    A REPORT notification is no alert's: the daily report (`watchdog.report`), whose
+    `alert_id` names the day, posted as a top-level message of its own. `message` holds
+    it already rendered (JSON of `text`, Block Kit `blocks` and `plain` lines), so what
+    is posted is what was queued, whatever the config says by then.
     """
 
     alert_id: str
@@ -150,6 +156,7 @@ class Notification:
     acked_by: str | None = None
     limit: int | None = None
     silenced_by: tuple[str, ...] = ()
+    message: str | None = None
 
     @property
     def fired_and_resolved(self) -> bool:
@@ -186,6 +193,8 @@ class Notification:
             data["limit"] = self.limit
         if self.silenced_by:
             data["silenced_by"] = list(self.silenced_by)
+        if self.message is not None:
+            data["message"] = self.message
         return data
 
     @classmethod
@@ -200,6 +209,7 @@ class Notification:
         acked_by = data.get("acked_by")
         limit = data.get("limit")
         silenced_by = data.get("silenced_by") or []
+        message = data.get("message")
         assert isinstance(recent, list)
         assert isinstance(annotations, list)
         assert isinstance(silenced_by, list)
@@ -224,6 +234,7 @@ class Notification:
             acked_by=None if acked_by is None else str(acked_by),
             limit=None if limit is None else int(str(limit)),
             silenced_by=tuple(str(by) for by in silenced_by),
+            message=None if message is None else str(message),
         )
 
 

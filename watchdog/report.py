@@ -28,10 +28,11 @@ How each figure is defined, so a test can compute it by hand:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from watchdog.model import (
     NO_DATA_RULE,
@@ -41,7 +42,7 @@ from watchdog.model import (
     TransitionKind,
 )
 from watchdog.replay import replay
-from watchdog.rules import Config, PlanLimitRule, ThresholdRule
+from watchdog.rules import Config, PlanLimitRule, ReportSection, ThresholdRule
 
 SHAPE_BUCKETS = 24
 """Bars of the sparkline: one per hour of a day."""
@@ -232,7 +233,45 @@ def _rule_figures(
 
 
 def report_of(
-    config: Config, samples: Sequence[Sample], *, start: datetime, end: datetime
+    config: Config,
+    samples: Sequence[Sample],
+    *,
+    start: datetime,
+    end: datetime,
+    resolution: timedelta = timedelta(0),
 ) -> Report:
-    """The report of recorded samples, with the alerts replay says the rules fired on them."""
+    """The report of recorded samples, with the alerts replay says the rules fired on them.
+
+    `resolution`: the spacing of recorded samples when coarser than the poll interval
+    (the state database keeps one sample a minute of history older than an hour), so
+    that thinned history is read as held counts, not as gaps without data.
+    """
+    step = max(config.watchdog.poll_interval, resolution)
+    if step != config.watchdog.poll_interval:
+        watchdog = config.watchdog.model_copy(update={"poll_interval": step})
+        config = dataclasses.replace(config, watchdog=watchdog)
     return build_report(config, samples, replay(config, samples), start=start, end=end)
+
+
+def day_span(day: date, section: ReportSection) -> tuple[datetime, datetime]:
+    """The calendar `day` in the report's time zone, as [start, end) (23 or 25 h on DST days)."""
+    zone = section.zone
+    start = datetime.combine(day, time(0), zone)
+    return start.astimezone(UTC), datetime.combine(
+        day + timedelta(days=1), time(0), zone
+    ).astimezone(UTC)
+
+
+def due_day(now: datetime, section: ReportSection, last_reported: date | None) -> date | None:
+    """The day whose report is due at `now`, or None: that of yesterday once `at` has passed
+    today (in `tz`), else that of the day before; None when it was reported already.
+
+    Only the latest due day is ever reported: a daemon that was down over several report
+    times sends one report (the latest it missed) when it comes back, not a backlog.
+    """
+    local = now.astimezone(section.zone)
+    scheduled = datetime.combine(local.date(), section.time_of_day, section.zone)
+    day = local.date() - timedelta(days=1 if local >= scheduled else 2)
+    if last_reported is not None and last_reported >= day:
+        return None
+    return day

@@ -121,6 +121,17 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
+def _known_zone(value: str) -> str:
+    """`value` if it names an IANA time zone, else a ValueError saying what would."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: keys such as "America" name a tzdata directory, not a zone.
+        hint = did_you_mean(value, _zones()) or ": use an IANA name such as 'Europe/Berlin'"
+        raise ValueError(f"unknown time zone {value!r}{hint}") from None
+    return value
+
+
 class ActiveWindow(BaseModel):
     """When a rule is on: some days, some hours, in a time zone (DST-aware via zoneinfo)."""
 
@@ -137,13 +148,7 @@ class ActiveWindow(BaseModel):
     @field_validator("tz")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            # OSError: keys such as "America" name a tzdata directory, not a zone.
-            hint = did_you_mean(value, _zones()) or ": use an IANA name such as 'Europe/Berlin'"
-            raise ValueError(f"unknown time zone {value!r}{hint}") from None
-        return value
+        return _known_zone(value)
 
     @field_validator("days")
     @classmethod
@@ -719,6 +724,42 @@ class WebhookSection(BaseModel):
         )
 
 
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+class ReportSection(BaseModel):
+    """`[report]`: post the previous day's report daily at `at` (HH:MM in `tz`) to `channel`.
+
+    Without `channel`, `[slack] channel` is used. The day is the calendar day in `tz`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: StrictStr = "09:00"
+    tz: StrictStr = "UTC"
+    channel: StrictStr | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not _CLOCK_TIME.match(value):
+            raise ValueError(f"expected a time of day as HH:MM like '09:00', got {value!r}")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _known_zone(value)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    @property
+    def time_of_day(self) -> time:
+        return time.fromisoformat(self.at)
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -732,6 +773,7 @@ class _ConfigFile(BaseModel):
     agents: list[Agent] = []
     rules: list[Rule] = []
     mute: list[MuteWindow] = []
+    report: ReportSection | None = None
 
 
 @dataclass(frozen=True)
@@ -784,6 +826,7 @@ class Config:
         return (*(rule.name for rule in self.rules), NO_DATA_RULE, WATCHDOG_BEHIND_RULE)
 
     plan: PlanSection | None = None
+    report: ReportSection | None = None
 
     @property
     def series(self) -> tuple[tuple[str, str | None], ...]:
@@ -1306,6 +1349,7 @@ def parse_config(
         no_data=_no_data_in_force(parsed.watchdog, parsed.no_data, from_env),
         mutes=tuple(parsed.mute),
         plan=parsed.plan,
+        report=parsed.report,
         pagerduty=parsed.pagerduty,
         webhooks=tuple(parsed.webhooks),
     )

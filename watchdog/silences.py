@@ -155,6 +155,7 @@ class Reason(StrEnum):
     NEVER_ANNOUNCED = "never_announced"  # a resolution of an alert no card announced
     RELEASE_PENDING = "release_pending"  # the release of its held news will say it
     EDITS_CARD = "edits_card"  # an annotation (acknowledged, silenced) edits a card in Slack
+    NOT_AN_ALERT = "not_an_alert"  # the daily report: no silence or mute is about it
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,8 @@ def decide(
 
     See the module docstring for the semantics.
     """
+    if note.kind is TransitionKind.REPORT:
+        return Decision(True, Reason.NOT_AN_ALERT, None)
     if note.kind is TransitionKind.ANNOTATION:  # pages nobody: a silence does not hold it
         if held is not None and not held.card:
             return Decision(False, Reason.NEVER_ANNOUNCED, held, held.cover)

@@ -1180,6 +1180,28 @@ class Store:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def enqueue_with_meta(self, note: Notification, *, key: str, value: str) -> int:
+        """Queue `note` and store `value` under `key` in one transaction; the outbox id.
+
+        For a notification that must be queued once only (the daily report): the record
+        that it was queued cannot be lost without the queued notification, nor the reverse.
+        """
+        created = _to_ms(note.at)
+        with self._writing("queueing a notification") as conn:
+            cursor = conn.execute(
+                """INSERT INTO outbox (channel, alert_id, kind, payload, created_at,
+                                       attempts, next_attempt_at)
+                   VALUES (?, ?, ?, ?, ?, 0, ?)""",
+                (note.channel, note.alert_id, note.kind.value, _dump(note), created, created),
+            )
+            conn.execute(
+                """INSERT INTO meta (key, value) VALUES (?, ?)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                (key, value),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
     def set_meta(self, key: str, value: str) -> None:
         """Store (or replace) a small value under `key`."""
         with self._writing("writing meta") as conn:

@@ -14,6 +14,7 @@ from watchdog.durations import format_duration
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, Severity, TransitionKind
 from watchdog.notify.render import format_count, severity_emoji, sparkline
+from watchdog.notify.report_card import prerendered
 
 __all__ = ["ConsoleNotifier", "format_console"]
 
@@ -65,6 +66,9 @@ class ConsoleNotifier:
 
 def format_console(note: Notification, *, colour: bool = False) -> str:
     """The printed block for `note`, ending in a blank line so blocks stay apart."""
+    if note.kind is TransitionKind.REPORT:
+        title, *lines = prerendered(note)[1] or ["Daily report"]
+        return f"📊 {title}\n" + "".join(f"{_INDENT}{line}\n" for line in lines) + "\n"
     held = format_duration(note.at - note.since)
     count = format_count(note.count, note.limit)
     if note.fired_and_resolved:

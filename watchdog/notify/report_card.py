@@ -7,10 +7,12 @@ many it left out (`watchdog report` prints them all).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 from watchdog.durations import format_duration
+from watchdog.model import WORKSPACE, Notification, Severity, TransitionKind
 from watchdog.notify.render import (
     RenderedMessage,
     _context,
@@ -23,7 +25,16 @@ from watchdog.notify.render import (
 )
 from watchdog.report import Report, RuleFigures, SeriesFigures
 
-__all__ = ["render_report", "report_lines"]
+__all__ = [
+    "REPORT_RULE",
+    "prerendered",
+    "render_report",
+    "report_lines",
+    "report_notification",
+]
+
+REPORT_RULE = "report"
+"""The `rule` a report notification carries, for logs (it is no rule's alert)."""
 
 _SERIES_SHOWN = 40
 """Series sections per message: with the header, rules and the note, within 50 blocks."""
@@ -96,3 +107,37 @@ def render_report(report: Report, *, title: str) -> RenderedMessage:
     blocks.append(_section(f"*Alerts*\n{alerts or 'no rules'}"))
     blocks.append(_context(f"{_slack_date(report.start)} to {_slack_date(report.end)}"))
     return RenderedMessage(text=title, blocks=blocks)
+
+
+def report_notification(report: Report, *, day: date, channel: str, at: datetime) -> Notification:
+    """The daily report of `day` as a REPORT notification for `channel`'s outbox queue.
+
+    Its alert id names the day, so the Slack bot's lookup of a post whose answer was
+    lost finds this day's report and no other.
+    """
+    message = render_report(report, title=f"Daily report: {day.isoformat()}")
+    body = {
+        "text": message.text,
+        "blocks": message.blocks,
+        "plain": [message.text, *report_lines(report)[1:]],
+    }
+    return Notification(
+        alert_id=f"report-{day.isoformat()}",
+        kind=TransitionKind.REPORT,
+        rule=REPORT_RULE,
+        series=WORKSPACE,
+        severity=Severity.INFO,
+        at=at,
+        since=report.start,
+        count=None,
+        condition="",
+        channel=channel,
+        message=json.dumps(body, ensure_ascii=False),
+    )
+
+
+def prerendered(note: Notification) -> tuple[RenderedMessage, list[str]]:
+    """A REPORT notification's message as queued, and its plain-text lines (the console's)."""
+    body = json.loads(note.message or "{}")
+    message = RenderedMessage(text=str(body.get("text", "")), blocks=list(body.get("blocks", [])))
+    return message, [str(line) for line in body.get("plain", [])]

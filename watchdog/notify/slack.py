@@ -60,6 +60,7 @@ from watchdog.notify.render import (
     render_reply,
     render_top_level,
 )
+from watchdog.notify.report_card import prerendered
 
 __all__ = [
     "EVENT_TYPE",
@@ -293,6 +294,8 @@ class SlackBotNotifier:
         raise failure.error
 
     def _deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
+        if note.kind is TransitionKind.REPORT:
+            return self._post(note, note.channel, prerendered(note)[0])
         if note.kind is TransitionKind.FIRING and original is None:
             return self._post(note, note.channel, render(note, buttons=self._buttons))
         if note.kind is TransitionKind.ANNOTATION:
@@ -603,7 +606,11 @@ class SlackWebhookNotifier:
         _require_notified(note)
         if note.kind is TransitionKind.ANNOTATION:
             return None
-        error = self._send(note, render_top_level(note))
+        if note.kind is TransitionKind.REPORT:
+            message = prerendered(note)[0]
+        else:
+            message = render_top_level(note)
+        error = self._send(note, message)
         if error is not None:
             raise error
         return None
