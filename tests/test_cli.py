@@ -47,7 +47,18 @@ from watchdog.model import (
 from watchdog.store import Store
 
 EXAMPLE = ROOT / "rules.example.toml"
-COMMANDS = ("run", "check", "poll", "replay", "status", "notify-test", "ack", "demo", "silence")
+COMMANDS = (
+    "run",
+    "check",
+    "poll",
+    "replay",
+    "report",
+    "status",
+    "notify-test",
+    "ack",
+    "demo",
+    "silence",
+)
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
 NO_DATA = (  # the `check` line of the built-in alerts

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.harness import ROOT, base_env
+from tests.harness import ROOT, SLACK_TOKEN, base_env
 from watchdog.model import Sample
 from watchdog.replay import read_csv
 from watchdog.report import Report, percentile, report_of
@@ -184,3 +184,27 @@ def test_report_command_errors_are_clear(tmp_path: Path) -> None:
     assert "either a CSV file or --since" in both.stderr
     for result in (missing, bad, both):
         assert "Traceback" not in result.stderr
+
+
+def test_check_in_bot_mode_needs_a_channel_for_the_report(tmp_path: Path) -> None:
+    """With a bot token, a [report] without a channel and no [slack] channel is a problem."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[no_data]\nchannel = "#nd"\n[report]\nat = "09:00"\n'
+        '[[rules]]\nname = "r"\nkind = "threshold"\nabove = 5\nchannel = "#r"\n',
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "watchdog", "check", "--config", str(rules)],
+        env=base_env(tmp_path / "state", SLACK_BOT_TOKEN=SLACK_TOKEN),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        f"{rules}: slack.channel: required with SLACK_BOT_TOKEN ([report] have no channel of"
+        " their own)"
+    ) in done.stderr

@@ -218,6 +218,7 @@ def _check_slack(settings: Settings, config: Config) -> None:
     missing = ["the no-data alert"] if not config.no_data.channel else []
     rules = [rule.name for rule in config.rules if not rule.channel]
     missing += [f"rules {', '.join(rules)}"] if rules else []
+    missing += ["[report]"] if config.report is not None and not config.report.channel else []
     if missing:
         raise ConfigError(
             [
