@@ -160,3 +160,35 @@ def test_a_missed_report_is_sent_after_a_restart_once(tmp_path: Path) -> None:
     assert "Daily report" not in console
     with Store.open(db) as store:
         assert store.outbox_depth() == 0
+
+
+def test_a_report_that_cannot_be_built_is_logged_and_alerting_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the report must not cost an alert: `report.failed` is logged once for the
+    day, the daemon keeps polling, and the day is not marked as reported."""
+    db = Store.default_path(tmp_path)
+    with Store.open(db) as store:
+        store.apply(samples=MONDAY_SAMPLES)
+
+    def broken(*_: object) -> None:
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr("watchdog.daily_report.DailyReport._build", broken)
+    nine = datetime(2026, 12, 2, 9, 0, tzinfo=BERLIN)
+
+    async def scenario(daemon: Daemon, clock: ScaledClock, log: io.StringIO) -> None:
+        await until(lambda: bool(events(log, "report.failed")))
+        cycles = daemon.cycles
+        await until(lambda: daemon.cycles >= cycles + 3)  # still polling
+
+    _, log = run_daemon(db, nine - timedelta(seconds=10), scenario)
+    (failed,) = events(log, "report.failed")
+    assert (failed["day"], failed["error"], failed["message"]) == (
+        "2026-12-01",
+        "ZeroDivisionError",
+        "injected",
+    )
+    assert not events(log, "daemon.crashed")
+    with Store.open(db) as store:
+        assert store.get_meta(LAST_DAY_KEY) == "2026-11-30"

@@ -79,6 +79,7 @@ class Event(StrEnum):
     NOTIFY_SUPPRESSED = "notify.suppressed"  # held back by a silence or mute (reason, which)
     NOTIFY_RELEASED = "notify.released"  # its cover ended while the alert still fires: announced
     REPORT_QUEUED = "report.queued"  # the daily report of `day` is in the outbox
+    REPORT_FAILED = "report.failed"  # building the report failed: no report that day, alerts go on
     SILENCE_CREATED = "silence.created"  # with who made it (`by`)
     SILENCE_EXPIRED = "silence.expired"  # it ran out, or was expired early
     CONFIG_LOADED = "config.loaded"

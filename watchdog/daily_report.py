@@ -58,6 +58,8 @@ class DailyReport:
         self._log = get_logger()
         self._last_day: date | None = None
         self._loaded = False
+        self._failed_day: date | None = None
+        """A day whose report could not be built: not tried again until a restart."""
         self._resolution = resolution
         """The spacing of thinned history (see `watchdog.report.report_of`)."""
 
@@ -87,7 +89,16 @@ class DailyReport:
             self._store.set_meta(LAST_DAY_KEY, day.isoformat())
             self._last_day = day
             return None
-        note = await asyncio.to_thread(self._build, config, section, day, now)
+        if day == self._failed_day:
+            return None
+        try:
+            note = await asyncio.to_thread(self._build, config, section, day, now)
+        except Exception as exc:  # a report is not worth an alert lost: log it and go on
+            self._failed_day = day
+            self._log.error(
+                Event.REPORT_FAILED, day=day.isoformat(), error=type(exc).__name__, message=str(exc)
+            )
+            return None
         self._store.enqueue_with_meta(note, key=LAST_DAY_KEY, value=day.isoformat())
         self._last_day = day
         self._log.info(
