@@ -69,6 +69,7 @@ from watchdog.errors import (
     SourceError,
     StateError,
 )
+from watchdog.inhibition import NO_INHIBITIONS, Inhibitions, inhibitions
 from watchdog.liveness import (
     OUTBOX_AGE_LIMIT,
     READY_WITHIN_SECONDS,
@@ -97,6 +98,7 @@ from watchdog.notify.render import acknowledged_line, render_status, silenced_li
 from watchdog.notify.socket_mode import SocketMode
 from watchdog.rules import ChangeRule, Config
 from watchdog.silences import Decision, Held, Silence, decide, reconcile
+from watchdog.silences import Reason as Suppression
 from watchdog.source import Source, request_timeout
 from watchdog.store import OutboxEntry, Store
 from watchdog.systemd import LivenessPinger, SdNotifier
@@ -1149,10 +1151,23 @@ class Daemon:
         with the transition.
         """
         held = self._held.get(note.alert_id)
-        decision = decide(note, at, silences=self._silences, mutes=config.mutes, held=held)
+        decision = decide(
+            note,
+            at,
+            silences=self._silences,
+            mutes=config.mutes,
+            held=held,
+            inhibitions=self._inhibitions(config),
+        )
         if decision.held != held:
             self._set_held(note.alert_id, decision.held)
         return decision
+
+    def _inhibitions(self, config: Config) -> Inhibitions:
+        """The inhibitions in force among the alerts firing now (`watchdog.inhibition`)."""
+        if not config.inhibited_by:
+            return NO_INHIBITIONS
+        return inhibitions(config.inhibited_by, self._engine.records())
 
     def _set_held(self, alert_id: str, news: Held | None) -> None:
         """Change an alert's held news, written with the next commit."""
@@ -1174,7 +1189,14 @@ class Daemon:
         """
         now = self._clock.now()
         held = self._held.get(note.alert_id)
-        decision = decide(note, now, silences=self._silences, mutes=self.config.mutes, held=held)
+        decision = decide(
+            note,
+            now,
+            silences=self._silences,
+            mutes=self.config.mutes,
+            held=held,
+            inhibitions=self._inhibitions(self.config),
+        )
         if decision.send:
             return False
         if not is_card(entry.channel):
@@ -1193,14 +1215,16 @@ class Daemon:
         A new card when none was posted, else a threaded reply; both with the mention.
         Alerts firing with their card out when a cover began are held from then on.
         """
-        if not (self._held or self._silences or self.config.mutes):
+        config = self.config
+        if not (self._held or self._silences or config.mutes or config.inhibited_by):
             return
         plan = reconcile(
             self._held,
             self._engine.records(),
             now,
             silences=self._silences,
-            mutes=self.config.mutes,
+            mutes=config.mutes,
+            inhibitions=self._inhibitions(config),
         )
         if not plan:
             return
@@ -1241,7 +1265,7 @@ class Daemon:
                 since=record.since,
                 count=record.last_count,
                 condition=record.condition,
-                reason=f"{news.cover} ended; still firing",
+                reason=f"{news.cover.ended()}; still firing",
                 recent=self._engine.recent(record.series),
             ),
             self.config,
@@ -1263,7 +1287,8 @@ class Daemon:
             fields.update(decision.cover.fields())
         if outbox_id is not None:
             fields["outbox_id"] = outbox_id
-        self._log.info(Event.NOTIFY_SUPPRESSED, **fields)
+        inhibited = decision.reason is Suppression.INHIBITED
+        self._log.info(Event.ALERT_INHIBITED if inhibited else Event.NOTIFY_SUPPRESSED, **fields)
 
     # -- reporting ------------------------------------------------------------------
 
