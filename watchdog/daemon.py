@@ -30,6 +30,9 @@ Guarantees:
   say); and when it is about to be sent, judged then, so that a silence created while it
   waits in the outbox holds it. The ticker re-reads the silences within a second of the
   CLI changing them, and releases held news whose cover ended (`notify.released`).
+  An inhibition (`watchdog.inhibition`: a rule named in `inhibited_by` fires on the
+  series or the workspace) is one more cover, judged among the alerts firing then and
+  audited as `alert.inhibited`.
 - after every poll cycle the dead-man's switch (`heartbeat_url`, see `watchdog.deadman`)
   is told whether the workspace series polled fine and the pipeline is healthy; it pings
   from a task of its own, so a slow ping endpoint never delays a poll or an alert.
