@@ -924,10 +924,11 @@ class Daemon:
                 )
             unsaved.alerts[(t.rule, t.series)] = record
         suppressed: list[tuple[Notification, Decision]] = []
+        inhibited = self._inhibitions(config)  # once: the engine's records are its input
         for t in transitions:
             if t.kind.notifies:
                 note = self._notification(t, config)
-                decision = self._suppression(note, t.at, config)
+                decision = self._suppression(note, t.at, config, inhibited)
                 if decision.send:
                     self._enqueue(note, config)
                 else:
@@ -1146,7 +1147,9 @@ class Daemon:
                 by=s.by,
             )
 
-    def _suppression(self, note: Notification, at: datetime, config: Config) -> Decision:
+    def _suppression(
+        self, note: Notification, at: datetime, config: Config, inhibited: Inhibitions
+    ) -> Decision:
         """The suppression stage as a notification is queued, at its transition's time.
 
         Judged at the transition's time so that what happened inside a silence stays out
@@ -1160,7 +1163,7 @@ class Daemon:
             silences=self._silences,
             mutes=config.mutes,
             held=held,
-            inhibitions=self._inhibitions(config),
+            inhibitions=inhibited,
         )
         if decision.held != held:
             self._set_held(note.alert_id, decision.held)
