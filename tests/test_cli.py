@@ -62,8 +62,8 @@ COMMANDS = (
 AGENTS = [("support", "agent_support"), ("sales", "agent_sales")]
 
 NO_DATA = (  # the `check` line of the built-in alerts
-    "no-data: built in, after 2m of failed polls per series;"
-    " watchdog-behind: over 10% of series late for as long"
+    "no-data: built in, after 2m of failed polls per series, an agent's inhibited by the"
+    " workspace's (built in); watchdog-behind: over 10% of series late for as long"
 )
 FLAP_DEFAULT = (  # the `check` line of the default `[watchdog] flap`
     "flapping: 6 firings and resolutions within 1h make any alert (built-in ones too)"
@@ -173,7 +173,8 @@ def test_check_example_prints_one_line_per_rule(state: Path) -> None:
         "workspace [critical] escalates (unacknowledged for 15m: mentions <!subteam^S0123>) "
         "-> #voice-critical",
         "  no-conversations-in-business-hours: threshold count < 1 (resolves above 2) for 5m "
-        "on workspace [critical] active mon-fri 09:00-18:00 Europe/Berlin -> #voice-oncall",
+        "on workspace [critical] active mon-fri 09:00-18:00 Europe/Berlin inhibited by "
+        "conversations-collapsed (same series or workspace) -> #voice-oncall",
         "  conversations-collapsed: change dropped >= 50% within 5m (base >= 5) on workspace "
         "[critical] -> #voice-oncall",
         "  agent-surge: change rose by >= 15 within 10m on support, sales [warning] "

@@ -1651,3 +1651,40 @@ def test_mute_may_name_the_built_in_rules_and_any_series() -> None:
     text = mute(OVERNIGHT + '\nrules = ["no-data", "watchdog-behind", "high"]\nscope = ["*"]')
     (window,) = parse_config(text, source=SOURCE).mutes
     assert window.rules == ["no-data", "watchdog-behind", "high"]
+
+
+# -- inhibited_by -----------------------------------------------------------------------
+
+COLLAPSE = '\n[[rules]]\nname = "collapse"\nkind = "change"\nwindow = "5m"\ndrop_pct = 50\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            'above = 5\ninhibited_by = ["colapse"]',
+            "rules[0] (r).inhibited_by: unknown rule 'colapse': did you mean 'collapse'?",
+        ),
+        (
+            'above = 5\ninhibited_by = ["zzz"]',
+            "rules[0] (r).inhibited_by: unknown rule 'zzz': not a rule name",
+        ),
+        (
+            'above = 5\ninhibited_by = ["r"]',
+            "rules[0] (r).inhibited_by: a rule cannot inhibit itself",
+        ),
+    ],
+    ids=["did-you-mean", "unknown", "itself"],
+)
+def test_inhibited_by_problems_name_the_rule(body: str, expected: str) -> None:
+    """`inhibited_by` names an existing rule other than its own, else a located message."""
+    found = problems(rule(body) + COLLAPSE)
+    assert f"{SOURCE}: {expected}" in found, found
+
+
+def test_inhibited_by_may_name_file_and_built_in_rules() -> None:
+    """A rule may be inhibited by another rule of the file and by no-data."""
+    config = parse_config(
+        rule('above = 5\ninhibited_by = ["collapse", "no-data"]') + COLLAPSE, source=SOURCE
+    )
+    assert config.inhibited_by == {"r": ("collapse", "no-data")}

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from watchdog.inhibition import Inhibitions, inhibitions
 from watchdog.model import AlertRecord, AlertState, Notification, Severity, TransitionKind
 from watchdog.rules import MuteWindow, parse_config
 from watchdog.silences import Cover, Held, Reason, Silence, cover, decide, reconcile
@@ -362,3 +363,117 @@ def test_silence_describes_itself_for_people() -> None:
     assert text == (
         "#4 every rule on support until 2026-12-01 13:00:00 UTC (30m left), by cli:alice: deploy"
     )
+
+
+# -- inhibition (watchdog.inhibition) ---------------------------------------------------
+
+INHIBITED_BY = {"agent-low": ("collapsed", "no-data")}
+BY_COLLAPSE = Cover(inhibitor="collapsed")
+HELD_INHIBITED = Held("a1", "agent-low", "sales", card=False, cover=BY_COLLAPSE)
+
+
+def firing_now(*alerts: tuple[str, str]) -> Inhibitions:
+    """The inhibitions while the (rule, series) `alerts` fire."""
+    records = [firing(f"f{i}", rule, series) for i, (rule, series) in enumerate(alerts)]
+    return inhibitions(INHIBITED_BY, records)
+
+
+@pytest.mark.parametrize(
+    ("kind", "now_firing", "held", "send", "reason", "held_after"),
+    [
+        (FIRING, [("collapsed", "workspace")], None, False, Reason.INHIBITED, HELD_INHIBITED),
+        (FIRING, [("collapsed", "sales")], None, False, Reason.INHIBITED, HELD_INHIBITED),
+        (FIRING, [("collapsed", "support")], None, True, Reason.NOT_COVERED, None),
+        (FIRING, [("other", "workspace")], None, True, Reason.NOT_COVERED, None),
+        (FIRING, [], None, True, Reason.NOT_COVERED, None),
+        (
+            REPEAT,
+            [("collapsed", "workspace")],
+            HELD_INHIBITED,
+            False,
+            Reason.INHIBITED,
+            HELD_INHIBITED,
+        ),
+        (
+            RESOLVED,
+            [("collapsed", "workspace")],
+            HELD_INHIBITED,
+            False,
+            Reason.NEVER_ANNOUNCED,
+            None,
+        ),
+        (RESOLVED, [], HELD_INHIBITED, False, Reason.NEVER_ANNOUNCED, None),
+        (REPEAT, [], HELD_INHIBITED, False, Reason.RELEASE_PENDING, HELD_INHIBITED),
+    ],
+    ids=[
+        "inhibitor-on-workspace",
+        "inhibitor-on-same-series",
+        "inhibitor-on-another-agent-does-not",
+        "unnamed-rule-does-not",
+        "nothing-firing",
+        "repeat-stays-held",
+        "fired-and-resolved-while-inhibited-posts-nothing",
+        "resolved-after-inhibitor-posts-nothing",
+        "repeat-waits-for-release",
+    ],
+)
+def test_inhibition_stage(
+    kind: TransitionKind,
+    now_firing: list[tuple[str, str]],
+    held: Held | None,
+    send: bool,
+    reason: Reason,
+    held_after: Held | None,
+) -> None:
+    """An alert whose rule is inhibited by a rule firing on its series or the workspace is
+    held, not sent; one that resolves while held posts nothing."""
+    decision = decide(
+        note(kind, rule="agent-low", series="sales"),
+        T0,
+        silences=OFF,
+        mutes=[],
+        held=held,
+        inhibitions=firing_now(*now_firing),
+    )
+    assert (decision.send, decision.reason, decision.held) == (send, reason, held_after)
+
+
+def test_an_inhibition_is_named_before_a_silence() -> None:
+    """Covered by both, the alert is inhibited, and the audit fields name the inhibitor."""
+    decision = decide(
+        note(FIRING, rule="agent-low", series="sales"),
+        T0,
+        silences=[silence(rule="*")],
+        mutes=[],
+        held=None,
+        inhibitions=firing_now(("no-data", "workspace")),
+    )
+    assert decision.cover == Cover(inhibitor="no-data")
+    assert decision.cover.fields() == {"inhibited_by": "no-data"}
+
+
+def test_reconcile_releases_inhibited_news_once_the_inhibitor_resolves() -> None:
+    """Held by an inhibition: kept while the inhibitor fires, released as a new card
+    (`card=False`) once it resolved and the inhibited alert still fires."""
+    record = firing("a1", "agent-low", "sales")
+    inhibitor = firing("w1", "collapsed", "workspace")
+    held = {"a1": HELD_INHIBITED}
+    during = reconcile(
+        held,
+        [record, inhibitor],
+        T0,
+        silences=OFF,
+        mutes=[],
+        inhibitions=inhibitions(INHIBITED_BY, [record, inhibitor]),
+    )
+    assert not during
+    after = reconcile(
+        held, [record], T0, silences=OFF, mutes=[], inhibitions=inhibitions(INHIBITED_BY, [record])
+    )
+    assert after.release == ((HELD_INHIBITED, record),)
+
+
+def test_a_pending_inhibitor_inhibits_nothing() -> None:
+    """Only a firing alert of a named rule inhibits."""
+    pending = replace(firing("w1", "collapsed", "workspace"), state=AlertState.PENDING)
+    assert inhibitions(INHIBITED_BY, [pending]).inhibitor("agent-low", "sales") is None

@@ -896,6 +896,14 @@ def test_held_news_is_written_with_the_tick_and_taken_out_of_the_outbox(store: S
     assert store.outbox_depth() == 0
 
 
+def test_news_held_by_an_inhibition_keeps_its_inhibitor(store: Store) -> None:
+    """Held news names the inhibiting rule across a read back (a restart), so its release
+    still says which alert resolved."""
+    news = Held("a1", "agent-low", "sales", card=False, cover=Cover(inhibitor="collapsed"))
+    store.apply(alerts=[alert()], held=[news])
+    assert store.held() == {"a1": news}
+
+
 # --- escalation and flapping ----------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ class Event(StrEnum):
     ALERT_DEESCALATED = "alert.deescalated"  # a level stage was left, still firing
     ALERT_FLAPPING = "alert.flapping"  # fired and resolved too often: held as flapping
     ALERT_ACKED = "alert.acked"  # someone acknowledged a firing alert (by: user id or name)
+    ALERT_INHIBITED = "alert.inhibited"  # not notified: a rule in its `inhibited_by` fires
     ALERT_ACK_IGNORED = "alert.ack_ignored"  # `watchdog ack` of one no longer firing, or acked
     ACTION_REFUSED = "action.refused"  # a Slack user not in [slack] responders pressed
     SOCKET_CONNECTED = "socket.connected"  # Socket Mode is connected (buttons work)

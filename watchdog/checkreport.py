@@ -108,6 +108,8 @@ def summarize(
         parts.append("resolves by window")
     if rule.active is not None:
         parts.append(f"active {rule.active.describe()}")
+    if rule.inhibited_by:
+        parts.append(f"inhibited by {', '.join(rule.inhibited_by)} (same series or workspace)")
     parts += _destination(config, rule.channel, slack_mode)
     return " ".join(parts)
 
@@ -143,7 +145,8 @@ def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
     no_data = config.no_data
     parts = [
         f"no-data: built in, after {format_duration(no_data.stale_after)} of failed polls per"
-        f" series; watchdog-behind: over {BEHIND_SHARE:.0%} of series late for as long",
+        f" series, an agent's inhibited by the workspace's (built in);"
+        f" watchdog-behind: over {BEHIND_SHARE:.0%} of series late for as long",
         f"[{no_data.severity}]",
         *_destination(config, no_data.channel, slack_mode),
     ]

@@ -30,6 +30,9 @@ Guarantees:
   say); and when it is about to be sent, judged then, so that a silence created while it
   waits in the outbox holds it. The ticker re-reads the silences within a second of the
   CLI changing them, and releases held news whose cover ended (`notify.released`).
+  An inhibition (`watchdog.inhibition`: a rule named in `inhibited_by` fires on the
+  series or the workspace) is one more cover, judged among the alerts firing then and
+  audited as `alert.inhibited`.
 - after every poll cycle the dead-man's switch (`heartbeat_url`, see `watchdog.deadman`)
   is told whether the workspace series polled fine and the pipeline is healthy; it pings
   from a task of its own, so a slow ping endpoint never delays a poll or an alert.
@@ -70,6 +73,7 @@ from watchdog.errors import (
     SourceError,
     StateError,
 )
+from watchdog.inhibition import NO_INHIBITIONS, Inhibitions, inhibitions
 from watchdog.liveness import (
     OUTBOX_AGE_LIMIT,
     READY_WITHIN_SECONDS,
@@ -98,6 +102,7 @@ from watchdog.notify.render import acknowledged_line, render_status, silenced_li
 from watchdog.notify.socket_mode import SocketMode
 from watchdog.rules import ChangeRule, Config, ReportSection
 from watchdog.silences import Decision, Held, Silence, decide, reconcile
+from watchdog.silences import Reason as Suppression
 from watchdog.source import Source, request_timeout
 from watchdog.store import OutboxEntry, Store
 from watchdog.systemd import LivenessPinger, SdNotifier
@@ -929,10 +934,11 @@ class Daemon:
                 )
             unsaved.alerts[(t.rule, t.series)] = record
         suppressed: list[tuple[Notification, Decision]] = []
+        inhibited = self._inhibitions(config)  # once: the engine's records are its input
         for t in transitions:
             if t.kind.notifies:
                 note = self._notification(t, config)
-                decision = self._suppression(note, t.at, config)
+                decision = self._suppression(note, t.at, config, inhibited)
                 if decision.send:
                     self._enqueue(note, config)
                 else:
@@ -1155,7 +1161,9 @@ class Daemon:
                 by=s.by,
             )
 
-    def _suppression(self, note: Notification, at: datetime, config: Config) -> Decision:
+    def _suppression(
+        self, note: Notification, at: datetime, config: Config, inhibited: Inhibitions
+    ) -> Decision:
         """The suppression stage as a notification is queued, at its transition's time.
 
         Judged at the transition's time so that what happened inside a silence stays out
@@ -1163,10 +1171,23 @@ class Daemon:
         with the transition.
         """
         held = self._held.get(note.alert_id)
-        decision = decide(note, at, silences=self._silences, mutes=config.mutes, held=held)
+        decision = decide(
+            note,
+            at,
+            silences=self._silences,
+            mutes=config.mutes,
+            held=held,
+            inhibitions=inhibited,
+        )
         if decision.held != held:
             self._set_held(note.alert_id, decision.held)
         return decision
+
+    def _inhibitions(self, config: Config) -> Inhibitions:
+        """The inhibitions in force among the alerts firing now (`watchdog.inhibition`)."""
+        if not config.inhibited_by:
+            return NO_INHIBITIONS
+        return inhibitions(config.inhibited_by, self._engine.records())
 
     def _set_held(self, alert_id: str, news: Held | None) -> None:
         """Change an alert's held news, written with the next commit."""
@@ -1188,7 +1209,14 @@ class Daemon:
         """
         now = self._clock.now()
         held = self._held.get(note.alert_id)
-        decision = decide(note, now, silences=self._silences, mutes=self.config.mutes, held=held)
+        decision = decide(
+            note,
+            now,
+            silences=self._silences,
+            mutes=self.config.mutes,
+            held=held,
+            inhibitions=self._inhibitions(self.config),
+        )
         if decision.send:
             return False
         if not is_card(entry.channel):
@@ -1207,14 +1235,16 @@ class Daemon:
         A new card when none was posted, else a threaded reply; both with the mention.
         Alerts firing with their card out when a cover began are held from then on.
         """
-        if not (self._held or self._silences or self.config.mutes):
+        config = self.config
+        if not (self._held or self._silences or config.mutes or config.inhibited_by):
             return
         plan = reconcile(
             self._held,
             self._engine.records(),
             now,
             silences=self._silences,
-            mutes=self.config.mutes,
+            mutes=config.mutes,
+            inhibitions=self._inhibitions(config),
         )
         if not plan:
             return
@@ -1255,7 +1285,7 @@ class Daemon:
                 since=record.since,
                 count=record.last_count,
                 condition=record.condition,
-                reason=f"{news.cover} ended; still firing",
+                reason=f"{news.cover.ended()}; still firing",
                 recent=self._engine.recent(record.series),
             ),
             self.config,
@@ -1277,7 +1307,8 @@ class Daemon:
             fields.update(decision.cover.fields())
         if outbox_id is not None:
             fields["outbox_id"] = outbox_id
-        self._log.info(Event.NOTIFY_SUPPRESSED, **fields)
+        inhibited = decision.reason is Suppression.INHIBITED
+        self._log.info(Event.ALERT_INHIBITED if inhibited else Event.NOTIFY_SUPPRESSED, **fields)
 
     # -- reporting ------------------------------------------------------------------
 

@@ -36,7 +36,9 @@ Semantics, per alert instance (rule x series):
   does not page by itself: the watchdog's own backlog is `watchdog-behind`, below. While the
   workspace series itself is failing, agent series do not raise their own no-data alert,
   and once it recovers they get a fresh `stale_after` to recover too: one message for one
-  outage instead of one per agent.
+  outage instead of one per agent. This is the built-in instance of inhibition
+  (`watchdog.inhibition`), kept here because it goes further than a rule's
+  `inhibited_by`: the agents' alerts do not even start.
 - watchdog-behind (built in, one self-alert on the pseudo series `watchdog`): the daemon
   reports, once per poll cycle, how many series were not polled on time and why
   (`poll_schedule`). When more than BEHIND_SHARE of the series were late at every report

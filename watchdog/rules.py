@@ -231,6 +231,9 @@ class _RuleBase(BaseModel):
     active: ActiveWindow | None = None
     page: StrictBool | None = None
     """Pages through `[pagerduty]` (True) or never (False); None: as its severity says."""
+    inhibited_by: tuple[StrictStr, ...] = ()
+    """Rules whose firing on the same series, or on the workspace, keeps this rule's
+    alerts out of Slack (see `watchdog.inhibition`)."""
 
     def severities(self) -> frozenset[Severity]:
         """Every severity an alert of this rule can have: its own and its stages'."""
@@ -840,6 +843,11 @@ class Config:
     def rule(self, name: str) -> ThresholdRule | ChangeRule | None:
         return self._by_name.get(name)
 
+    @cached_property
+    def inhibited_by(self) -> dict[str, tuple[str, ...]]:
+        """Each rule's `inhibited_by`, for the rules that have one."""
+        return {rule.name: rule.inhibited_by for rule in self.rules if rule.inhibited_by}
+
     def route_for(self, rule: str) -> Route:
         """The rule's own channel (else `[slack] channel`), mention and runbook.
 
@@ -1055,6 +1063,7 @@ def _semantic_problems(
             problems.append((f"{where}.name", wrong))
         seen.add(rule.name)
         problems.extend(_scope_problems(where, rule, known_agents))
+        problems.extend(_inhibition_problems(where, rule, known_rules))
         if isinstance(rule, ThresholdRule):
             problems.extend(_threshold_problems(where, rule))
         else:
@@ -1171,6 +1180,21 @@ def _scope_problems(
         if name not in valid:
             hint = did_you_mean(name, valid) or ": not an agent name"
             problems.append((f"{where}.scope", f"unknown series {name!r}{hint}"))
+    return problems
+
+
+def _inhibition_problems(
+    where: str, rule: ThresholdRule | ChangeRule, known_rules: set[str]
+) -> list[tuple[str, str]]:
+    """`inhibited_by` names rules that exist (the built-in ones too), never the rule itself."""
+    rules = sorted(known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE, *_PLAN_RULES})
+    problems: list[tuple[str, str]] = []
+    for name in rule.inhibited_by:
+        if name == rule.name:
+            problems.append((f"{where}.inhibited_by", "a rule cannot inhibit itself"))
+        elif name not in rules:
+            hint = did_you_mean(name, rules) or ": not a rule name"
+            problems.append((f"{where}.inhibited_by", f"unknown rule {name!r}{hint}"))
     return problems
 
 

@@ -3,7 +3,10 @@
 A **silence** is made by a person (`watchdog silence add`, or the Slack card's Silence
 button): one rule (or "*" for all) on one series (or all), from `starts` until `ends`.
 A **mute** is a recurring window in the rules file (`[[mute]]`, `watchdog.rules.MuteWindow`).
-Either one *covers* an alert while it is in force for the alert's rule and series.
+Either one *covers* an alert while it is in force for the alert's rule and series, and
+so does an *inhibition* (`watchdog.inhibition`): a rule named in the alert's rule's
+`inhibited_by` firing on its series or the workspace. All three are held and released
+alike.
 
 What covering means (pure decisions, made by `decide` and `reconcile`; the daemon applies
 them and logs each as `notify.suppressed` or `notify.released`):
@@ -36,6 +39,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from watchdog.durations import format_duration
+from watchdog.inhibition import NO_INHIBITIONS, Inhibitions
 from watchdog.model import AlertRecord, AlertState, Notification, TransitionKind
 
 __all__ = [
@@ -104,23 +108,43 @@ class Mute(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Cover:
-    """What holds an alert's notifications back: one silence or one mute."""
+    """What holds an alert's notifications back: one silence, one mute or one inhibitor
+    (the firing rule that inhibits it)."""
 
     silence: int | None = None
     mute: str | None = None
+    inhibitor: str | None = None
 
     def __str__(self) -> str:
+        if self.inhibitor is not None:
+            return f"inhibition by {self.inhibitor}"
         return f"silence {self.silence}" if self.silence is not None else f"mute {self.mute}"
 
+    def ended(self) -> str:
+        """Why the news is released: `silence 3 ended`, `no-data resolved`."""
+        if self.inhibitor is not None:
+            return f"{self.inhibitor} resolved"
+        return f"{self} ended"
+
     def fields(self) -> dict[str, int | str]:
-        """The audit fields naming it: `silence` (the id) or `mute` (the name)."""
+        """The audit fields naming it: `silence` (the id), `mute` or `inhibited_by`."""
+        if self.inhibitor is not None:
+            return {"inhibited_by": self.inhibitor}
         return {"silence": self.silence} if self.silence is not None else {"mute": str(self.mute)}
 
 
 def cover(
-    rule: str, series: str, at: datetime, silences: Iterable[Silence], mutes: Iterable[Mute]
+    rule: str,
+    series: str,
+    at: datetime,
+    silences: Iterable[Silence],
+    mutes: Iterable[Mute],
+    inhibitions: Inhibitions = NO_INHIBITIONS,
 ) -> Cover | None:
-    """The silence (the oldest first) or else the mute covering `rule` on `series` at `at`."""
+    """The inhibitor, else the silence (the oldest first), else the mute covering `rule`
+    on `series` at `at`."""
+    if (inhibitor := inhibitions.inhibitor(rule, series)) is not None:
+        return Cover(inhibitor=inhibitor)
     for silence in sorted(silences, key=lambda s: s.id):
         if silence.covers(rule, series, at):
             return Cover(silence=silence.id)
@@ -151,6 +175,7 @@ class Reason(StrEnum):
     NOT_COVERED = "not_covered"
     SILENCED = "silenced"
     MUTED = "muted"
+    INHIBITED = "inhibited"
     RESOLVES_CARD = "resolves_card"  # a resolution edits a card in Slack, covered or not
     NEVER_ANNOUNCED = "never_announced"  # a resolution of an alert no card announced
     RELEASE_PENDING = "release_pending"  # the release of its held news will say it
@@ -178,6 +203,7 @@ def decide(
     silences: Sequence[Silence],
     mutes: Sequence[Mute],
     held: Held | None,
+    inhibitions: Inhibitions = NO_INHIBITIONS,
 ) -> Decision:
     """Should `note` be sent at `at`? `held` is its alert's held news, if any.
 
@@ -189,7 +215,7 @@ def decide(
         if held is not None and not held.card:
             return Decision(False, Reason.NEVER_ANNOUNCED, held, held.cover)
         return Decision(True, Reason.EDITS_CARD, held)
-    found = cover(note.rule, note.series, at, silences, mutes)
+    found = cover(note.rule, note.series, at, silences, mutes, inhibitions)
     if note.kind is TransitionKind.RESOLVED:
         if held is not None and not held.card:
             return Decision(False, Reason.NEVER_ANNOUNCED, None, held.cover)
@@ -233,6 +259,7 @@ def reconcile(
     *,
     silences: Sequence[Silence],
     mutes: Sequence[Mute],
+    inhibitions: Inhibitions = NO_INHIBITIONS,
 ) -> Reconciled:
     """Bring the held news up to date with the covers in force at `at`.
 
@@ -243,7 +270,7 @@ def reconcile(
     release: list[tuple[Held, AlertRecord]] = []
     forget = [alert_id for alert_id in held if alert_id not in firing]
     for alert_id, record in firing.items():
-        found = cover(record.rule, record.series, at, silences, mutes)
+        found = cover(record.rule, record.series, at, silences, mutes, inhibitions)
         news = held.get(alert_id)
         if found is None:
             if news is not None:
@@ -260,4 +287,6 @@ def _held(alert_id: str, rule: str, series: str, card: bool, found: Cover) -> He
 
 
 def _covered(found: Cover) -> Reason:
+    if found.inhibitor is not None:
+        return Reason.INHIBITED
     return Reason.SILENCED if found.silence is not None else Reason.MUTED

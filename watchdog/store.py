@@ -241,6 +241,15 @@ def _migrate_v6(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE alerts ADD COLUMN fired_count INTEGER")
 
 
+def _migrate_v7(conn: sqlite3.Connection) -> None:
+    """Held news may be held by an inhibition: `inhibitor` names the firing rule.
+
+    Set instead of `silence_id` and `mute` (see `watchdog.inhibition`); NULL for news a
+    silence or mute holds, which is all an older watchdog stored.
+    """
+    conn.execute("ALTER TABLE held ADD COLUMN inhibitor TEXT")
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
@@ -248,6 +257,7 @@ _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v4,
     _migrate_v5,
     _migrate_v6,
+    _migrate_v7,
 )
 """Schema version N is reached by applying the first N migrations, in order, each in its
 own transaction together with the `user_version` bump. Append only; never edit one."""
@@ -457,14 +467,20 @@ def _silence(row: tuple[int, str, str | None, int, int, str, str]) -> Silence:
     return Silence(silence_id, rule, scope, _from_ms(starts), _from_ms(ends), by, comment)
 
 
+def _cover_columns(cover: Cover) -> tuple[int | None, str | None, str | None]:
+    """A cover as the held table's `silence_id`, `mute` and `inhibitor`."""
+    return cover.silence, cover.mute, cover.inhibitor
+
+
 def _write_held(conn: sqlite3.Connection, held: Sequence[Held], released: Sequence[str]) -> None:
     conn.executemany("DELETE FROM held WHERE alert_id = ?", [(a,) for a in released])
     conn.executemany(
-        """INSERT INTO held (alert_id, rule, series, card, silence_id, mute)
-           VALUES (?, ?, ?, ?, ?, ?)
+        """INSERT INTO held (alert_id, rule, series, card, silence_id, mute, inhibitor)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (alert_id) DO UPDATE SET card = excluded.card,
-           silence_id = excluded.silence_id, mute = excluded.mute""",
-        [(h.alert_id, h.rule, h.series, int(h.card), h.cover.silence, h.cover.mute) for h in held],
+           silence_id = excluded.silence_id, mute = excluded.mute,
+           inhibitor = excluded.inhibitor""",
+        [(h.alert_id, h.rule, h.series, int(h.card), *_cover_columns(h.cover)) for h in held],
     )
 
 
@@ -1142,11 +1158,11 @@ class Store:
         """Every alert's held news, by alert id."""
         with self._reading("reading held news") as conn:
             rows = conn.execute(
-                "SELECT alert_id, rule, series, card, silence_id, mute FROM held"
+                "SELECT alert_id, rule, series, card, silence_id, mute, inhibitor FROM held"
             ).fetchall()
         return {
-            alert_id: Held(alert_id, rule, series, bool(card), Cover(silence_id, mute))
-            for alert_id, rule, series, card, silence_id, mute in rows
+            alert_id: Held(alert_id, rule, series, bool(card), Cover(silence_id, mute, inhibitor))
+            for alert_id, rule, series, card, silence_id, mute, inhibitor in rows
         }
 
     def hold_back(self, entry_id: int, *, alert_id: str, held: Held | None) -> None:
