@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -56,3 +56,19 @@ class ScaledClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self._speed)
+
+
+async def sleep_or_stop(
+    clock: Clock, seconds: float, stop: asyncio.Event, *also: asyncio.Future[Any]
+) -> None:
+    """Wait `seconds` of `clock`'s time, or less if `stop` is set or one of `also` is done.
+
+    The long-lived tasks sleep this way so that a stop never waits out a sleep.
+    """
+    if seconds <= 0 or stop.is_set():
+        return
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([sleeper, stopper, *also], return_when=asyncio.FIRST_COMPLETED)
+    sleeper.cancel()
+    stopper.cancel()

@@ -59,7 +59,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import SecretStr
 
 from watchdog.audit import Event, get_logger
-from watchdog.clock import Clock
+from watchdog.clock import Clock, sleep_or_stop
 from watchdog.daily_report import DailyReport
 from watchdog.deadman import DeadMansSwitch
 from watchdog.delivery import OutboxWorker
@@ -827,13 +827,7 @@ class Daemon:
 
     async def _sleep_or_stop(self, seconds: float, *also: asyncio.Future[Any]) -> None:
         """Wait `seconds` of the clock's time, or less if stopped or one of `also` is done."""
-        if seconds <= 0 or self._stop.is_set():
-            return
-        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
-        stopper = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait([sleeper, stopper, *also], return_when=asyncio.FIRST_COMPLETED)
-        sleeper.cancel()
-        stopper.cancel()
+        await sleep_or_stop(self._clock, seconds, self._stop, *also)
 
     # -- reload ---------------------------------------------------------------------
 

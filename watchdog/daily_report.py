@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 from watchdog.audit import Event, get_logger
-from watchdog.clock import Clock
+from watchdog.clock import Clock, sleep_or_stop
 from watchdog.errors import StateError
 from watchdog.model import Notification
 from watchdog.notify.report_card import report_notification
@@ -69,7 +69,7 @@ class DailyReport:
                 await self.queue_if_due()
             except StateError as exc:
                 self._log.error(Event.STATE_ERROR, error=str(exc), during="report")
-            await _sleep_or_stop(self._clock, CHECK_SECONDS, stop)
+            await sleep_or_stop(self._clock, CHECK_SECONDS, stop)
 
     async def queue_if_due(self) -> date | None:
         """Queue the report due now, if any; the day queued."""
@@ -114,11 +114,3 @@ class DailyReport:
         samples = [s for s in self._store.load_samples(since=start) if s.at < end]
         report = report_of(config, samples, start=start, end=end, resolution=self._resolution)
         return report_notification(report, day=day, channel=self._channel(section), at=now)
-
-
-async def _sleep_or_stop(clock: Clock, seconds: float, stop: asyncio.Event) -> None:
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([sleeper, stopper], return_when=asyncio.FIRST_COMPLETED)
-    sleeper.cancel()
-    stopper.cancel()
