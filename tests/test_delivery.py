@@ -27,8 +27,16 @@ from watchdog.delivery import Backoff, OutboxWorker
 from watchdog.delivery_lag import META_KEY as LAG_META_KEY
 from watchdog.delivery_lag import DeliveryLag
 from watchdog.errors import NotifyError
-from watchdog.model import MessageRef, Notification, Severity, TransitionKind
+from watchdog.model import (
+    AlertRecord,
+    AlertState,
+    MessageRef,
+    Notification,
+    Severity,
+    TransitionKind,
+)
 from watchdog.notify import SlackBotNotifier
+from watchdog.notify.storm import StormPolicy
 from watchdog.store import Store, Unreadable
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -747,3 +755,52 @@ def test_a_backlog_after_an_outage_is_sent_within_a_minute(store: Store) -> None
     assert len(replies) == 5
     assert all("count now *23*" in str(m.blocks) for m in replies)  # the newest repeat only
     assert store.outbox_depth() == 0
+
+
+# --- storm control (watchdog.notify.storm) ---
+
+
+def firing_alert(alert_id: str) -> AlertRecord:
+    return AlertRecord("too-many", alert_id, alert_id, AlertState.FIRING, T0, 12, T0, "c")
+
+
+def test_a_storm_is_one_summary_card_edited_then_a_closing_one(store: Store) -> None:
+    """12 cards due at once with max 10: one summary card (edited), held cards audited,
+    then a closing summary and a card of its own for each alert still firing."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(
+        alerts=[firing_alert("a0"), firing_alert("a1")],
+        notifications=[note(f"a{i}") for i in range(12)],
+    )
+    policy = StormPolicy(max=10, window=timedelta(minutes=1))
+    subject = worker(store, notifier, storm=policy)
+    with capture_logs() as logs:
+        asyncio.run(subject.run_once())
+        store.apply(notifications=[note("late")])  # joins the storm: the summary is edited
+        asyncio.run(drain(subject, clock))
+    first, second = notifier.calls[:2]
+    assert first.note.kind is TransitionKind.REPORT
+    assert first.original is None
+    assert "12 alerts firing" in (first.note.message or "")
+    assert second.note.alert_id == first.note.alert_id
+    assert second.original is not None
+    assert "13 alerts firing" in (second.note.message or "")
+    closing, *released = notifier.calls[2:]
+    assert "Storm over: 13 alerts held, 2 still firing" in (closing.note.message or "")
+    assert closing.original is None
+    assert sorted(c.note.alert_id for c in released) == ["a0", "a1"]
+    assert all(c.note.kind is TransitionKind.FIRING for c in released)
+    held = {e["alert_id"] for e in events(logs, "notify.held")}
+    assert held == {f"a{i}" for i in range(12)} | {"late"}
+    assert len(events(logs, "storm.started")) == len(events(logs, "storm.ended")) == 1
+
+
+def test_a_channel_below_the_storm_limit_gets_every_card(store: Store) -> None:
+    """Ten cards with max 10: each goes out as itself, no summary."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note(f"a{i}") for i in range(10)])
+    subject = worker(store, notifier, storm=StormPolicy(max=10, window=timedelta(minutes=1)))
+    asyncio.run(drain(subject, clock))
+    assert notifier.delivered() == [f"a{i}" for i in range(10)]

@@ -77,6 +77,9 @@ class Event(StrEnum):
     NOTIFY_GUARANTEE = "notify.guarantee"  # exactly-once or at-least-once, and why
     NOTIFY_FOLDED = "notify.folded"  # a queued firing + its resolution: one card (with reason)
     NOTIFY_DROPPED = "notify.dropped"  # a queued notification overtaken by the queue (reason)
+    NOTIFY_HELD = "notify.held"  # storm control holds the card: folded into the storm summary
+    STORM_STARTED = "storm.started"  # more than [storm] max cards within window in a channel
+    STORM_ENDED = "storm.ended"  # nothing held for a window: closing summary, cards released
     NOTIFY_SUPPRESSED = "notify.suppressed"  # held back by a silence or mute (reason, which)
     NOTIFY_RELEASED = "notify.released"  # its cover ended while the alert still fires: announced
     REPORT_QUEUED = "report.queued"  # the daily report of `day` is in the outbox

@@ -100,6 +100,7 @@ from watchdog.notify.coalesce import Reason
 from watchdog.notify.destinations import Router, fan_out, is_card
 from watchdog.notify.render import acknowledged_line, render_status, silenced_line
 from watchdog.notify.socket_mode import SocketMode
+from watchdog.notify.storm import StormPolicy
 from watchdog.rules import ChangeRule, Config, ReportSection
 from watchdog.silences import Decision, Held, Silence, decide, reconcile
 from watchdog.silences import Reason as Suppression
@@ -306,6 +307,7 @@ class Daemon:
             on_coalesced=self._coalesced,
             on_lag=self._metrics.delivered_after if self._metrics is not None else None,
             hold=self._hold_at_delivery,
+            storm=_storm_policy(self.config),
         )
         self._refresh_outbox_age()
         self._log.info(
@@ -883,6 +885,7 @@ class Daemon:
             self._destinations = dict(reloaded.destinations)
         if self._worker is not None:
             self._worker.use(Router(self._notifier, self._destinations))
+            self._worker.control_storms(_storm_policy(new))
         transitions = self._engine.reconfigure(new, now, history)
         # Alerts kept across the reload may carry a new severity or condition: save them.
         self._unsaved.alerts.update({(r.rule, r.series): r for r in self._engine.records()})
@@ -1397,3 +1400,8 @@ def _mention(t: Transition, routed: str | None) -> str | None:
     if t.kind is TransitionKind.FIRING:
         return " ".join(m for m in (routed, t.mention) if m) or None
     return t.mention if t.kind is TransitionKind.ESCALATED else None
+
+
+def _storm_policy(config: Config) -> StormPolicy:
+    """The `[storm]` section as the delivery worker's storm control policy."""
+    return StormPolicy(max=config.storm.max, window=config.storm.window)

@@ -41,6 +41,12 @@ What is guaranteed:
 * PagerDuty and outgoing webhooks (`watchdog.notify.destinations`) are queues like
   channels, with the same order, retries and dead letters; the stages about the Slack
   card (bringing the queue up to date, the message ref, the lookup) leave them alone.
+* Storm control (`watchdog.notify.storm`): when more than `storm.max` cards would go
+  out in one channel within `storm.window`, the channel's queued cards are held (each
+  audited `notify.held`) and folded into one summary card, edited in place at the
+  channel's pace. Once nothing was held for a window, one closing summary is queued with
+  a card of its own for each held alert still firing (`storm.ended`). The storm is kept
+  in the store; PagerDuty and webhooks are not subject to it.
 * The delivery lag of every sent notification (queued until the start of the attempt
   Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 
@@ -53,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import math
 import random as random_module
 import threading
@@ -68,10 +75,19 @@ from watchdog.audit import Event
 from watchdog.delivery_lag import META_KEY as LAG_META_KEY
 from watchdog.delivery_lag import DeliveryLag
 from watchdog.errors import NotifyError, StateError
-from watchdog.model import MessageRef, Notification, TransitionKind
+from watchdog.model import AlertState, MessageRef, Notification, TransitionKind
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
 from watchdog.notify.destinations import Router, is_card
+from watchdog.notify.storm import (
+    Storm,
+    StormPolicy,
+    closing_summary,
+    is_alert_card,
+    plan_storm,
+    release,
+    summary,
+)
 from watchdog.store import OutboxEntry, Store, Unreadable
 
 __all__ = ["Backoff", "OutboxWorker"]
@@ -81,6 +97,8 @@ STATE_RETRY_SECONDS = 5.0
 """After the store refused a write, wait this long before delivering again."""
 MAX_RETRY_AFTER = 900.0
 """Slack's Retry-After is honoured up to 15 minutes."""
+STORMS_META_KEY = "storms"
+"""Meta key of the channels' storms (JSON: channel -> `Storm`), kept across restarts."""
 MIN_TIME = datetime.min.replace(tzinfo=UTC)
 MAX_WAIT = timedelta(seconds=MAX_RETRY_AFTER + 60)
 """No entry ever waits longer; a longer wait means the wall clock was set back."""
@@ -144,6 +162,7 @@ class OutboxWorker:
         on_coalesced: Callable[[Reason], None] | None = None,
         on_lag: Callable[[float], None] | None = None,
         hold: Callable[[OutboxEntry, Notification], bool] | None = None,
+        storm: StormPolicy | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -166,6 +185,11 @@ class OutboxWorker:
         self._lag: DeliveryLag | None = None
         self._hold = hold or (lambda _entry, _note: False)
         """The suppression stage: takes a head out of the queue unsent (True) or not."""
+        self._storm_policy = StormPolicy(max=0) if storm is None else storm
+        self._card_sends: dict[str, list[datetime]] = {}
+        """Per channel: when alert cards were posted, within the storm window (memory only)."""
+        self._released: dict[str, set[str]] = {}
+        """Per channel: alerts an ended storm released, sent whatever the count (memory only)."""
 
     def round_age(self) -> float | None:
         """Seconds the current delivery round has been running; None while waiting for work.
@@ -176,6 +200,10 @@ class OutboxWorker:
         if self._round_started is None:
             return None
         return self._monotonic() - self._round_started
+
+    def control_storms(self, policy: StormPolicy) -> None:
+        """Apply `policy` (a reload's `[storm]`) from the next round on."""
+        self._storm_policy = policy
 
     def use(self, notifier: Notifier) -> None:
         """Deliver through `notifier` from the next attempt on (a reload's new Slack secret).
@@ -199,8 +227,9 @@ class OutboxWorker:
 
     async def _round(self) -> float | None:
         now = self._now()
+        self._end_storms(now)
         ready: list[tuple[OutboxEntry, Notification]] = []
-        for head in self._up_to_date_heads():
+        for head in self._up_to_date_heads(now):
             if isinstance(head.notification, Unreadable):
                 self._dead_letter_unreadable(head, head.notification, now)
             elif self._ready_at(head, now) <= now:
@@ -301,6 +330,9 @@ class OutboxWorker:
                 entry.id, alert_id=note.alert_id, ref=outcome, card=is_card(entry.channel)
             )
             self._record_lag((now - entry.created_at).total_seconds(), now)
+            if is_card(entry.channel) and is_alert_card(note):
+                self._card_sends.setdefault(entry.channel, []).append(now)
+                self._released.get(entry.channel, set()).discard(note.alert_id)
             self._log.info(Event.NOTIFY_SENT, **fields)
             self._on_outcome("sent")
             return
@@ -327,11 +359,14 @@ class OutboxWorker:
 
     # --- bringing the queue up to date (watchdog.notify.coalesce) ---
 
-    def _up_to_date_heads(self) -> list[OutboxEntry]:
-        """Each channel's head, once folding and dropping have nothing more to change."""
+    def _up_to_date_heads(self, now: datetime) -> list[OutboxEntry]:
+        """Each channel's head, once folding, dropping and holding have nothing to change."""
         while True:
             heads = self._store.outbox_heads()
-            changed = [self._held_back(head) or self._coalesce(head) for head in heads]
+            changed = [
+                self._held_back(head) or self._coalesce(head) or self._storm_hold(head, now)
+                for head in heads
+            ]
             if not any(changed):
                 return heads
 
@@ -402,6 +437,105 @@ class OutboxWorker:
             self._log.info(Event.NOTIFY_DROPPED, **fields)
         return True
 
+    # --- storm control (watchdog.notify.storm) ---
+
+    def _storms(self) -> dict[str, Storm]:
+        text = self._store.get_meta(STORMS_META_KEY)
+        stored: dict[str, str] = json.loads(text) if text else {}
+        return {channel: Storm.from_json(value) for channel, value in stored.items()}
+
+    @staticmethod
+    def _storms_json(storms: dict[str, Storm]) -> str:
+        return json.dumps({channel: storm.to_json() for channel, storm in storms.items()})
+
+    def _storm_hold(self, head: OutboxEntry, now: datetime) -> bool:
+        """Fold the channel's queued cards into its storm summary as the plan says.
+
+        True when the outbox changed. The storm is stored before the outbox changes, so a
+        death in between holds the same cards again, never loses one.
+        """
+        note = head.notification
+        if isinstance(note, Unreadable) or not is_card(head.channel):
+            return False
+        channel = head.channel
+        window = self._storm_policy.window
+        sends = [at for at in self._card_sends.get(channel, []) if now - at < window]
+        self._card_sends[channel] = sends
+        released = self._released.get(channel, set())
+        storms = self._storms()
+        holdable = [
+            (entry, entry.notification)
+            for entry in self._store.outbox_channel(channel)
+            if not isinstance(entry.notification, Unreadable)
+            and is_alert_card(entry.notification)
+            and not _possibly_sent(entry)
+            and entry.notification.alert_id not in released
+        ]
+        plan = plan_storm(
+            note,
+            possibly_sent=_possibly_sent(head),
+            released=note.alert_id in released,
+            queued=len(holdable),
+            recent_sends=sends,
+            storm=storms.get(channel),
+            now=now,
+            policy=self._storm_policy,
+        )
+        if not plan.hold:
+            return False
+        storm = storms.get(channel) or Storm(
+            id=f"storm-{channel}-{now.isoformat()}",
+            channel=channel,
+            started_at=now,
+            last_held_at=now,
+        )
+        if channel not in storms:
+            self._log.warning(
+                Event.STORM_STARTED, channel=channel, storm=storm.id, queued=len(holdable)
+            )
+        storm = storm.holding([held for _, held in holdable], now)
+        storms[channel] = storm
+        self._store.set_meta(STORMS_META_KEY, self._storms_json(storms))
+        consumed = [entry.id for entry, _ in holdable if entry.id != head.id]
+        self._store.fold_outbox(head.id, into=summary(storm, now), consumed=consumed)
+        for entry, held in holdable:
+            self._log.info(
+                Event.NOTIFY_HELD,
+                reason=plan.reason.value,
+                storm=storm.id,
+                alert_id=held.alert_id,
+                rule=held.rule,
+                series=held.series,
+                kind=held.kind.value,
+                channel=channel,
+                outbox_id=entry.id,
+            )
+        return True
+
+    def _end_storms(self, now: datetime) -> None:
+        """Close each storm that subsided: one closing summary, a card per alert still firing."""
+        storms = self._storms()
+        ended = [s for s in storms.values() if s.subsided(now, self._storm_policy)]
+        if not ended:
+            return
+        firing = {r.alert_id for r in self._store.load_alerts() if r.state is AlertState.FIRING}
+        for storm in ended:
+            del storms[storm.channel]
+            cards = release(storm, firing)
+            self._store.enqueue_all_with_meta(
+                [closing_summary(storm, firing, now), *cards],
+                key=STORMS_META_KEY,
+                value=self._storms_json(storms),
+            )
+            self._released[storm.channel] = {card.alert_id for card in cards}
+            self._log.warning(
+                Event.STORM_ENDED,
+                channel=storm.channel,
+                storm=storm.id,
+                held=len(storm.held),
+                released=sorted(card.alert_id for card in cards),
+            )
+
     def _record_lag(self, seconds: float, at: datetime) -> None:
         """Report one sent notification's lag and keep the record in the store."""
         if self._lag is None:
@@ -432,11 +566,13 @@ class OutboxWorker:
         return max(due, last + self._pace)
 
     def _wait_from(self, now: datetime) -> float | None:
-        heads = self._store.outbox_heads()
-        if not heads:
+        """Seconds until the earliest head is ready or a storm may have subsided."""
+        window = self._storm_policy.window
+        times = [self._ready_at(entry, now) for entry in self._store.outbox_heads()]
+        times += [storm.last_held_at + window for storm in self._storms().values()]
+        if not times:
             return None
-        earliest = min(self._ready_at(entry, now) for entry in heads)
-        return max(0.0, (earliest - now).total_seconds())
+        return max(0.0, (min(times) - now).total_seconds())
 
     async def _wait(self, delay: float | None, stop: asyncio.Event, wake: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(_set(stop)), asyncio.ensure_future(_set(wake))]

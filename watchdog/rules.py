@@ -763,6 +763,22 @@ class ReportSection(BaseModel):
         return time.fromisoformat(self.at)
 
 
+class StormSection(BaseModel):
+    """`[storm]`: more than `max` cards within `window` in one channel is a storm; 0 is off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max: Annotated[StrictInt, Field(ge=0)] = 10
+    window: Duration = timedelta(minutes=1)
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+
 class _ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -777,6 +793,7 @@ class _ConfigFile(BaseModel):
     rules: list[Rule] = []
     mute: list[MuteWindow] = []
     report: ReportSection | None = None
+    storm: StormSection = StormSection()
 
 
 @dataclass(frozen=True)
@@ -830,6 +847,7 @@ class Config:
 
     plan: PlanSection | None = None
     report: ReportSection | None = None
+    storm: StormSection = field(default_factory=StormSection)
 
     @property
     def series(self) -> tuple[tuple[str, str | None], ...]:
@@ -1374,6 +1392,7 @@ def parse_config(
         mutes=tuple(parsed.mute),
         plan=parsed.plan,
         report=parsed.report,
+        storm=parsed.storm,
         pagerduty=parsed.pagerduty,
         webhooks=tuple(parsed.webhooks),
     )

@@ -421,6 +421,12 @@ _CHANNEL_QUEUE: Final = """
     ORDER BY id
 """
 
+_WHOLE_CHANNEL: Final = """
+    SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
+           last_error, first_attempt_at, in_doubt
+    FROM outbox WHERE channel = ? ORDER BY id
+"""
+
 _OLDEST: Final = """
     SELECT id, channel, alert_id, kind, payload, attempts, created_at, next_attempt_at,
            last_error, first_attempt_at, in_doubt
@@ -1000,6 +1006,12 @@ class Store:
             rows = conn.execute(_CHANNEL_QUEUE, (channel, channel, alert_id)).fetchall()
         return [_entry(row) for row in rows]
 
+    def outbox_channel(self, channel: str) -> list[OutboxEntry]:
+        """Every entry queued for `channel`, in queue order (what storm control holds)."""
+        with self._reading("reading the outbox") as conn:
+            rows = conn.execute(_WHOLE_CHANNEL, (channel,)).fetchall()
+        return [_entry(row) for row in rows]
+
     def fold_outbox(self, entry_id: int, *, into: Notification, consumed: Sequence[int]) -> None:
         """Replace entry `entry_id`'s notification with `into` and delete `consumed`.
 
@@ -1217,6 +1229,27 @@ class Store:
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    def enqueue_all_with_meta(self, notes: Sequence[Notification], *, key: str, value: str) -> None:
+        """Queue `notes` in order and store `value` under `key`, in one transaction.
+
+        For storm control's end: the storm is forgotten only together with the closing
+        summary and the cards it releases.
+        """
+        with self._writing("queueing notifications") as conn:
+            for note in notes:
+                created = _to_ms(note.at)
+                conn.execute(
+                    """INSERT INTO outbox (channel, alert_id, kind, payload, created_at,
+                                           attempts, next_attempt_at)
+                       VALUES (?, ?, ?, ?, ?, 0, ?)""",
+                    (note.channel, note.alert_id, note.kind.value, _dump(note), created, created),
+                )
+            conn.execute(
+                """INSERT INTO meta (key, value) VALUES (?, ?)
+                   ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
+                (key, value),
+            )
 
     def set_meta(self, key: str, value: str) -> None:
         """Store (or replace) a small value under `key`."""

@@ -284,7 +284,12 @@ class SlackBotNotifier:
         _require_notified(note)
         failure: _Failure
         try:
-            if in_doubt_since is not None and note.kind is not TransitionKind.ANNOTATION:
+            edit = note.kind is TransitionKind.REPORT and original is not None
+            if (
+                in_doubt_since is not None
+                and note.kind is not TransitionKind.ANNOTATION
+                and not edit
+            ):
                 found = self._find_earlier_post(note, original, in_doubt_since)
                 if found is not None:
                     return found
@@ -295,6 +300,9 @@ class SlackBotNotifier:
 
     def _deliver(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
         if note.kind is TransitionKind.REPORT:
+            if original is not None:  # a storm's summary card, edited in place
+                self._update(original, prerendered(note)[0])
+                return original
             return self._post(note, note.channel, prerendered(note)[0])
         if note.kind is TransitionKind.FIRING and original is None:
             return self._post(note, note.channel, render(note, buttons=self._buttons))
