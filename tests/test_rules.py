@@ -1688,3 +1688,23 @@ def test_inhibited_by_may_name_file_and_built_in_rules() -> None:
         rule('above = 5\ninhibited_by = ["collapse", "no-data"]') + COLLAPSE, source=SOURCE
     )
     assert config.inhibited_by == {"r": ("collapse", "no-data")}
+
+
+def test_storm_section_sets_the_limit_and_window() -> None:
+    """`[storm]` is read; without it storm control holds beyond 10 cards a minute."""
+    assert (parse_config("").storm.max, parse_config("").storm.window) == (10, timedelta(minutes=1))
+    config = parse_config('[storm]\nmax = 0\nwindow = "30s"\n')
+    assert (config.storm.max, config.storm.window) == (0, timedelta(seconds=30))
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("max = -1", "rules.toml: storm.max: "),
+        ('window = "0s"', "rules.toml: storm.window: must be longer than 0s"),
+    ],
+)
+def test_storm_problems_name_the_key(body: str, expected: str) -> None:
+    """A negative max or an empty window is a config problem naming the key."""
+    (problem,) = problems(f"[storm]\n{body}\n")
+    assert problem.startswith(expected)
