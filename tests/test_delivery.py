@@ -37,7 +37,7 @@ from watchdog.model import (
 )
 from watchdog.notify import SlackBotNotifier
 from watchdog.notify.storm import StormPolicy
-from watchdog.store import Store, Unreadable
+from watchdog.store import OutboxEntry, Store, Unreadable
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -804,3 +804,25 @@ def test_a_channel_below_the_storm_limit_gets_every_card(store: Store) -> None:
     subject = worker(store, notifier, storm=StormPolicy(max=10, window=timedelta(minutes=1)))
     asyncio.run(drain(subject, clock))
     assert notifier.delivered() == [f"a{i}" for i in range(10)]
+
+
+def test_a_silenced_card_does_not_join_the_storm(store: Store) -> None:
+    """The suppression stage judges every held card: a silenced one is not in the summary."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note(f"a{i}") for i in range(12)])
+
+    def silenced(entry: OutboxEntry, held: Notification) -> bool:
+        if held.alert_id != "a5":
+            return False
+        store.discard(entry.id)
+        return True
+
+    policy = StormPolicy(max=10, window=timedelta(minutes=1))
+    subject = worker(store, notifier, storm=policy, hold=silenced)
+    with capture_logs() as logs:
+        asyncio.run(drain(subject, clock))
+    assert "11 alerts firing" in (notifier.calls[0].note.message or "")
+    assert {e["alert_id"] for e in events(logs, "notify.held")} == {
+        f"a{i}" for i in range(12) if i != 5
+    }

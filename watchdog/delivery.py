@@ -483,6 +483,11 @@ class OutboxWorker:
         )
         if not plan.hold:
             return False
+        # The suppression stage judges every card held, not only the head: a silenced
+        # alert neither joins the summary nor gets a card of its own when the storm ends.
+        holdable = [(entry, held) for entry, held in holdable if not self._held_back(entry)]
+        if all(entry.id != head.id for entry, _ in holdable):
+            return True
         storm = storms.get(channel) or Storm(
             id=f"storm-{channel}-{now.isoformat()}",
             channel=channel,
