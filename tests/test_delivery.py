@@ -826,3 +826,18 @@ def test_a_silenced_card_does_not_join_the_storm(store: Store) -> None:
     assert {e["alert_id"] for e in events(logs, "notify.held")} == {
         f"a{i}" for i in range(12) if i != 5
     }
+
+
+def test_a_card_posted_before_a_storm_gets_its_resolution_after_it(store: Store) -> None:
+    """A card already in Slack whose alert resolved during the storm is edited afterwards."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    subject = worker(store, notifier, storm=StormPolicy(max=10, window=timedelta(minutes=1)))
+    store.apply(notifications=[note("old")])
+    asyncio.run(drain(subject, clock))
+    resolved = note("old", kind=TransitionKind.RESOLVED)
+    store.apply(notifications=[*(note(f"a{i}") for i in range(12)), resolved])
+    asyncio.run(drain(subject, clock))
+    (resolution,) = [c for c in notifier.calls if c.note.alert_id == "old"][1:]
+    assert resolution.note.kind is TransitionKind.RESOLVED
+    assert resolution.original is not None

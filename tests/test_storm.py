@@ -131,3 +131,10 @@ def test_a_storm_survives_its_json() -> None:
     """What the worker keeps in the store reads back as the same storm."""
     held = storm(card("a"), card("b", TransitionKind.RESOLVED))
     assert Storm.from_json(held.to_json()) == held
+
+
+def test_release_resolves_a_card_posted_before_the_storm() -> None:
+    """An alert whose card predates the storm and that resolved in it gets its RESOLVED."""
+    held = storm(card("old", TransitionKind.RESOLVED), card("new", TransitionKind.RESOLVED))
+    cards = release(held, still_firing=set(), announced={"old"})
+    assert [(c.alert_id, c.kind) for c in cards] == [("old", TransitionKind.RESOLVED)]

@@ -526,7 +526,8 @@ class OutboxWorker:
         firing = {r.alert_id for r in self._store.load_alerts() if r.state is AlertState.FIRING}
         for storm in ended:
             del storms[storm.channel]
-            cards = release(storm, firing)
+            announced = {a for a in storm.held if self._store.message_ref(a) is not None}
+            cards = release(storm, firing, announced)
             self._store.enqueue_all_with_meta(
                 [closing_summary(storm, firing, now), *cards],
                 key=STORMS_META_KEY,

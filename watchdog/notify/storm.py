@@ -14,7 +14,8 @@ decides, for a channel's head card, before it is sent:
   head's place, so it is edited in place at the channel's pace.
 
 A storm subsides once nothing was held for `window` (`subsided`). Then the caller queues
-the closing summary and, for each held alert still firing, its own card (`release`).
+the closing summary and, for each held alert still firing, its own card, and for each
+alert whose card predates the storm and that resolved, its resolution (`release`).
 Pure: the caller keeps the `Storm` in the store, applies the plan and logs it
 (`notify.held`, `notify.storm_ended`); the transitions are in the audit log and in
 `watchdog status` whatever is decided here. `max = 0` turns storm control off.
@@ -159,13 +160,26 @@ def plan_storm(
     return Plan(hold=False, reason=Reason.BELOW_LIMIT)
 
 
-def release(storm: Storm, still_firing: Container[str]) -> list[Notification]:
-    """A card of its own for each held alert still firing, as a FIRING (new card or an edit)."""
-    return [
-        dataclasses.replace(note, kind=TransitionKind.FIRING, fired_at=None, fired_count=None)
-        for alert_id, note in storm.held.items()
-        if alert_id in still_firing and note.kind is not TransitionKind.RESOLVED
-    ]
+def release(
+    storm: Storm, still_firing: Container[str], announced: Container[str] = ()
+) -> list[Notification]:
+    """What the held alerts still need once the storm is over, in their own cards.
+
+    An alert still firing gets a FIRING card (or, `announced` before the storm, its card
+    edited). An alert whose card was posted before the storm and that resolved during it
+    gets its RESOLVED, so no card in Slack is left saying it fires.
+    """
+    cards = []
+    for alert_id, note in storm.held.items():
+        if alert_id in still_firing and note.kind is not TransitionKind.RESOLVED:
+            cards.append(
+                dataclasses.replace(
+                    note, kind=TransitionKind.FIRING, fired_at=None, fired_count=None
+                )
+            )
+        elif alert_id in announced and note.kind is TransitionKind.RESOLVED:
+            cards.append(note)
+    return cards
 
 
 def summary(storm: Storm, now: datetime) -> Notification:
