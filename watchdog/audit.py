@@ -78,6 +78,7 @@ class Event(StrEnum):
     NOTIFY_FOLDED = "notify.folded"  # a queued firing + its resolution: one card (with reason)
     NOTIFY_DROPPED = "notify.dropped"  # a queued notification overtaken by the queue (reason)
     NOTIFY_SUPPRESSED = "notify.suppressed"  # held back by a silence or mute (reason, which)
+    NOTIFY_GROUPED = "notify.grouped"  # a group's card is queued: the rule's alerts in one card
     NOTIFY_RELEASED = "notify.released"  # its cover ended while the alert still fires: announced
     REPORT_QUEUED = "report.queued"  # the daily report of `day` is in the outbox
     REPORT_FAILED = "report.failed"  # building the report failed: no report that day, alerts go on
