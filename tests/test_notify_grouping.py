@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from watchdog.model import Notification, Severity, TransitionKind
+from watchdog.notify.coalesce import Action, Queued, Reason, plan_head
 from watchdog.notify.grouping import Grouper, reply_of
 
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
@@ -72,3 +73,20 @@ def test_members_resolve_one_by_one_and_the_last_resolves_and_closes_the_group()
     assert groups.admit(next_episode, WAIT) == []
     (again,) = groups.due(T0 + timedelta(seconds=100))
     assert again.alert_id != card.alert_id
+
+
+def test_a_queued_group_card_is_dropped_for_a_later_one_unless_it_replies() -> None:
+    """Queued edits of one group shrink to the latest; one that says who joined is kept."""
+    groups = Grouper()
+    groups.admit(note(TransitionKind.FIRING, "sales", 0), WAIT)
+    groups.admit(note(TransitionKind.FIRING, "support", 1), WAIT)
+    (card,) = groups.due(T0 + WAIT)
+    (joined,) = groups.admit(note(TransitionKind.FIRING, "billing", 31), WAIT)
+    (resolved,) = groups.admit(note(TransitionKind.RESOLVED, "sales", 40, count=5), WAIT)
+    (last,) = groups.admit(note(TransitionKind.RESOLVED, "support", 41, count=5), WAIT)
+    queue = [Queued(n, c) for n, c in enumerate([card, joined, resolved, last])]
+    dropped = plan_head(queue)
+    assert (dropped.action, dropped.reason) == (Action.DROP, Reason.SUPERSEDED_GROUP_CARD)
+    assert plan_head(queue[1:]).action is Action.SEND
+    assert plan_head(queue[2:]).action is Action.DROP
+    assert plan_head(queue[3:]).action is Action.SEND
