@@ -90,3 +90,13 @@ def test_a_queued_group_card_is_dropped_for_a_later_one_unless_it_replies() -> N
     assert plan_head(queue[1:]).action is Action.SEND
     assert plan_head(queue[2:]).action is Action.DROP
     assert plan_head(queue[3:]).action is Action.SEND
+
+
+def test_a_member_firing_again_edits_the_card_without_saying_it_joined() -> None:
+    """A member's own later FIRING (it left flapping) updates its line; nobody joined."""
+    groups = Grouper()
+    groups.admit(note(TransitionKind.FIRING, "sales", 0), WAIT)
+    groups.due(T0 + WAIT)
+    (edit,) = groups.admit(note(TransitionKind.FIRING, "sales", 40, count=2), WAIT)
+    assert reply_of(edit) is None
+    assert lines(edit)[1:] == ["sales: 2 below 1"]

@@ -81,10 +81,11 @@ class Grouper:
                     opened_at=note.at,
                     card_at=note.at + group_wait,
                 )
+            joined = note.alert_id not in group.members
             group.members[note.alert_id] = _Member(note.series, note.count, note.reason)
             if not group.posted:
                 return []
-            return [self._card(group, note.at, joined=note.series)]
+            return [self._card(group, note.at, joined=note.series if joined else None)]
         if note.kind is TransitionKind.RESOLVED and group and note.alert_id in group.members:
             group.members[note.alert_id] = _Member(
                 note.series, note.count, note.reason, resolved=True
