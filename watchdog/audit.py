@@ -81,6 +81,7 @@ class Event(StrEnum):
     STORM_STARTED = "storm.started"  # more than [storm] max cards within window in a channel
     STORM_ENDED = "storm.ended"  # nothing held for a window: closing summary, cards released
     NOTIFY_SUPPRESSED = "notify.suppressed"  # held back by a silence or mute (reason, which)
+    NOTIFY_GROUPED = "notify.grouped"  # a group's card is queued: the rule's alerts in one card
     NOTIFY_RELEASED = "notify.released"  # its cover ended while the alert still fires: announced
     REPORT_QUEUED = "report.queued"  # the daily report of `day` is in the outbox
     REPORT_FAILED = "report.failed"  # building the report failed: no report that day, alerts go on

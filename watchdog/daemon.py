@@ -98,6 +98,7 @@ from watchdog.model import (
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
 from watchdog.notify.destinations import Router, fan_out, is_card
+from watchdog.notify.grouping import Grouper
 from watchdog.notify.render import acknowledged_line, render_status, silenced_line
 from watchdog.notify.socket_mode import SocketMode
 from watchdog.notify.storm import StormPolicy
@@ -233,6 +234,7 @@ class Daemon:
         self._late = _Late()  # of the running cycle
         self._poll_crash: BaseException | None = None
         self._wake = asyncio.Event()
+        self._groups = Grouper()
         self._reload = asyncio.Event()
         self._samples_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -794,6 +796,7 @@ class Daemon:
             now = self._clock.now()
             self._follow_changes(now)
             self._release_held(now)
+            self._send_group_cards(now)
             transitions = self._engine.tick(now)
             if transitions:
                 self._commit(transitions)
@@ -952,7 +955,27 @@ class Daemon:
     def _enqueue(self, note: Notification, config: Config, *, released: bool = False) -> None:
         """Queue `note` for its Slack card and every other destination it goes to
         (`watchdog.notify.destinations.fan_out`), written with the next commit."""
-        self._unsaved.notifications += [note, *fan_out(note, config, released=released)]
+        cards = self._cards(note, config)
+        self._unsaved.notifications += [*cards, *fan_out(note, config, released=released)]
+
+    def _cards(self, note: Notification, config: Config) -> list[Notification]:
+        """The Slack-card notifications for `note`: itself, or its group's (the grouping stage)."""
+        rule = config.rule(note.rule)
+        if rule is None or not rule.group_wait:
+            return [note]
+        return self._groups.admit(note, rule.group_wait)
+
+    def _send_group_cards(self, now: datetime) -> None:
+        """Queue the cards of groups whose `group_wait` is over."""
+        cards = self._groups.due(now)
+        if not cards:
+            return
+        self._unsaved.notifications += cards
+        self._flush()
+        for card in cards:
+            self._log.info(Event.NOTIFY_GROUPED, group_id=card.alert_id, rule=card.rule)
+        self._wake.set()
+        self._refresh_outbox_age()
 
     def _flush(self) -> None:
         unsaved = self._unsaved

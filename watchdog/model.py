@@ -56,6 +56,7 @@ class TransitionKind(StrEnum):
     FLAPPING = "flapping"  # notified: fired and resolved too often, now held as flapping
     ANNOTATION = "annotation"  # notified: not the engine's; a human's note, edited onto the card
     REPORT = "report"  # notified: not the engine's nor an alert's; the daily report
+    GROUP = "group"  # notified: a group's card (`watchdog.notify.grouping`), posted or edited
 
     @property
     def notifies(self) -> bool:

@@ -231,6 +231,9 @@ class _RuleBase(BaseModel):
     active: ActiveWindow | None = None
     page: StrictBool | None = None
     """Pages through `[pagerduty]` (True) or never (False); None: as its severity says."""
+    group_wait: Duration = timedelta(0)
+    """Collect the alerts that start firing within this wait into one Slack card
+    (`watchdog.notify.grouping`); zero: a card per alert."""
     inhibited_by: tuple[StrictStr, ...] = ()
     """Rules whose firing on the same series, or on the workspace, keeps this rule's
     alerts out of Slack (see `watchdog.inhibition`)."""

@@ -209,7 +209,7 @@ def decide(
 
     See the module docstring for the semantics.
     """
-    if note.kind is TransitionKind.REPORT:
+    if note.kind in (TransitionKind.REPORT, TransitionKind.GROUP):
         return Decision(True, Reason.NOT_AN_ALERT, None)
     if note.kind is TransitionKind.ANNOTATION:  # pages nobody: a silence does not hold it
         if held is not None and not held.card:

@@ -23,6 +23,9 @@ news nobody needs. `plan_head` decides, for a channel's head, what to do instead
   newer.
 * **drop** an ANNOTATION when a later annotation or resolution of the same alert is
   queued behind it (`superseded_annotation`): each carries all of the alert's annotations.
+* **drop** a group's card (GROUP, `watchdog.notify.grouping`) when a later one of the same
+  group is queued behind it and it asks for no threaded reply (`superseded_group_card`):
+  each carries the whole group, so twenty resolutions queued at once cost one edit.
 * **drop** a RESOLVED, ESCALATED, DEESCALATED, FLAPPING or ANNOTATION whose firing card
   was never sent (`never_announced`: given up as a dead letter on its first attempt): a
   change to a card nobody saw confuses more than it helps, and must not become a new card.
@@ -35,6 +38,7 @@ whatever is decided here.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -62,6 +66,7 @@ class Reason(StrEnum):
     SUPERSEDED_REPEAT = "superseded_repeat"
     SUPERSEDED_ANNOTATION = "superseded_annotation"
     NEVER_ANNOUNCED = "never_announced"
+    SUPERSEDED_GROUP_CARD = "superseded_group_card"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +133,23 @@ def plan_head(
     }:
         return Plan(Action.DROP, Reason.SUPERSEDED_ANNOTATION, head.outbox_id, note)
     if (
+        note.kind is TransitionKind.GROUP
+        and TransitionKind.GROUP in newer
+        and not _asks_for_reply(note)
+    ):
+        return Plan(Action.DROP, Reason.SUPERSEDED_GROUP_CARD, head.outbox_id, note)
+    if (
         (note.kind in (TransitionKind.RESOLVED, TransitionKind.ANNOTATION) or note.kind.edits_card)
         and not note.fired_and_resolved
         and note.alert_id in never_announced
     ):
         return Plan(Action.DROP, Reason.NEVER_ANNOUNCED, head.outbox_id, note)
     return send(Reason.UP_TO_DATE)
+
+
+def _asks_for_reply(note: Notification) -> bool:
+    """Whether a GROUP notification posts a threaded reply (who joined) besides its edit."""
+    return "reply" in json.loads(note.message or "{}")
 
 
 def _fold(firing: Queued, later: Sequence[Queued]) -> Plan | None:

@@ -66,6 +66,9 @@ class ConsoleNotifier:
 
 def format_console(note: Notification, *, colour: bool = False) -> str:
     """The printed block for `note`, ending in a blank line so blocks stay apart."""
+    if note.kind is TransitionKind.GROUP:
+        title, *lines = prerendered(note)[1] or [note.rule]
+        return f"{title}\n" + "".join(f"{_INDENT}{line}\n" for line in lines) + "\n"
     if note.kind is TransitionKind.REPORT:
         title, *lines = prerendered(note)[1] or ["Daily report"]
         return f"📊 {title}\n" + "".join(f"{_INDENT}{line}\n" for line in lines) + "\n"

@@ -53,6 +53,7 @@ from slack_sdk.webhook import WebhookClient
 from watchdog.audit import Event, get_logger
 from watchdog.errors import NotifyError
 from watchdog.model import MessageRef, Notification, TransitionKind
+from watchdog.notify.grouping import reply_of
 from watchdog.notify.render import (
     RenderedMessage,
     render,
@@ -304,6 +305,8 @@ class SlackBotNotifier:
                 self._update(original, prerendered(note)[0])
                 return original
             return self._post(note, note.channel, prerendered(note)[0])
+        if note.kind is TransitionKind.GROUP:
+            return self._group(note, original)
         if note.kind is TransitionKind.FIRING and original is None:
             return self._post(note, note.channel, render(note, buttons=self._buttons))
         if note.kind is TransitionKind.ANNOTATION:
@@ -318,6 +321,24 @@ class SlackBotNotifier:
                     raise
                 return self._post(note, original.channel, render_top_level(note))
         self._post(note, original.channel, render_reply(note), thread_ts=original.ts)
+        return original
+
+    def _group(self, note: Notification, original: MessageRef | None) -> MessageRef:
+        """Post a group's card, or edit it in place and reply in its thread (who joined)."""
+        card = prerendered(note)[0]
+        if original is None:
+            return self._post(note, note.channel, card)
+        try:
+            self._update(original, card)
+        except _Failure as exc:
+            if exc.slack_error not in _MESSAGE_GONE:
+                raise
+            return self._post(note, original.channel, card)
+        reply = reply_of(note)
+        if reply is not None:
+            block = {"type": "section", "text": {"type": "plain_text", "text": reply}}
+            message = RenderedMessage(text=reply, blocks=[block])
+            self._post(note, original.channel, message, thread_ts=original.ts)
         return original
 
     def _annotate(self, note: Notification, original: MessageRef | None) -> MessageRef | None:
@@ -614,7 +635,7 @@ class SlackWebhookNotifier:
         _require_notified(note)
         if note.kind is TransitionKind.ANNOTATION:
             return None
-        if note.kind is TransitionKind.REPORT:
+        if note.kind in (TransitionKind.REPORT, TransitionKind.GROUP):
             message = prerendered(note)[0]
         else:
             message = render_top_level(note)
