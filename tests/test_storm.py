@@ -57,6 +57,17 @@ def ago(*seconds: int) -> list[datetime]:
         (card("a"), False, True, 20, [], True, POLICY, Reason.RELEASED),
         (card("a"), False, False, 50, [], False, StormPolicy(max=0), Reason.BELOW_LIMIT),
         (summary(storm(card("a")), T0), False, False, 20, [], True, POLICY, Reason.NOT_AN_ALERT),
+        (card("g", TransitionKind.GROUP), False, False, 20, [], True, POLICY, Reason.NOT_AN_ALERT),
+        (
+            card("a", TransitionKind.ANNOTATION),
+            False,
+            False,
+            20,
+            [],
+            True,
+            POLICY,
+            Reason.NOT_AN_ALERT,
+        ),
     ],
     ids=[
         "at-the-limit",
@@ -68,6 +79,8 @@ def ago(*seconds: int) -> list[datetime]:
         "a-released-card-is-sent",
         "max-0-is-off",
         "the-summary-itself-is-sent",
+        "a-group-card-is-sent",
+        "an-annotation-is-sent",
     ],
 )
 def test_plan_storm(

@@ -124,9 +124,15 @@ class Storm:
         )
 
 
+_NEVER_HELD = frozenset({TransitionKind.REPORT, TransitionKind.GROUP, TransitionKind.ANNOTATION})
+"""Summaries and the daily report are no alert's; a group's card already stands for many
+alerts (grouping's own answer to a storm: its members are not released one by one); an
+annotation only edits a card in place and pages nobody."""
+
+
 def is_alert_card(note: Notification) -> bool:
-    """Whether storm control may hold `note` (summaries and the daily report are no alert's)."""
-    return note.kind is not TransitionKind.REPORT
+    """Whether storm control may hold `note` (and counts it towards a storm)."""
+    return note.kind not in _NEVER_HELD
 
 
 def plan_storm(
