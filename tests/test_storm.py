@@ -41,6 +41,9 @@ def storm(*notes: Notification) -> Storm:
     return Storm(id="storm-1", channel="#alerts", started_at=T0, last_held_at=T0).holding(notes, T0)
 
 
+ANNOTATION = TransitionKind.ANNOTATION
+
+
 def ago(*seconds: int) -> list[datetime]:
     return [T0 - timedelta(seconds=s) for s in seconds]
 
