@@ -20,7 +20,7 @@ from datetime import datetime, time, timedelta
 from fractions import Fraction
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
@@ -258,7 +258,32 @@ _LEVEL_KEYS = ("above", "below", "recover_below", "recover_above")
 _ROUNDED_DOWN = frozenset({"above", "recover_above"})
 
 
-class EscalationStage(BaseModel):
+class _PercentLevels(BaseModel):
+    """The level keys (`above`, `below`, `recover_below`, `recover_above`) of a rule or an
+    `escalate` stage may be written as a percentage of `[plan] concurrency_limit` ("80%"):
+    resolved to a count when the file is read; `percentages` keeps what was written."""
+
+    _percentages: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator(*_LEVEL_KEYS, mode="before", check_fields=False)
+    @classmethod
+    def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
+        return _level(value, info)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_percentages(cls, data: object, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        levels = handler(data)
+        levels._percentages = _written_percentages(data)
+        return levels
+
+    @property
+    def percentages(self) -> Mapping[str, str]:
+        """The levels written as a percentage of the plan's limit, as written ("80%")."""
+        return self._percentages
+
+
+class EscalationStage(_PercentLevels):
     """One `escalate` stage: a level beyond the threshold, or a time without acknowledgement.
 
     A level stage (`above`, or `below` for below-rules) is in force while the count is
@@ -275,27 +300,6 @@ class EscalationStage(BaseModel):
     after: Duration | None = None
     severity: Severity | None = None
     mention: StrictStr | None = None
-
-    _percentages: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @field_validator(*_LEVEL_KEYS, mode="before")
-    @classmethod
-    def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
-        return _level(value, info)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _remember_percentages(
-        cls, data: object, handler: ModelWrapValidatorHandler[EscalationStage]
-    ) -> EscalationStage:
-        stage = handler(data)
-        stage._percentages = _written_percentages(data)
-        return stage
-
-    @property
-    def percentages(self) -> Mapping[str, str]:
-        """The levels written as a percentage of the plan's limit, as written ("90%")."""
-        return self._percentages
 
     def reached(self, count: int) -> bool:
         """Whether a level stage comes into force at `count`."""
@@ -402,7 +406,7 @@ def _level(value: object, info: ValidationInfo) -> object:
     return _percent_of_limit(info.field_name, value, info.context)
 
 
-class ThresholdRule(_RuleBase):
+class ThresholdRule(_RuleBase, _PercentLevels):
     """Fires while the count is above (or below) a bound, optionally for a while first.
 
     A bound may be written as a percentage of `[plan] concurrency_limit` ("80%"); it is
@@ -429,27 +433,6 @@ class ThresholdRule(_RuleBase):
             if stages >> i & 1 and stage.severity is not None:
                 severity = more_severe(stage.severity, severity)
         return severity
-
-    _percentages: dict[str, str] = PrivateAttr(default_factory=dict)
-
-    @field_validator(*_LEVEL_KEYS, mode="before")
-    @classmethod
-    def _resolve_percentage(cls, value: object, info: ValidationInfo) -> object:
-        return _level(value, info)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _remember_percentages(
-        cls, data: object, handler: ModelWrapValidatorHandler[ThresholdRule]
-    ) -> ThresholdRule:
-        rule = handler(data)
-        rule._percentages = _written_percentages(data)
-        return rule
-
-    @property
-    def percentages(self) -> Mapping[str, str]:
-        """The bounds written as a percentage of the plan's limit, as written ("80%")."""
-        return self._percentages
 
     def holds(self, count: int) -> bool:
         if self.above is not None:
