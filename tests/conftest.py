@@ -6,11 +6,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import os
+
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import FakeSlack
 from tests.harness import API_KEY, SLACK_TOKEN, Site, daemon_env, write_rules
+from tests.postgres import PostgresServer, postgres_bindir
 
 
 @pytest.fixture
@@ -48,3 +51,28 @@ def site(tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack) -> Callable[...,
         return Site(config, state, env, options)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole session, started on first use and
+    removed at the end. Without PostgreSQL installed this skips on a workstation and fails in
+    CI (`CI=true`, set by `.ci/run`, which installs Debian's `postgresql`)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed (Debian: apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()
