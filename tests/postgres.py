@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
+
 SUPERUSER = "watchdog"
 
 
@@ -144,8 +146,6 @@ class PostgresServer:
 
     def new_database(self) -> str:
         """A fresh, empty database; returns its URL."""
-        import psycopg  # only the PostgreSQL tests need the driver
-
         name = f"t{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")

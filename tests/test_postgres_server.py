@@ -15,6 +15,8 @@ def test_each_test_gets_its_own_empty_database_on_a_real_loopback_server(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchone()
         conn.execute("CREATE TABLE marker (x int)")
-    assert version is not None and int(version[0].split(".")[0]) >= 13
-    assert address is not None and address[0].startswith("127.0.0.1")
+    assert version is not None
+    assert int(version[0].split(".")[0]) >= 13
+    assert address is not None
+    assert address[0].startswith("127.0.0.1")
     assert tables == (0,)
