@@ -9,9 +9,11 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from watchdog.leadership import FRESH_FOR, Leadership, holder_name, leader_of
+from watchdog.leadership import Leadership, Timing, holder_name, leader_of
 
 _T = TypeVar("_T")
+IMMEDIATE = Timing(retry=0.1, confirm=0.1, fresh=3.0, grace=0.0)
+"""Posting allowed at once after winning: these tests are about the lock, not the grace."""
 
 
 def run(coro: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
@@ -40,8 +42,8 @@ def test_first_contender_leads_and_a_second_is_refused(postgres_url: str) -> Non
     """The first daemon wins the lock; a second one is refused and learns who leads."""
 
     async def scenario() -> tuple[bool, bool, str | None, str | None]:
-        first = Leadership(postgres_url, grace=0.0, name="watchdog a pid 1")
-        second = Leadership(postgres_url, grace=0.0, name="watchdog b pid 2")
+        first = Leadership(postgres_url, timing=IMMEDIATE, name="watchdog a pid 1")
+        second = Leadership(postgres_url, timing=IMMEDIATE, name="watchdog b pid 2")
         try:
             won = await first.try_acquire()
             refused = not await second.try_acquire()
@@ -62,8 +64,8 @@ def test_closing_the_leader_frees_the_lock_for_the_other(postgres_url: str) -> N
     """When the leader's session ends, the next attempt of the other daemon wins."""
 
     async def scenario() -> tuple[bool, bool]:
-        first = Leadership(postgres_url, grace=0.0, name="watchdog a pid 1")
-        second = Leadership(postgres_url, grace=0.0, name="watchdog b pid 2")
+        first = Leadership(postgres_url, timing=IMMEDIATE, name="watchdog a pid 1")
+        second = Leadership(postgres_url, timing=IMMEDIATE, name="watchdog b pid 2")
         try:
             await first.try_acquire()
             before = await second.try_acquire()
@@ -85,8 +87,8 @@ def test_terminated_session_is_noticed_and_the_fence_closes(postgres_url: str) -
     name = holder_name("host-a", 4242)
 
     async def scenario() -> tuple[bool, str | None, bool, str | None, bool, bool]:
-        leader = Leadership(postgres_url, grace=0.0, name=name)
-        other = Leadership(postgres_url, grace=0.0, name="watchdog b pid 2")
+        leader = Leadership(postgres_url, timing=IMMEDIATE, name=name)
+        other = Leadership(postgres_url, timing=IMMEDIATE, name="watchdog b pid 2")
         try:
             await leader.try_acquire()
             confirmed = await leader.confirm()
@@ -121,7 +123,11 @@ def test_fence_waits_out_the_grace_and_closes_without_fresh_confirmation(
     clock = FakeMonotonic()
 
     async def scenario() -> list[str | None]:
-        leadership = Leadership(postgres_url, grace=10.0, monotonic=clock)
+        leadership = Leadership(
+            postgres_url,
+            timing=Timing(retry=0.1, confirm=1.0, fresh=3.0, grace=10.0),
+            monotonic=clock,
+        )
         try:
             seen = [leadership.closed()]
             await leadership.try_acquire()
@@ -129,7 +135,7 @@ def test_fence_waits_out_the_grace_and_closes_without_fresh_confirmation(
             clock.now += 10.0
             await leadership.confirm()
             seen.append(leadership.closed())  # grace over, just confirmed
-            clock.now += FRESH_FOR + 0.5
+            clock.now += 3.5
             seen.append(leadership.closed())  # confirmation stale
             await leadership.confirm()
             seen.append(leadership.closed())
@@ -150,7 +156,7 @@ def test_unreachable_database_is_a_failed_attempt(postgres_url: str) -> None:
     dead = postgres_url.rsplit(":", 1)[0] + ":1/none"
 
     async def scenario() -> bool:
-        leadership = Leadership(dead, grace=0.0)
+        leadership = Leadership(dead, timing=IMMEDIATE)
         try:
             return await leadership.try_acquire()
         finally:

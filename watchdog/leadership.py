@@ -1,26 +1,30 @@
-"""Who leads among daemons sharing one PostgreSQL database, and when the leader may post.
+"""Who leads among daemons sharing one PostgreSQL database, and when the leader may act.
 
 Exactly one daemon leads: the one holding a session-level PostgreSQL advisory lock
 (`pg_try_advisory_lock(LOCK_KEY)`) on a connection of its own, opened in autocommit mode
 and named `watchdog <host> pid <pid>` (`application_name`), so that anyone can read who
 leads from `pg_locks` joined with `pg_stat_activity` (`leader_of`). The server frees the
 lock the moment that session ends: the leader's process exits or is killed (the kernel
-closes its socket), or someone runs `pg_terminate_backend` on it. A standby retries the
-lock every `retry_period` seconds and so leads within that period of the leader's death.
+closes its socket), or someone runs `pg_terminate_backend` on it. A standby tries the
+lock every `Timing.retry` seconds (a quarter poll interval, at most 1 s).
 
 When the leader's host vanishes without closing its sockets (power cut, network
 partition) the server only learns it from TCP keepalives: the lock session asks the server
 for short ones (`SERVER_KEEPALIVE`), so the lock is freed within about 15 s then.
 
-Fencing (`Leadership.closed`): the leader confirms its lock every `CONFIRM_PERIOD`
-seconds (one query, answered within `CONFIRM_TIMEOUT` or counted as lost), and may start
-a Slack post only while its last confirmation is younger than `FRESH_FOR`; the moment a
-confirmation fails, it posts nothing more. A confirmation counts from when it was sent
-(earlier than the server saw the lock held). A new leader starts posting only
-`takeover_grace(timeout)` after it won the lock, `timeout` bounding one post. So every
-post of the old leader started before (its last confirmation sent) + `FRESH_FOR`, and
-ended `timeout` later; the lock was lost after that confirmation, the new leader won it
-later still and waits `FRESH_FOR + timeout` (plus a margin) more: the two never overlap.
+Fencing. The leader confirms its lock every `Timing.confirm` seconds (one query; an error
+or no answer for `LOST_AFTER` seconds ends the leadership for good). A confirmation counts
+from when it was sent, which is before the server saw the lock held, and keeps the
+leader `fresh` for `Timing.fresh` seconds, up to the next confirmation's answer. Only a
+fresh leader writes to the store, and only a fresh leader whose take-over grace is over
+starts a post (`closed`). A new leader waits `Timing.fresh` after winning the lock before
+it restores the state, and `Timing.grace` = `fresh` + `timeout` (the longest one post
+may take) + `GRACE_MARGIN` before its first post. So every post of the old leader started
+before (its last confirmation sent) + `fresh`, and ended `timeout` later; the lock was
+lost after that confirmation was sent and won by the new leader later still, which then
+waits longer than `fresh` + `timeout`: two leaders never post at the same time. Both
+daemons must run with the same `poll_interval` (the same rules file): the new leader
+derives the old leader's `fresh` from its own.
 """
 
 from __future__ import annotations
@@ -31,36 +35,26 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
 
 __all__ = [
-    "CONFIRM_PERIOD",
-    "CONFIRM_TIMEOUT",
-    "FRESH_FOR",
     "LOCK_KEY",
     "Leadership",
+    "Timing",
     "holder_name",
     "leader_of",
-    "retry_period",
-    "takeover_grace",
 ]
 
 LOCK_KEY = 0x5741544348444F47
 """The advisory lock's key ("WATCHDOG" in ASCII); per database, so deployments on
 different databases never contend."""
-CONFIRM_PERIOD = 1.0
-"""Seconds between two confirmations of the lock by the leader."""
-CONFIRM_TIMEOUT = 2.0
-"""A confirmation (or an attempt to win the lock) not answered within this counts as failed."""
-FRESH_FOR = CONFIRM_PERIOD + CONFIRM_TIMEOUT
-"""How long a confirmation lets the leader start posts: up to the next one's answer."""
+LOST_AFTER = 10.0
+"""A confirmation (or an attempt to win the lock) unanswered this long has failed."""
 GRACE_MARGIN = 1.0
-"""Added to the take-over grace: scheduling delays of the old leader's threads."""
-RETRY_SHARE = 0.25
-"""A standby tries the lock this share of a poll interval apart (at most once a second),
-so a dead leader is replaced well within two poll intervals."""
+"""Added to the take-over grace: the old leader's threads may be scheduled late."""
 SERVER_KEEPALIVE = "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
 """The lock session's keepalives on the server's side: a vanished leader host frees the
 lock after about 5 + 2 x 3 s instead of the operating system's two hours."""
@@ -83,14 +77,22 @@ def holder_name(host: str | None = None, pid: int | None = None) -> str:
     return ("watchdog " + host)[: _NAME_LIMIT - len(suffix)] + suffix
 
 
-def retry_period(poll_interval: timedelta) -> float:
-    """Seconds between a standby's attempts to win the lock."""
-    return min(1.0, poll_interval.total_seconds() * RETRY_SHARE)
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The leadership's periods in seconds, derived from the poll interval (see above)."""
 
+    retry: float
+    confirm: float
+    fresh: float
+    grace: float
 
-def takeover_grace(timeout: float) -> float:
-    """Seconds a new leader waits before its first post; `timeout` bounds one post."""
-    return FRESH_FOR + timeout + GRACE_MARGIN
+    @classmethod
+    def of(cls, poll_interval: timedelta, *, timeout: float) -> Timing:
+        """`timeout`: the longest one post (one Slack request) may take."""
+        quarter = min(1.0, poll_interval.total_seconds() / 4)
+        fresh = 3 * quarter  # the next confirmation is sent `quarter` after an answer
+        grace = fresh + timeout + GRACE_MARGIN
+        return cls(retry=quarter, confirm=quarter, fresh=fresh, grace=grace)
 
 
 def leader_of(url: str) -> str | None:
@@ -114,13 +116,13 @@ class Leadership:
         self,
         url: str,
         *,
-        grace: float,
+        timing: Timing,
         name: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
         self.name = name or holder_name()
-        self._grace = grace
+        self.timing = timing
         self._monotonic = monotonic
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._won_at: float | None = None  # when the lock was won (the answer came)
@@ -143,7 +145,7 @@ class Leadership:
             return True
         sent = self._monotonic()
         try:
-            async with asyncio.timeout(CONFIRM_TIMEOUT):
+            async with asyncio.timeout(LOST_AFTER):
                 conn = await self._connection()
                 won = await _fetch(conn, _TRY)
                 holder = None if won is None or won[0] else await _fetch(conn, _HOLDER)
@@ -167,7 +169,7 @@ class Leadership:
             return False
         sent = self._monotonic()
         try:
-            async with asyncio.timeout(CONFIRM_TIMEOUT):
+            async with asyncio.timeout(LOST_AFTER):
                 row = await _fetch(self._conn, _HOLDER)
         except (psycopg.Error, OSError, TimeoutError):
             row = None
@@ -178,6 +180,14 @@ class Leadership:
         self._confirmed_at = sent
         return True
 
+    def fresh(self) -> bool:
+        """Whether this daemon leads with a fresh confirmation: it may write to the store."""
+        return (
+            self.leading
+            and self._confirmed_at is not None
+            and self._monotonic() - self._confirmed_at <= self.timing.fresh
+        )
+
     def closed(self) -> str | None:
         """Why a post must not start now; None when this daemon may post.
 
@@ -187,9 +197,9 @@ class Leadership:
         if not self.leading or self._won_at is None or self._confirmed_at is None:
             return "not the leader"
         now = self._monotonic()
-        if now < self._won_at + self._grace:
+        if now < self._won_at + self.timing.grace:
             return "leader for less than the take-over grace: the previous one may still post"
-        if now - self._confirmed_at > FRESH_FOR:
+        if not self.fresh():
             return f"leadership not confirmed for {now - self._confirmed_at:.1f}s"
         return None
 
@@ -204,7 +214,7 @@ class Leadership:
                 self._url,
                 autocommit=True,
                 application_name=self.name,
-                connect_timeout=max(1, int(CONFIRM_TIMEOUT)),
+                connect_timeout=int(LOST_AFTER),
                 keepalives=1,
                 keepalives_idle=5,
                 keepalives_interval=2,
