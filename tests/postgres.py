@@ -26,6 +26,13 @@ from pathlib import Path
 import psycopg
 
 SUPERUSER = "watchdog"
+PASSWORD_GROUP = "password_login"
+"""Members of this role must log in over TCP with their password (scram-sha-256); every
+other role is trusted, as the superuser the fixtures use."""
+_HBA = f"""local all all trust
+host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.1/32 trust
+"""
 
 
 def postgres_bindir() -> Path | None:
@@ -113,6 +120,7 @@ class PostgresServer:
                 "--no-instructions",
             ]
         )
+        (self.data / "pg_hba.conf").write_text(_HBA)
         for _attempt in range(5):
             self.port = _free_port()
             options = (
@@ -137,6 +145,8 @@ class PostgresServer:
                 check=False,
             )
             if started.returncode == 0:
+                with psycopg.connect(self.url(), autocommit=True) as conn:
+                    conn.execute(f"CREATE ROLE {PASSWORD_GROUP} NOLOGIN")
                 return
         log = (self._root / "server.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"PostgreSQL did not start: {started.stderr}\n{log}")
@@ -150,6 +160,15 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def role_with_password(self, name: str, password: str, database_url: str) -> str:
+        """Make a login role that needs `password`, owning the database of `database_url`
+        (from `new_database`); the URL of that database as this role, password included."""
+        database = database_url.rpartition("/")[2]
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE {PASSWORD_GROUP}")
+            conn.execute(f"ALTER DATABASE {database} OWNER TO {name}")
+        return f"postgresql://{name}:{password}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
         """Stop the server at once and delete its directory."""

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-__all__ = ["HEARTBEAT_URL_PROBLEM", "check_http_url", "url_host"]
+__all__ = [
+    "DATABASE_URL_PROBLEM",
+    "HEARTBEAT_URL_PROBLEM",
+    "check_database_url",
+    "check_http_url",
+    "database_location",
+    "url_host",
+]
 
 HEARTBEAT_URL_PROBLEM = "must be an http(s) URL such as https://hc-ping.com/<uuid>"
 """What is wrong with an unusable `heartbeat_url`; never the value, which is a secret."""
+DATABASE_URL_PROBLEM = (
+    "must be a postgresql:// URL such as postgresql://watchdog@db.example/watchdog"
+)
+"""What is wrong with an unusable `WATCHDOG_DATABASE_URL`; never the value (its password)."""
+_DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
 
 def check_http_url(value: str) -> None:
@@ -27,3 +39,18 @@ def url_host(value: str) -> str:
     """The host (and port) of a URL whose path or query is a secret, safe to print."""
     parts = urlsplit(value)
     return parts.netloc.rpartition("@")[2] or "?"
+
+
+def check_database_url(value: str) -> None:
+    """A PostgreSQL URL (`postgresql://` or `postgres://`), or ValueError saying so."""
+    if not value.startswith(_DATABASE_SCHEMES) or any(c.isspace() for c in value):
+        raise ValueError(DATABASE_URL_PROBLEM)
+
+
+def database_location(value: str) -> str:
+    """`postgresql://host:port/database` of a database URL: no user, password or query
+    (which may carry `password=`), safe to print."""
+    scheme, _, rest = value.partition("://")
+    netloc, _, path = rest.partition("/")
+    database = path.partition("?")[0].partition("#")[0]
+    return f"{scheme}://{netloc.rpartition('@')[2]}/{database}"
