@@ -172,3 +172,27 @@ def test_a_daemon_without_leadership_leads_at_once(tmp_path: Path) -> None:
             await running
 
     asyncio.run(scenario())
+
+
+def test_a_standby_that_cannot_reach_the_database_says_so(
+    tmp_path: Path, postgres_url: str, log: io.StringIO
+) -> None:
+    """No server at the URL: the daemon stands by (it cannot lead) and /healthz's probe
+    says it cannot reach the database, without the URL's password."""
+    dead = postgres_url.replace("watchdog@", "watchdog:hunter2@").rsplit(":", 1)[0] + ":1/none"
+
+    async def scenario() -> None:
+        daemon, source, _ = make_daemon(tmp_path, dead, "c")
+        running = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: bool(events(log, "leader.standby")))
+            (problem,) = daemon.health().problems
+            assert problem.startswith("standby: cannot reach the database: OperationalError")
+            assert "hunter2" not in problem
+            assert daemon.health().stalled == ()
+            assert source.polls == 0
+        finally:
+            daemon.request_stop()
+            await running
+
+    asyncio.run(scenario())

@@ -841,3 +841,40 @@ def test_a_card_posted_before_a_storm_gets_its_resolution_after_it(store: Store)
     (resolution,) = [c for c in notifier.calls if c.note.alert_id == "old"][1:]
     assert resolution.note.kind is TransitionKind.RESOLVED
     assert resolution.original is not None
+
+
+def test_a_closed_fence_starts_no_attempt_until_it_opens(store: Store) -> None:
+    """While the fence says this daemon may not post (a new leader's grace), the worker
+    makes no call and counts no attempt; once it opens the entry goes out once."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1")])
+    closed: list[str | None] = ["leader for less than the take-over grace"]
+    subject = worker(store, notifier, fence=lambda: closed[0])
+    wait = asyncio.run(subject.run_once())
+    assert wait is not None
+    assert wait > 0
+    assert notifier.calls == []
+    assert store.oldest_pending() is not None
+    assert store.oldest_pending().attempts == 0  # type: ignore[union-attr]
+    closed[0] = None
+    asyncio.run(drain(subject, clock))
+    assert [c.note for c in notifier.calls] == [note("a1")]
+
+
+def test_a_fence_closing_just_before_the_call_stops_it_and_keeps_the_entry(
+    store: Store,
+) -> None:
+    """The fence is asked again in the delivery thread right before the call: closed by
+    then (the lock was lost meanwhile), nothing is sent and the entry waits for a retry."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1")])
+    answers = iter([None])
+    subject = worker(store, notifier, fence=lambda: next(answers, "not the leader"))
+    with capture_logs() as logs:
+        asyncio.run(subject.run_once())
+    assert notifier.calls == []
+    (retry,) = events(logs, "notify.retry")
+    assert "not the leader" in retry["error"]
+    assert store.outbox_depth() == 1

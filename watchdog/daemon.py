@@ -405,7 +405,10 @@ class Daemon:
         the loop replaces whole.
         """
         if self._standing_by:
-            return Health()
+            unreachable = self._leadership.unreachable if self._leadership is not None else None
+            if unreachable is None:
+                return Health()
+            return Health(degraded=(f"standby: cannot reach the database: {unreachable}",))
         stalled: list[str] = []
         polls, poll_limit = self._polls.silent_for(), self._poll_silence_limit()
         if polls > poll_limit:

@@ -50,6 +50,10 @@ What is guaranteed:
 * The delivery lag of every sent notification (queued until the start of the attempt
   Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 
+* With a `fence` (a daemon sharing PostgreSQL, see `watchdog.leadership`) no round
+  starts while the fence is closed, and the fence is asked again in the delivery thread
+  just before each call: a daemon that is not (or no longer) the leader sends nothing.
+
 The worker reads the clock and sleeps only through the injected `now` and `sleep`, so
 tests drive it with a fake clock instead of patching time.
 """

@@ -130,6 +130,8 @@ class Leadership:
         self._lost = False
         self.leader_seen: str | None = None
         """The other holder named by the last failed attempt (None: nobody, or unknown)."""
+        self.unreachable: str | None = None
+        """Why the last attempt could not ask the database (None: it could)."""
 
     @property
     def leading(self) -> bool:
@@ -139,7 +141,7 @@ class Leadership:
         """Try once to win the lock; True when this daemon now leads.
 
         An unreachable database is a failed attempt (the session is opened afresh next
-        time); `leader_seen` then keeps its last value.
+        time, `unreachable` says why); `leader_seen` then keeps its last value.
         """
         if self.leading:
             return True
@@ -149,9 +151,11 @@ class Leadership:
                 conn = await self._connection()
                 won = await _fetch(conn, _TRY)
                 holder = None if won is None or won[0] else await _fetch(conn, _HOLDER)
-        except (psycopg.Error, OSError, TimeoutError):
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            self.unreachable = f"{type(exc).__name__}: {_first_line(exc)}"
             await self._drop_connection()
             return False
+        self.unreachable = None
         if won is None or not won[0]:
             self.leader_seen = None if holder is None else str(holder[0])
             return False
@@ -175,6 +179,7 @@ class Leadership:
             row = None
         if row is None or row[1] is not True:
             self._lost = True
+            self.leader_seen = None
             await self._drop_connection()
             return False
         self._confirmed_at = sent
@@ -236,3 +241,8 @@ async def _fetch(
     """The first row of `query` (with the lock's key), or None."""
     cursor = await conn.execute(query, {"key": LOCK_KEY})
     return await cursor.fetchone()
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line: psycopg's messages name host and port, never the password."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
