@@ -161,10 +161,12 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
-    def role_with_password(self, name: str, password: str, database_url: str) -> str:
-        """Make a login role that needs `password`, owning the database of `database_url`
-        (from `new_database`); the URL of that database as this role, password included."""
+    def role_with_password(self, password: str, database_url: str) -> str:
+        """Make a login role (roles are the cluster's: one per database) that needs
+        `password` and owns the database of `database_url` (from `new_database`); the URL
+        of that database as this role, password included."""
         database = database_url.rpartition("/")[2]
+        name = f"{database}_owner"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}' IN ROLE {PASSWORD_GROUP}")
             conn.execute(f"ALTER DATABASE {database} OWNER TO {name}")

@@ -1095,7 +1095,7 @@ def test_a_wrong_password_is_refused_without_showing_it(
 ) -> None:
     """A role that needs a password: the right one opens the store, a wrong one is one
     line naming the database, and neither password is in the message."""
-    url = postgres_server.role_with_password("alice", "s3cret-right", postgres_url)
+    url = postgres_server.role_with_password("s3cret-right", postgres_url)
     with Store.connect(url) as store:
         store.set_meta("k", "v")
     message = _pg_open_fails(url.replace("s3cret-right", "s3cret-wrong"))

@@ -59,6 +59,7 @@ RESTART_ONLY = (
     "watchdog_config",
     "watchdog_state_dir",
     "state_directory",
+    "watchdog_database_url",
     "watchdog_metrics_addr",
     "watchdog_log_level",
     "slack_api_url",
@@ -295,8 +296,24 @@ def _require_key(settings: Settings) -> None:
         )
 
 
-def _open_store(settings: Settings) -> Store:
-    return Store.open(Store.default_path(settings.state_dir))
+def open_store(settings: Settings, *, existing: bool = False) -> Store:
+    """The state database the settings name: PostgreSQL (`WATCHDOG_DATABASE_URL`), else
+    the SQLite file in the state directory, which reading commands (`existing`) never
+    create. StateError (without the password) when it cannot be used."""
+    if settings.watchdog_database_url is not None:
+        return Store.connect(settings.watchdog_database_url.get_secret_value())
+    path = Store.default_path(settings.state_dir)
+    if existing and not path.exists():
+        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
+    return Store.open(path)
+
+
+def _writer_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """One daemon per SQLite state directory. A PostgreSQL database may be shared by
+    several daemons (leadership decides which one works), so it takes no file lock."""
+    if settings.watchdog_database_url is not None:
+        return contextlib.nullcontext()
+    return writer_lock(settings.state_dir)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -317,13 +334,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError([f"environment: WATCHDOG_METRICS_ADDR: {exc}"]) from None
     watchdog_sec = _watchdog_sec_line()
-    store = _open_store(settings)
-    store.close()
+    open_store(settings).close()
     environment = Environment(
         slack_mode=settings.slack_mode,
         buttons=settings.buttons,
         api_key_set=settings.elevenlabs_api_key is not None,
-        state_dir=settings.state_dir,
+        state=settings.state_location,
         credentials=credentials.directory,
         credentials_note=credentials.note,
         signed_webhooks=tuple(
@@ -379,14 +395,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning(
             Event.CONFIG_UNKNOWN_VARIABLE, variable=unknown.name, suggestion=unknown.suggestion
         )
-    with writer_lock(settings.state_dir):
-        store = _open_store(settings)
+    with _writer_lock(settings):
+        store = open_store(settings)
         log.info(
             Event.CONFIG_LOADED,
             source=config.source,
             rules=len(config.rules),
             agents=len(config.agents),
-            state=str(store.path),
+            state=store.where,
         )
         try:
             asyncio.run(_run(settings, config, store, args))
@@ -598,13 +614,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"watchdog replay: --since: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        store = _open_store(settings)
+        store = open_store(settings)
         try:
             samples = store.load_samples(since=datetime.now(UTC) - since)
         finally:
             store.close()
         if not samples:
-            raise InputError(f"{store.path}: no sample history in the last {args.since}")
+            raise InputError(f"{store.where}: no sample history in the last {args.since}")
     else:
         samples = read_csv(args.csv, config)
     shown = 0
@@ -646,13 +662,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         end = datetime.now(UTC)
         start = end - span
-        store = _existing_store(settings)
+        store = open_store(settings, existing=True)
         try:
             samples = store.load_samples(since=start)
         finally:
             store.close()
         if not samples:
-            raise InputError(f"{store.path}: no sample history in the last {args.since or '24h'}")
+            raise InputError(f"{store.where}: no sample history in the last {args.since or '24h'}")
     report = report_of(config, samples, start=start, end=end)
     if args.json:
         for figures in report.series:
@@ -664,20 +680,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _existing_store(settings: Settings) -> Store:
-    """The state database, which must exist: reading commands never create one."""
-    path = Store.default_path(settings.state_dir)
-    if not path.exists():
-        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
-    return Store.open(path)
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = datetime.now(UTC)
     config = _status_config(args, settings)
-    store = _existing_store(settings)
-    path = store.path
+    store = open_store(settings, existing=True)
+    path = store.where
     try:
         report = _status_report(store, now, config)
     finally:
@@ -913,7 +921,7 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"watchdog silence add: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    store = _open_store(settings)
+    store = open_store(settings)
     try:
         silence_id = store.add_silence(rule, scope, now, ends, f"cli:{_login_name()}", comment)
     finally:
@@ -971,7 +979,7 @@ def _login_name() -> str:
 def _cmd_silence_list(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = datetime.now(UTC)
-    store = _existing_store(settings)
+    store = open_store(settings, existing=True)
     try:
         silences = store.silences(now=now)
     finally:
@@ -997,7 +1005,7 @@ def _silence_json(s: Silence) -> dict[str, Any]:
 
 def _cmd_silence_expire(args: argparse.Namespace) -> int:
     settings = load_settings()
-    store = _existing_store(settings)
+    store = open_store(settings, existing=True)
     try:
         expired = store.expire_silence(args.id, datetime.now(UTC))
     finally:
@@ -1093,16 +1101,13 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     import getpass
 
     settings = load_settings()
-    path = Store.default_path(settings.state_dir)
-    if not path.exists():
-        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
     try:
         by = args.by or getpass.getuser()
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
         by = f"uid {os.getuid()}"
     if not by.strip():
         raise InputError("watchdog ack: --by: give a name")
-    store = Store.open(path)
+    store = open_store(settings, existing=True)
     try:
         found = next((a for a in store.load_alerts() if a.alert_id == args.alert_id), None)
         if found is None or found.state is not AlertState.FIRING:

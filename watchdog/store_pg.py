@@ -24,7 +24,7 @@ What is guaranteed, beyond `watchdog.store_sql.Database`:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Final
 
@@ -34,7 +34,7 @@ from psycopg.rows import TupleRow
 
 from watchdog.errors import StateError
 from watchdog.store_sql import Dialect, Rows, one_line
-from watchdog.urls import database_location
+from watchdog.urls import database_location, database_passwords
 
 __all__ = ["PostgresDatabase"]
 
@@ -200,7 +200,7 @@ class PostgresDatabase:
     def describe(self, exc: BaseException) -> str:
         """The driver's message on one line, without the password should it quote the URL."""
         text = one_line(exc)
-        for secret in _passwords(self._url):
+        for secret in database_passwords(self._url):
             text = text.replace(secret, "***")
         return text
 
@@ -280,12 +280,3 @@ def _migrate(conn: psycopg.Connection[TupleRow], where: str) -> None:
     for number in range(version + 1, SCHEMA_VERSION + 1):
         _MIGRATIONS[number - BASELINE_VERSION - 1](conn)
         conn.execute("UPDATE schema_version SET version = %s", (number,))
-
-
-def _passwords(url: str) -> list[str]:
-    """The password as written in the URL (maybe percent-encoded) and as decoded."""
-    userinfo = url.partition("://")[2].partition("/")[0].rpartition("@")[0]
-    found = [userinfo.partition(":")[2]]
-    with suppress(psycopg.Error):
-        found.append(str(conninfo_to_dict(url).get("password") or ""))
-    return [secret for secret in found if secret]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "DATABASE_URL_PROBLEM",
@@ -10,6 +10,7 @@ __all__ = [
     "check_database_url",
     "check_http_url",
     "database_location",
+    "database_passwords",
     "url_host",
 ]
 
@@ -54,3 +55,11 @@ def database_location(value: str) -> str:
     netloc, _, path = rest.partition("/")
     database = path.partition("?")[0].partition("#")[0]
     return f"{scheme}://{netloc.rpartition('@')[2]}/{database}"
+
+
+def database_passwords(value: str) -> list[str]:
+    """The password of a database URL, as written and decoded (user info or `password=`),
+    for the log redaction: a driver's message could quote it without the rest of the URL."""
+    userinfo = value.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    written = [userinfo.partition(":")[2], *parse_qs(value.partition("?")[2]).get("password", [])]
+    return [p for p in dict.fromkeys([*written, *map(unquote, written)]) if p]
