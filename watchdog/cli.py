@@ -3,7 +3,8 @@
 Every failure an operator can cause (bad settings, bad rules, an unusable state
 directory, an unreadable CSV) ends as a message and a non-zero exit, never a traceback.
 Exit codes: 0 ok, 1 a problem was found (invalid config, failed poll, ...), 2 usage,
-70 (EX_SOFTWARE) `run` stopped because one of its tasks crashed (`daemon.crashed`).
+70 (EX_SOFTWARE) `run` stopped because one of its tasks crashed (`daemon.crashed`), 75
+(EX_TEMPFAIL) `run` led on PostgreSQL and lost its lock (`leader.lost`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from watchdog.errors import (
     InputError,
     SourceError,
     StateError,
+    SteppedDown,
     WatchdogError,
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
@@ -46,6 +48,7 @@ from watchdog.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from watchdog.daemon import Reloaded
+    from watchdog.leadership import Leadership
     from watchdog.notify import Notifier
     from watchdog.source import LiveCountSource
 
@@ -54,6 +57,8 @@ EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_CRASHED = 70
 """EX_SOFTWARE: a task of `run` failed unexpectedly; systemd's Restart= starts it again."""
+EXIT_STEPPED_DOWN = 75
+"""EX_TEMPFAIL: the leader lost its PostgreSQL lock; Restart= starts it again, as a standby."""
 
 RESTART_ONLY = (
     "watchdog_config",
@@ -410,6 +415,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             # Already in the audit log as daemon.crashed; one line for the terminal too.
             print(f"watchdog: {exc}", file=sys.stderr)
             return EXIT_CRASHED
+        except SteppedDown as exc:
+            print(f"watchdog: {exc}", file=sys.stderr)
+            return EXIT_STEPPED_DOWN
         finally:
             store.close()
     return EXIT_OK
@@ -445,6 +453,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         socket_mode = SocketMode(settings.slack_app_token, api_url=settings.slack_api_url)
     with _live_count_source(settings, config, clock) as source:
         daemon = Daemon(
+            leadership=_leadership(settings, config),
             config=config,
             source=source,
             store=store,
@@ -467,6 +476,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
                 (host, port),
                 lambda: daemon.health().problems,
                 registry=metrics.registry,
+                role=daemon.role,
             )
             log.info("metrics.listening", host=server.host, port=server.port)
         loop = asyncio.get_running_loop()
@@ -478,6 +488,19 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         finally:
             if server is not None:
                 server.close()
+
+
+def _leadership(settings: Settings, config: Config) -> Leadership | None:
+    """With PostgreSQL, daemons sharing the database elect one leader; with SQLite none."""
+    if settings.watchdog_database_url is None:
+        return None
+    from watchdog.leadership import Leadership, Timing
+    from watchdog.notify.slack import SLACK_TIMEOUT
+
+    return Leadership(
+        settings.watchdog_database_url.get_secret_value(),
+        timing=Timing.of(config.watchdog.poll_interval, timeout=SLACK_TIMEOUT),
+    )
 
 
 def _reload(running: Settings, path: Path) -> Reloaded:
@@ -690,10 +713,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         report = _status_report(store, now, config)
     finally:
         store.close()
+    if settings.watchdog_database_url is not None:
+        report["leader"] = _leader(settings.watchdog_database_url.get_secret_value())
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     print(f"state: {path}")
+    if "leader" in report:
+        print(f"leader: {report['leader'] or 'none (no daemon holds the lock)'}")
     print("series:")
     for item in report["series"]:
         age = format_duration(now - datetime.fromisoformat(item["at"]))
@@ -718,6 +745,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"  {dead['failed_at']} {dead['kind']} {dead['rule'] or '?'} -> {dead['reason']}")
     _print_silences(report, now)
     return EXIT_OK
+
+
+def _leader(url: str) -> str | None:
+    """Who leads the daemons sharing the database (`watchdog <host> pid <pid>`), or None."""
+    import psycopg
+
+    from watchdog.leadership import leader_of
+
+    try:
+        return leader_of(url)
+    except psycopg.Error as exc:
+        raise StateError(f"cannot tell who leads: {type(exc).__name__}") from None
 
 
 def _status_config(args: argparse.Namespace, settings: Settings) -> Config | None:
