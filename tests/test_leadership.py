@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import psycopg
@@ -173,3 +174,16 @@ def test_holder_name_fits_application_name(host: str, pid: int, expected: str) -
     """The session name says host and pid, within PostgreSQL's 63 bytes."""
     assert holder_name(host, pid) == expected
     assert len(holder_name(host, pid).encode()) <= 63
+
+
+@pytest.mark.parametrize(("poll", "period"), [(1.0, 0.25), (15.0, 1.0), (0.2, 0.05)])
+def test_timing_replaces_a_dead_leader_within_two_poll_intervals(
+    poll: float, period: float
+) -> None:
+    """A standby's retry plus the new leader's wait before restoring stays well under two
+    poll intervals, confirmations come at most a second apart, and the grace before the
+    first post exceeds the old leader's fresh period plus one post's timeout."""
+    timing = Timing.of(timedelta(seconds=poll), timeout=10.0)
+    assert timing.retry == timing.confirm == period
+    assert timing.retry + timing.fresh < 2 * poll
+    assert timing.grace > timing.fresh + 10.0
