@@ -7,7 +7,7 @@ gets a database of its own (`PostgresServer.new_database`), which is cheap: one
 `CREATE DATABASE` from the template.
 
 Durability is switched off (`fsync`, `synchronous_commit`): the tests are about behaviour, and
-a server killed with its directory needs no crash safety.
+a server killed with its directory needs no crash safety. Benchmarks keep it on (`durable`).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def _server_user() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One started cluster; `url()` names a database on it, `stop()` removes everything."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self._bindir = bindir
+        self._durable = durable
         self._user = _server_user()
         self._root = Path(tempfile.mkdtemp(prefix="watchdog-pg-"))
         self.data = self._root / "data"
@@ -125,9 +126,10 @@ class PostgresServer:
             self.port = _free_port()
             options = (
                 f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                 " -c max_connections=200"
             )
+            if not self._durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = self._run(
                 [
                     self._bindir / "pg_ctl",

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -1102,3 +1103,18 @@ def test_a_wrong_password_is_refused_without_showing_it(
     assert "password authentication failed" in message
     assert "s3cret" not in message
     assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_write_waits_for_another_writer_at_most_five_seconds(postgres_url: str) -> None:
+    """As SQLite's busy timeout: a writer that holds its transaction open (a stopped
+    process) makes our write fail with StateError after 5 s instead of hanging the daemon."""
+    with Store.connect(postgres_url) as store, Store.connect(postgres_url) as stuck:
+        with stuck._writing("holding the writers' lock"):
+            began = time.monotonic()
+            with pytest.raises(StateError, match="lock timeout"):
+                store.set_meta("k", "v")
+            waited = time.monotonic() - began
+        assert 4.5 < waited < 10
+        store.set_meta("k", "v")  # the writer is gone: writes go through again
+        assert store.get_meta("k") == "v"

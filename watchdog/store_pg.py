@@ -11,6 +11,7 @@ What is guaranteed, beyond `watchdog.store_sql.Database`:
   `(_LOCK_SPACE, _WRITE_LOCK)`, PostgreSQL's equivalent of SQLite's `BEGIN IMMEDIATE`:
   one writer at a time, and a transaction that reads then writes sees no other commit in
   between (READ COMMITTED takes a new snapshot per statement, after the lock is held).
+  As with SQLite's busy timeout, a write that waits 5 s for another writer fails.
 * `changed_elsewhere` is one cheap query: every write transaction draws a number from the
   `revision` sequence; numbers drawn by other connections show as gaps.
 * A connection that breaks (server restart, `pg_terminate_backend`) fails the call in
@@ -42,6 +43,8 @@ _LOCK_SPACE: Final = 0x57444F47  # "WDOG": the first key of the watchdog's advis
 _WRITE_LOCK: Final = 1
 _LOCK: Final = f"pg_advisory_xact_lock({_LOCK_SPACE}, {_WRITE_LOCK})"
 _CONNECT_TIMEOUT_S: Final = "10"
+_LOCK_TIMEOUT: Final = "5s"
+"""As SQLite's busy timeout: a write that waits this long for another writer fails."""
 
 
 def _create_baseline(conn: psycopg.Connection[TupleRow]) -> None:
@@ -210,6 +213,7 @@ class PostgresDatabase:
             if "connect_timeout" not in conninfo_to_dict(conninfo):
                 conninfo = make_conninfo(conninfo, connect_timeout=_CONNECT_TIMEOUT_S)
             self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn.execute(f"SET lock_timeout = '{_LOCK_TIMEOUT}'")
             self._foreign = True  # what happened while we were away is unknown
         return self._conn
 
