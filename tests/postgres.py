@@ -12,6 +12,7 @@ a server killed with its directory needs no crash safety. Benchmarks keep it on 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -184,3 +186,46 @@ class PostgresServer:
                 )
         finally:
             shutil.rmtree(self._root, ignore_errors=True)
+
+
+class CommitCutter:
+    """A loopback TCP proxy to the server that, once `arm`ed, cuts the client's connection
+    right after passing on a COMMIT: the server commits, the client never hears so."""
+
+    def __init__(self, server_port: int) -> None:
+        self._server_port = server_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._armed = threading.Event()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database_url: str) -> str:
+        """`database_url` (on the server) through this proxy."""
+        return database_url.replace(f":{self._server_port}/", f":{self.port}/")
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._server_port))
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+                if from_client and b"COMMIT" in data and self._armed.is_set():
+                    self._armed.clear()
+                    self.cuts += 1
+                    source.shutdown(socket.SHUT_RDWR)  # the server keeps what it got
+                    return
+
+    def close(self) -> None:
+        self._listener.close()

@@ -16,7 +16,9 @@ What is guaranteed, beyond `watchdog.store_sql.Database`:
   `revision` sequence; numbers drawn by other connections show as gaps.
 * A connection that breaks (server restart, `pg_terminate_backend`) fails the call in
   progress with a driver error, which `Store` turns into `StateError`; the next call
-  connects again. No error message carries the password.
+  connects again. A write whose COMMIT was sent but whose answer was lost is looked up
+  after reconnecting (`pg_xact_status`, hence PostgreSQL 13 or newer): committed, it
+  succeeds. No error message carries the password.
 * One difference: PostgreSQL's text cannot hold NUL characters, so text with one in a
   column (not inside a notification's JSON payload) fails its write with `StateError`.
   Names and channels come validated from the rules file and never hold one.
@@ -231,15 +233,38 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A connection lost with the COMMIT on its way leaves the outcome unknown: the
+        server may have committed. Then we connect again and ask; a write that did commit
+        is not reported as failed (the daemon would write its notifications twice)."""
         conn = self._connection()
-        with conn.transaction():
-            row = conn.execute(f"SELECT {_LOCK}, nextval('revision')").fetchone()
-            assert row is not None
-            revision = int(str(row[1]))
-            if revision != self._revision + 1:
-                self._foreign = True
-            self._revision = revision
-            yield
+        committing: str | None = None  # the transaction's id, once its COMMIT goes out
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    f"SELECT {_LOCK}, nextval('revision'), pg_current_xact_id()::text"
+                ).fetchone()
+                assert row is not None
+                revision = int(str(row[1]))
+                if revision != self._revision + 1:
+                    self._foreign = True
+                self._revision = revision
+                yield
+                committing = str(row[2])
+        except psycopg.OperationalError:
+            if committing is None or not self._committed(committing):
+                raise
+
+    def _committed(self, xid: str) -> bool:
+        """Whether transaction `xid` committed (False when the server cannot say). Asked
+        under the writers' lock, which `xid` held until it ended, so it has ended."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(f"SELECT {_LOCK}")
+                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+        except psycopg.Error:
+            return False
+        return row is not None and row[0] == "committed"
 
     def changed_elsewhere(self) -> bool:
         """A number drawn from `revision` that this connection did not draw means another
