@@ -7,11 +7,12 @@ gets a database of its own (`PostgresServer.new_database`), which is cheap: one
 `CREATE DATABASE` from the template.
 
 Durability is switched off (`fsync`, `synchronous_commit`): the tests are about behaviour, and
-a server killed with its directory needs no crash safety.
+a server killed with its directory needs no crash safety. Benchmarks keep it on (`durable`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -20,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,8 +74,9 @@ def _server_user() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One started cluster; `url()` names a database on it, `stop()` removes everything."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self._bindir = bindir
+        self._durable = durable
         self._user = _server_user()
         self._root = Path(tempfile.mkdtemp(prefix="watchdog-pg-"))
         self.data = self._root / "data"
@@ -125,9 +128,10 @@ class PostgresServer:
             self.port = _free_port()
             options = (
                 f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1"
-                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                 " -c max_connections=200"
             )
+            if not self._durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = self._run(
                 [
                     self._bindir / "pg_ctl",
@@ -182,3 +186,46 @@ class PostgresServer:
                 )
         finally:
             shutil.rmtree(self._root, ignore_errors=True)
+
+
+class CommitCutter:
+    """A loopback TCP proxy to the server that, once `arm`ed, cuts the client's connection
+    right after passing on a COMMIT: the server commits, the client never hears so."""
+
+    def __init__(self, server_port: int) -> None:
+        self._server_port = server_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._armed = threading.Event()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database_url: str) -> str:
+        """`database_url` (on the server) through this proxy."""
+        return database_url.replace(f":{self._server_port}/", f":{self.port}/")
+
+    def arm(self) -> None:
+        self._armed.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._server_port))
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+                if from_client and b"COMMIT" in data and self._armed.is_set():
+                    self._armed.clear()
+                    self.cuts += 1
+                    source.shutdown(socket.SHUT_RDWR)  # the server keeps what it got
+                    return
+
+    def close(self) -> None:
+        self._listener.close()

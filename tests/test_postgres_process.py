@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
@@ -43,8 +44,8 @@ def test_state_in_postgres_survives_kill_9_and_takes_cli_requests(
 ) -> None:
     """A card is posted; `watchdog ack` and `silence add` from other processes reach the
     running daemon through the database; after kill -9 the restarted daemon restores the
-    alert from PostgreSQL and its resolution edits the same card. No SQLite file is made,
-    and the password is in no output."""
+    alert from PostgreSQL and its resolution edits the same card; `report` reads the
+    history from there. No SQLite file is made, and the password is in no output."""
     s = site(HIGH)
     s.env["WATCHDOG_DATABASE_URL"] = database_url
     said: list[str] = []
@@ -75,6 +76,10 @@ def test_state_in_postgres_survives_kill_9_and_takes_cli_requests(
         restarted.wait_for("notify.sent", kind="resolved")
         assert restarted.stop() == 0
         said.append(restarted.output())
+    report = s.cli("report", "--config", str(s.config), "--since", "1h", "--json")
+    assert report.returncode == 0, report.stderr
+    workspace = json.loads(report.stdout.splitlines()[0])
+    assert (workspace["series"], workspace["max"]) == ("workspace", 9)  # the history is there
     (card,) = slack.top_level()
     assert alert_of(card) == alert_id
     edits = [m for m in slack.messages if m.method == "chat.update" and "RESOLVED" in m.text]
@@ -177,3 +182,40 @@ def test_the_url_may_come_from_the_credential_file_and_its_password_is_redacted(
     assert settings.watchdog_database_url is not None
     assert settings.state_location == "postgresql://db:5433/wd"
     assert {"p%40ss", "p@ss"} <= set(settings.secrets())
+
+
+def _terminate_backends(url: str) -> int:
+    """`pg_terminate_backend` every other connection to the database of `url`; how many."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        row = admin.execute(
+            """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+               WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.slow
+def test_a_killed_database_connection_does_not_stop_the_daemon(
+    site: Callable[..., Site], api: FakeElevenLabs, slack: FakeSlack, postgres_url: str
+) -> None:
+    """`pg_terminate_backend` on the running daemon's connection, again and again: the
+    calls it breaks fail as a database error does, the next ones connect again, and the
+    alert still fires, posts one card and resolves it."""
+    s = site(HIGH)
+    s.env["WATCHDOG_DATABASE_URL"] = postgres_url
+    with s.run() as daemon:
+        for round_ in range(1, 4):
+            daemon.wait_for("poll.ok", count=round_ * 3)
+            assert _terminate_backends(postgres_url) == 1
+        api.set_count(9)
+        firing = daemon.wait_for("alert.firing", rule="high")
+        daemon.wait_for("notify.sent", kind="firing")
+        assert _terminate_backends(postgres_url) == 1
+        api.set_count(1)
+        daemon.wait_for("alert.resolved", alert_id=firing["alert_id"])
+        daemon.wait_for("notify.sent", kind="resolved")
+        assert daemon.stop() == 0
+        assert daemon.find("state.error")  # the kills did break calls
+    (card,) = slack.top_level()
+    assert alert_of(card) == firing["alert_id"]

@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -27,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import without_file_privileges
-from tests.postgres import PostgresServer
+from tests.postgres import CommitCutter, PostgresServer
 from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
@@ -1102,3 +1103,35 @@ def test_a_wrong_password_is_refused_without_showing_it(
     assert "password authentication failed" in message
     assert "s3cret" not in message
     assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_write_waits_for_another_writer_at_most_five_seconds(postgres_url: str) -> None:
+    """As SQLite's busy timeout: a writer that holds its transaction open (a stopped
+    process) makes our write fail with StateError after 5 s instead of hanging the daemon."""
+    with Store.connect(postgres_url) as store, Store.connect(postgres_url) as stuck:
+        with stuck._writing("holding the writers' lock"):
+            began = time.monotonic()
+            with pytest.raises(StateError, match="lock timeout"):
+                store.set_meta("k", "v")
+            waited = time.monotonic() - began
+        assert 4.5 < waited < 10
+        store.set_meta("k", "v")  # the writer is gone: writes go through again
+        assert store.get_meta("k") == "v"
+
+
+def test_a_commit_whose_answer_was_lost_counts_as_done(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """The connection drops after the COMMIT went out: the server committed, so the write
+    succeeds (reported as failed, the daemon would queue its notifications twice)."""
+    cutter = CommitCutter(postgres_server.port)
+    try:
+        with Store.connect(cutter.url(postgres_url)) as store:
+            cutter.arm()
+            ids = store.apply(samples=[Sample("workspace", T0, 1)], notifications=[note("a1")])
+            assert cutter.cuts == 1
+            assert [e.id for e in store.outbox_heads()] == ids
+            assert store.last_samples() == {"workspace": Sample("workspace", T0, 1)}
+    finally:
+        cutter.close()

@@ -11,11 +11,14 @@ What is guaranteed, beyond `watchdog.store_sql.Database`:
   `(_LOCK_SPACE, _WRITE_LOCK)`, PostgreSQL's equivalent of SQLite's `BEGIN IMMEDIATE`:
   one writer at a time, and a transaction that reads then writes sees no other commit in
   between (READ COMMITTED takes a new snapshot per statement, after the lock is held).
+  As with SQLite's busy timeout, a write that waits 5 s for another writer fails.
 * `changed_elsewhere` is one cheap query: every write transaction draws a number from the
   `revision` sequence; numbers drawn by other connections show as gaps.
 * A connection that breaks (server restart, `pg_terminate_backend`) fails the call in
   progress with a driver error, which `Store` turns into `StateError`; the next call
-  connects again. No error message carries the password.
+  connects again. A write whose COMMIT was sent but whose answer was lost is looked up
+  after reconnecting (`pg_xact_status`, hence PostgreSQL 13 or newer): committed, it
+  succeeds. No error message carries the password.
 * One difference: PostgreSQL's text cannot hold NUL characters, so text with one in a
   column (not inside a notification's JSON payload) fails its write with `StateError`.
   Names and channels come validated from the rules file and never hold one.
@@ -42,6 +45,8 @@ _LOCK_SPACE: Final = 0x57444F47  # "WDOG": the first key of the watchdog's advis
 _WRITE_LOCK: Final = 1
 _LOCK: Final = f"pg_advisory_xact_lock({_LOCK_SPACE}, {_WRITE_LOCK})"
 _CONNECT_TIMEOUT_S: Final = "10"
+_LOCK_TIMEOUT: Final = "5s"
+"""As SQLite's busy timeout: a write that waits this long for another writer fails."""
 
 
 def _create_baseline(conn: psycopg.Connection[TupleRow]) -> None:
@@ -210,6 +215,7 @@ class PostgresDatabase:
             if "connect_timeout" not in conninfo_to_dict(conninfo):
                 conninfo = make_conninfo(conninfo, connect_timeout=_CONNECT_TIMEOUT_S)
             self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn.execute(f"SET lock_timeout = '{_LOCK_TIMEOUT}'")
             self._foreign = True  # what happened while we were away is unknown
         return self._conn
 
@@ -227,15 +233,38 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """A connection lost with the COMMIT on its way leaves the outcome unknown: the
+        server may have committed. Then we connect again and ask; a write that did commit
+        is not reported as failed (the daemon would write its notifications twice)."""
         conn = self._connection()
-        with conn.transaction():
-            row = conn.execute(f"SELECT {_LOCK}, nextval('revision')").fetchone()
-            assert row is not None
-            revision = int(str(row[1]))
-            if revision != self._revision + 1:
-                self._foreign = True
-            self._revision = revision
-            yield
+        committing: str | None = None  # the transaction's id, once its COMMIT goes out
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    f"SELECT {_LOCK}, nextval('revision'), pg_current_xact_id()::text"
+                ).fetchone()
+                assert row is not None
+                revision = int(str(row[1]))
+                if revision != self._revision + 1:
+                    self._foreign = True
+                self._revision = revision
+                yield
+                committing = str(row[2])
+        except psycopg.OperationalError:
+            if committing is None or not self._committed(committing):
+                raise
+
+    def _committed(self, xid: str) -> bool:
+        """Whether transaction `xid` committed (False when the server cannot say). Asked
+        under the writers' lock, which `xid` held until it ended, so it has ended."""
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute(f"SELECT {_LOCK}")
+                row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+        except psycopg.Error:
+            return False
+        return row is not None and row[0] == "committed"
 
     def changed_elsewhere(self) -> bool:
         """A number drawn from `revision` that this connection did not draw means another
