@@ -185,11 +185,14 @@ def test_the_url_may_come_from_the_credential_file_and_its_password_is_redacted(
 
 
 def _terminate_backends(url: str) -> int:
-    """`pg_terminate_backend` every other connection to the database of `url`; how many."""
+    """`pg_terminate_backend` every other connection to the database of `url` but the
+    daemon's leadership lock session (losing that one makes it step down, see
+    tests/test_ha_process.py); how many."""
     with psycopg.connect(url, autocommit=True) as admin:
         row = admin.execute(
             """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-               WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+               WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND application_name NOT LIKE 'watchdog % pid %'"""
         ).fetchone()
     assert row is not None
     return int(row[0])
