@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import engine, housekeeping, idle, latency, polls, scale, soak
+from benchmarks import engine, housekeeping, idle, latency, polls, scale, soak, store_write
 from benchmarks.common import PROFILE, Figure, machine, progress
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "idle": idle.run,
     "housekeeping": housekeeping.run,
     "soak": soak.run,
+    "store_write": store_write.run,
 }
 
 

@@ -13,6 +13,7 @@ from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import FakeSlack
 from tests.harness import API_KEY, SLACK_TOKEN, Site, daemon_env, write_rules
 from tests.postgres import PostgresServer, postgres_bindir
+from watchdog.store import Store
 
 
 @pytest.fixture
@@ -75,3 +76,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a fresh, empty database on the session's PostgreSQL server."""
     return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Opens a store on this test's own database, once with each backend: a SQLite file in
+    the state directory, or a fresh PostgreSQL database. Every call opens another
+    connection to the same database (a restart, or another process)."""
+    if request.param == "sqlite":
+        path = Store.default_path(tmp_path / "state")
+        return lambda: Store.open(path)
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: Store.connect(url)

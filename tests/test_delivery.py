@@ -1,6 +1,7 @@
 """The outbox worker: retries, dead letters, per-channel order and pace, restarts.
 
-Time is a fake clock whose sleep advances it, so nothing here really waits.
+Time is a fake clock whose sleep advances it, so nothing here really waits. The worker's
+store is SQLite's and PostgreSQL's in turn (`open_store`): the outbox behaves the same.
 """
 
 from __future__ import annotations
@@ -8,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import sqlite3
+import json
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,8 +127,8 @@ def note(
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "watchdog.db") as opened:
+def store(open_store: Callable[[], Store]) -> Iterator[Store]:
+    with open_store() as opened:
         yield opened
 
 
@@ -295,19 +295,18 @@ def test_repeat_and_resolution_get_the_original_message(store: Store) -> None:
     assert store.message_ref("a1") is None
 
 
-def test_delivery_survives_a_restart(tmp_path: Path) -> None:
+def test_delivery_survives_a_restart(open_store: Callable[[], Store]) -> None:
     """A message that failed before a restart is delivered exactly once by the next worker."""
-    path = tmp_path / "watchdog.db"
     clock = FakeClock()
     first = ScriptedNotifier(clock, {"a1": [NotifyError("connection reset", recoverable=True)]})
-    with Store.open(path) as store:
+    with open_store() as store:
         store.apply(notifications=[note("a1")])
         wait = asyncio.run(worker(store, first).run_once())
     assert wait == 1.0
     assert first.delivered() == []
 
     second = ScriptedNotifier(clock)
-    with Store.open(path) as store, capture_logs() as logs:
+    with open_store() as store, capture_logs() as logs:
         restarted = worker(store, second)
         assert asyncio.run(restarted.run_once()) == 1.0  # not due yet: the schedule persisted
         assert second.calls == []
@@ -340,11 +339,8 @@ def test_an_unreadable_payload_is_dead_lettered_without_a_call(store: Store) -> 
     clock = FakeClock()
     notifier = ScriptedNotifier(clock)
     store.apply(notifications=[note("a1"), note("a2")])
-    with sqlite3.connect(store.path) as conn:
-        conn.execute(
-            "UPDATE outbox SET payload = json_set(payload, '$.kind', 'teleported')"
-            " WHERE alert_id = 'a1'"
-        )
+    teleported = json.dumps({**note("a1").to_json(), "kind": "teleported"})
+    store._db.execute("UPDATE outbox SET payload = ? WHERE alert_id = 'a1'", (teleported,))
     with capture_logs() as logs:
         asyncio.run(drain(worker(store, notifier), clock))
     (failed,) = events(logs, "notify.failed")
@@ -378,10 +374,11 @@ def test_after_a_lost_answer_the_next_attempt_is_told_when_the_first_began(
     assert notifier.delivered() == ["a1"]
 
 
-def test_an_attempt_abandoned_mid_call_is_in_doubt_at_the_next_start(tmp_path: Path) -> None:
+def test_an_attempt_abandoned_mid_call_is_in_doubt_at_the_next_start(
+    open_store: Callable[[], Store],
+) -> None:
     """A call still running when the worker is abandoned (a stop past its grace, or a kill)
     leaves the entry in doubt: the next worker passes when the first attempt began."""
-    path = tmp_path / "watchdog.db"
     clock = FakeClock()
     release = threading.Event()
 
@@ -400,14 +397,14 @@ def test_an_attempt_abandoned_mid_call_is_in_doubt_at_the_next_start(tmp_path: P
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(subject.run_once(), 0.2)
 
-    with Store.open(path) as store:
+    with open_store() as store:
         store.apply(notifications=[note("a1")])
         asyncio.run(abandon(worker(store, Hanging(clock))))
     release.set()
 
     clock.now += timedelta(minutes=5)
     second = ScriptedNotifier(clock)
-    with Store.open(path) as store:
+    with open_store() as store:
         asyncio.run(drain(worker(store, second), clock))
     assert [c.in_doubt_since for c in second.calls] == [T0]
     assert second.delivered() == ["a1"]
@@ -631,17 +628,18 @@ def test_a_firing_given_up_after_a_lost_answer_keeps_its_resolution(store: Store
     ]
 
 
-def test_the_delivery_lag_is_reported_and_kept_across_restarts(tmp_path: Path) -> None:
+def test_the_delivery_lag_is_reported_and_kept_across_restarts(
+    open_store: Callable[[], Store],
+) -> None:
     """Each send reports how long it waited; the record (last, worst) survives a restart."""
-    path = tmp_path / "watchdog.db"
     clock = FakeClock()
     lags: list[float] = []
-    with Store.open(path) as store:
+    with open_store() as store:
         store.apply(notifications=[note("a1")])
         clock.now += timedelta(seconds=42)
         asyncio.run(worker(store, ScriptedNotifier(clock), on_lag=lags.append).run_once())
     clock.now += timedelta(minutes=5)
-    with Store.open(path) as store:
+    with open_store() as store:
         store.apply(notifications=[dataclasses.replace(note("a2"), at=clock.now)])
         clock.now += timedelta(seconds=3)
         asyncio.run(worker(store, ScriptedNotifier(clock), on_lag=lags.append).run_once())
@@ -841,3 +839,40 @@ def test_a_card_posted_before_a_storm_gets_its_resolution_after_it(store: Store)
     (resolution,) = [c for c in notifier.calls if c.note.alert_id == "old"][1:]
     assert resolution.note.kind is TransitionKind.RESOLVED
     assert resolution.original is not None
+
+
+def test_a_closed_fence_starts_no_attempt_until_it_opens(store: Store) -> None:
+    """While the fence says this daemon may not post (a new leader's grace), the worker
+    makes no call and counts no attempt; once it opens the entry goes out once."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1")])
+    closed: list[str | None] = ["leader for less than the take-over grace"]
+    subject = worker(store, notifier, fence=lambda: closed[0])
+    wait = asyncio.run(subject.run_once())
+    assert wait is not None
+    assert wait > 0
+    assert notifier.calls == []
+    assert store.oldest_pending() is not None
+    assert store.oldest_pending().attempts == 0  # type: ignore[union-attr]
+    closed[0] = None
+    asyncio.run(drain(subject, clock))
+    assert [c.note for c in notifier.calls] == [note("a1")]
+
+
+def test_a_fence_closing_just_before_the_call_stops_it_and_keeps_the_entry(
+    store: Store,
+) -> None:
+    """The fence is asked again in the delivery thread right before the call: closed by
+    then (the lock was lost meanwhile), nothing is sent and the entry waits for a retry."""
+    clock = FakeClock()
+    notifier = ScriptedNotifier(clock)
+    store.apply(notifications=[note("a1")])
+    answers = iter([None])
+    subject = worker(store, notifier, fence=lambda: next(answers, "not the leader"))
+    with capture_logs() as logs:
+        asyncio.run(subject.run_once())
+    assert notifier.calls == []
+    (retry,) = events(logs, "notify.retry")
+    assert "not the leader" in retry["error"]
+    assert store.outbox_depth() == 1

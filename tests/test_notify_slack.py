@@ -883,3 +883,18 @@ def test_webhook_cannot_edit_so_an_annotation_posts_nothing(
     """Webhook posts cannot be edited: an annotation is delivered as nothing at all."""
     assert hook.deliver(ANNOTATION, None) is None
     assert slack.messages == []
+
+
+def test_a_fenced_bot_posts_and_edits_nothing(slack: FakeSlack) -> None:
+    """A bot whose fence is closed (the daemon lost its leadership) refuses each post and
+    edit before the request leaves: recoverable, in doubt, and Slack saw no call."""
+    bot = SlackBotNotifier(SecretStr(slack.token), api_url=slack.api_url)
+    bot.fence_with(lambda: "not the leader")
+    original = MessageRef(channel_id(CHANNEL), "1.000100")
+    for kind, ref in ((TransitionKind.FIRING, None), (TransitionKind.RESOLVED, original)):
+        with pytest.raises(NotifyError) as caught:
+            bot.deliver(note(kind=kind), ref)
+        assert caught.value.recoverable
+        assert caught.value.in_doubt
+        assert "not the leader" in caught.value.reason
+    assert slack.attempts == []

@@ -1,4 +1,8 @@
-"""The SQLite store: schema, atomic ticks, outbox bookkeeping, and clear errors on bad files."""
+"""The store: schema, atomic ticks, outbox bookkeeping, and clear errors on bad files.
+
+Tests taking `store` or `open_store` run against both backends (SQLite and PostgreSQL); the
+ones about SQLite's file (`db_path`) or PostgreSQL's server are about that backend only.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,25 @@ import dataclasses
 import json
 import os
 import random
+import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.harness import without_file_privileges
+from tests.postgres import CommitCutter, PostgresServer
 from watchdog.errors import StateError
 from watchdog.model import (
     AlertRecord,
@@ -35,6 +43,7 @@ from watchdog.model import (
 )
 from watchdog.silences import Cover, Held
 from watchdog.store import _MIGRATIONS, SCHEMA_VERSION, Store
+from watchdog.store_pg import SCHEMA_VERSION as PG_SCHEMA_VERSION
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -87,20 +96,17 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    with Store.open(db_path) as opened:
+def store(open_store: Callable[[], Store]) -> Iterator[Store]:
+    with open_store() as opened:
         yield opened
 
 
-def table_counts(path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(path)
-    try:
-        return {
-            table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in ("samples", "series", "alerts", "outbox", "messages", "dead_letters")
-        }
-    finally:
-        conn.close()
+def table_counts(store: Store) -> dict[str, int]:
+    """Rows per table, read through the store's own connection (either backend)."""
+    return {
+        table: store._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        for table in ("samples", "series", "alerts", "outbox", "messages", "dead_letters")
+    }
 
 
 # --- opening and schema -------------------------------------------------------------
@@ -126,9 +132,9 @@ def test_default_path_is_inside_the_state_directory(tmp_path: Path) -> None:
     assert Store.default_path(tmp_path) == tmp_path / "watchdog.db"
 
 
-def test_reopening_keeps_everything(db_path: Path) -> None:
+def test_reopening_keeps_everything(open_store: Callable[[], Store]) -> None:
     """Alerts, samples, outbox, message refs and meta survive close and reopen."""
-    with Store.open(db_path) as store:
+    with open_store() as store:
         ids = store.apply(
             samples=[Sample("workspace", T0, 3), Sample("agent_1", T0, 1)],
             alerts=[alert()],
@@ -136,7 +142,7 @@ def test_reopening_keeps_everything(db_path: Path) -> None:
         )
         store.mark_delivered(ids[0], alert_id="a1", ref=MessageRef("C1", "111.1"))
         store.set_meta("config", "abc123")
-    with Store.open(db_path) as store:
+    with open_store() as store:
         assert store.load_alerts() == [alert()]
         assert store.last_samples() == {
             "workspace": Sample("workspace", T0, 3),
@@ -147,7 +153,19 @@ def test_reopening_keeps_everything(db_path: Path) -> None:
         assert store.get_meta("config") == "abc123"
         # The series cache is rebuilt from disk: a known series is not duplicated.
         store.apply(samples=[Sample("workspace", T0 + timedelta(seconds=15), 4)])
-    assert table_counts(db_path)["series"] == 2
+        assert table_counts(store)["series"] == 2
+
+
+def test_stores_sharing_a_database_add_a_new_series_once(open_store: Callable[[], Store]) -> None:
+    """A series another store (another daemon, before a fail-over) added after this one was
+    opened is found, not added twice (which the schema refuses)."""
+    with open_store() as before, open_store() as other:
+        other.apply(samples=[Sample("agent_new", T0, 1)])
+        before.apply(samples=[Sample("agent_new", T0 + timedelta(seconds=15), 2)])
+        assert before.load_samples(since=T0, series="agent_new") == [
+            Sample("agent_new", T0, 1),
+            Sample("agent_new", T0 + timedelta(seconds=15), 2),
+        ]
 
 
 def test_times_are_stored_as_utc_milliseconds(store: Store) -> None:
@@ -187,9 +205,7 @@ def test_apply_returns_outbox_ids_in_order(store: Store) -> None:
     assert store.apply() == []
 
 
-def test_apply_is_all_or_nothing_when_a_notification_cannot_be_serialised(
-    store: Store, db_path: Path
-) -> None:
+def test_apply_is_all_or_nothing_when_a_notification_cannot_be_serialised(store: Store) -> None:
     """A failure in the last step of apply leaves no sample, series or alert behind."""
     store.apply(samples=[Sample("workspace", T0, 1)])
     bad = Notification(**{**_fields(note("bad")), "recent": (object(),)})  # type: ignore[arg-type]
@@ -199,7 +215,7 @@ def test_apply_is_all_or_nothing_when_a_notification_cannot_be_serialised(
             alerts=[alert()],
             notifications=[note("good"), bad],
         )
-    assert table_counts(db_path) == {
+    assert table_counts(store) == {
         "samples": 1,
         "series": 1,
         "alerts": 0,
@@ -212,15 +228,15 @@ def test_apply_is_all_or_nothing_when_a_notification_cannot_be_serialised(
     assert store.last_samples()["new"] == Sample("new", T0, 7)
 
 
-def test_apply_is_all_or_nothing_on_a_constraint_violation(store: Store, db_path: Path) -> None:
+def test_apply_is_all_or_nothing_on_a_constraint_violation(store: Store) -> None:
     """A sample the schema refuses (negative count) aborts the whole tick with StateError."""
-    with pytest.raises(StateError, match=str(db_path)):
+    with pytest.raises(StateError, match=re.escape(store.where)):
         store.apply(
             samples=[Sample("workspace", T0, 1), Sample("workspace", T0 + timedelta(1), -1)],
             alerts=[alert()],
             notifications=[note()],
         )
-    assert set(table_counts(db_path).values()) == {0}
+    assert set(table_counts(store).values()) == {0}
     assert store.apply(notifications=[note()])  # the store is still usable
 
 
@@ -354,14 +370,16 @@ def test_entries_queued_by_an_older_watchdog_start_in_doubt(db_path: Path) -> No
     assert (entry.in_doubt, entry.first_attempt_at) == (True, T0)
 
 
-def test_a_change_alert_keeps_what_it_fired_against_across_reopening(db_path: Path) -> None:
+def test_a_change_alert_keeps_what_it_fired_against_across_reopening(
+    open_store: Callable[[], Store],
+) -> None:
     """The base and count a change alert fired at are stored with it, and cleared with it."""
     collapse = dataclasses.replace(
         alert("collapse", alert_id="c1"), fired_change=FiredChange(base=20, count=0)
     )
-    with Store.open(db_path) as store:
+    with open_store() as store:
         store.apply(alerts=[collapse, alert()])
-    with Store.open(db_path) as store:
+    with open_store() as store:
         assert store.load_alerts() == [collapse, alert()]
         store.apply(alerts=[dataclasses.replace(collapse, fired_change=None)])
         assert store.load_alerts()[0].fired_change is None
@@ -421,7 +439,7 @@ def test_mark_delivered_keeps_the_standing_ref_until_resolved(store: Store) -> N
     store.mark_delivered(resolved, alert_id="a1", ref=None)  # unknown id: no-op
 
 
-def test_dead_letter_moves_the_entry_with_its_reason(store: Store, db_path: Path) -> None:
+def test_dead_letter_moves_the_entry_with_its_reason(store: Store) -> None:
     """A dead letter leaves the outbox, keeps the notification, and unblocks the channel."""
     first, second = store.apply(notifications=[note("a1"), note("a2")])
     store.mark_retry(first, attempts=2, next_attempt_at=T0, error="503")
@@ -436,7 +454,7 @@ def test_dead_letter_moves_the_entry_with_its_reason(store: Store, db_path: Path
     assert letter.notification == note("a1")
     assert letter.failed_at == T0 + timedelta(seconds=9)
     assert [e.id for e in store.outbox_heads(T0)] == [second]
-    assert table_counts(db_path)["outbox"] == 1
+    assert table_counts(store)["outbox"] == 1
 
 
 def test_dead_lettered_resolution_drops_the_message_ref(store: Store) -> None:
@@ -518,6 +536,11 @@ def test_meta_values_are_replaced(store: Store) -> None:
 
 
 _text = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+_column_text = st.text(
+    st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30
+)
+"""For what is also a column (channel, alert id): PostgreSQL's text cannot hold NUL, and the
+rules file's names and channels never do; the JSON payload takes anything."""
 _times = st.datetimes(
     min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
 )
@@ -529,7 +552,7 @@ _times = st.datetimes(
 @given(
     value=st.builds(
         Notification,
-        alert_id=_text,
+        alert_id=_column_text,
         kind=st.sampled_from(TransitionKind),
         rule=_text,
         series=_text,
@@ -538,7 +561,7 @@ _times = st.datetimes(
         since=_times,
         count=st.none() | st.integers(min_value=0, max_value=10**9),
         condition=_text,
-        channel=_text,
+        channel=_column_text,
         reason=_text,
         recent=st.lists(st.integers(min_value=0, max_value=10**6), max_size=20).map(tuple),
         runbook=st.none() | _text,
@@ -548,15 +571,15 @@ _times = st.datetimes(
         limit=st.none() | st.integers(min_value=1, max_value=10**5),
     )
 )
-def test_notifications_round_trip_through_the_outbox(tmp_path: Path, value: Notification) -> None:
+def test_notifications_round_trip_through_the_outbox(store: Store, value: Notification) -> None:
     """Whatever is queued comes back out of the outbox and the dead letters unchanged."""
-    with Store.open(tmp_path / f"{uuid.uuid4().hex}.db") as store:
-        (entry_id,) = store.apply(notifications=[value])
-        (entry,) = store.outbox_heads(value.at)
-        assert (entry.id, entry.channel, entry.notification) == (entry_id, value.channel, value)
-        assert entry.created_at == entry.next_attempt_at <= value.at
-        store.dead_letter(entry_id, reason="x", attempts=1, at=value.at)
-        assert store.dead_letters()[0].notification == value
+    (entry_id,) = store.apply(notifications=[value])
+    (entry,) = store.outbox_heads(value.at)
+    assert (entry.id, entry.channel, entry.notification) == (entry_id, value.channel, value)
+    assert entry.created_at == entry.next_attempt_at <= value.at
+    store.dead_letter(entry_id, reason="x", attempts=1, at=value.at)
+    (letter,) = [d for d in store.dead_letters(limit=10**6) if d.id == entry_id]
+    assert letter.notification == value
 
 
 # --- unusable files -----------------------------------------------------------------
@@ -668,9 +691,9 @@ def test_database_from_a_newer_watchdog_is_refused(db_path: Path) -> None:
     conn.close()
 
 
-def test_a_closed_store_raises_state_error(db_path: Path) -> None:
-    """Using the store after close is a StateError, not a sqlite3 exception."""
-    store = Store.open(db_path)
+def test_a_closed_store_raises_state_error(open_store: Callable[[], Store]) -> None:
+    """Using the store after close is a StateError, not a driver's exception."""
+    store = open_store()
     store.close()
     store.close()
     with pytest.raises(StateError, match="closed"):
@@ -770,38 +793,36 @@ def test_sample_rows_stay_compact(tmp_path: Path) -> None:
     assert per_row < 20
 
 
-def test_thin_samples_keeps_one_per_bucket_and_leaves_recent_history(tmp_path: Path) -> None:
+def test_thin_samples_keeps_one_per_bucket_and_leaves_recent_history(store: Store) -> None:
     """Thinning keeps the first sample of each minute in range and nothing outside changes."""
     t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     samples = [
         Sample("workspace", t0 + timedelta(seconds=15 * i), i) for i in range(40)
     ]  # 10 minutes
-    with Store.open(tmp_path / "w.db") as store:
-        store.apply(samples=samples)
-        removed = store.thin_samples(
-            after=t0, before=t0 + timedelta(minutes=5), resolution=timedelta(minutes=1)
-        )
-        kept = store.load_samples(since=t0 - timedelta(hours=1))
+    store.apply(samples=samples)
+    removed = store.thin_samples(
+        after=t0, before=t0 + timedelta(minutes=5), resolution=timedelta(minutes=1)
+    )
+    kept = store.load_samples(since=t0 - timedelta(hours=1))
     assert removed == 15  # 20 samples in the first 5 minutes -> 5 kept
     first_five = [s for s in kept if s.at < t0 + timedelta(minutes=5)]
     assert [s.count for s in first_five] == [0, 4, 8, 12, 16]
     assert [s.count for s in kept if s.at >= t0 + timedelta(minutes=5)] == list(range(20, 40))
 
 
-def test_prune_and_thin_can_work_on_a_few_series_at_a_time(tmp_path: Path) -> None:
+def test_prune_and_thin_can_work_on_a_few_series_at_a_time(store: Store) -> None:
     """With `series=`, pruning and thinning touch only those series (and skip unknown names)."""
     t0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     names = ("workspace", "agent_a", "agent_b")
     samples = [Sample(name, t0 + timedelta(seconds=15 * i), i) for i in range(8) for name in names]
-    with Store.open(tmp_path / "w.db") as store:
-        store.apply(samples=samples)
-        assert store.sample_series() == list(names)
-        minute = timedelta(minutes=1)
-        thinned = store.thin_samples(
-            after=t0, before=t0 + 2 * minute, resolution=minute, series=["agent_a", "nobody"]
-        )
-        expired = store.prune_samples(t0 + minute, series=["agent_b"])
-        left = {name: len(store.load_samples(since=t0, series=name)) for name in names}
+    store.apply(samples=samples)
+    assert store.sample_series() == list(names)
+    minute = timedelta(minutes=1)
+    thinned = store.thin_samples(
+        after=t0, before=t0 + 2 * minute, resolution=minute, series=["agent_a", "nobody"]
+    )
+    expired = store.prune_samples(t0 + minute, series=["agent_b"])
+    left = {name: len(store.load_samples(since=t0, series=name)) for name in names}
     assert (thinned, expired) == (6, 4)
     assert left == {"workspace": 8, "agent_a": 2, "agent_b": 4}
 
@@ -865,9 +886,11 @@ def test_silence_news_is_taken_once(store: Store) -> None:
     assert store.take_silence_news(T0 + timedelta(hours=3)) == type(news)()
 
 
-def test_changed_elsewhere_sees_commits_of_other_connections_only(db_path: Path) -> None:
+def test_changed_elsewhere_sees_commits_of_other_connections_only(
+    open_store: Callable[[], Store],
+) -> None:
     """`changed_elsewhere` is true once after another process committed, never for our own."""
-    with Store.open(db_path) as daemon, Store.open(db_path) as cli:
+    with open_store() as daemon, open_store() as cli:
         assert not daemon.changed_elsewhere()
         daemon.add_silence("too-many", None, T0, T0 + timedelta(hours=1), "a", "own")
         assert not daemon.changed_elsewhere()
@@ -876,6 +899,10 @@ def test_changed_elsewhere_sees_commits_of_other_connections_only(db_path: Path)
         assert not daemon.changed_elsewhere()  # consumed by the call
         assert cli.expire_silence(1, T0)
         assert daemon.changed_elsewhere()
+        cli.request_ack("a1", by="alice", at=T0)
+        daemon.apply(samples=[Sample("workspace", T0, 1)])  # our write after theirs
+        assert daemon.changed_elsewhere()
+        assert not daemon.changed_elsewhere()
 
 
 def test_held_news_is_written_with_the_tick_and_taken_out_of_the_outbox(store: Store) -> None:
@@ -907,7 +934,9 @@ def test_news_held_by_an_inhibition_keeps_its_inhibitor(store: Store) -> None:
 # --- escalation and flapping ----------------------------------------------------------
 
 
-def test_escalation_acknowledgement_and_flapping_survive_reopening(db_path: Path) -> None:
+def test_escalation_acknowledgement_and_flapping_survive_reopening(
+    open_store: Callable[[], Store],
+) -> None:
     """What a restarted engine needs of an escalated or flapping alert is kept with it."""
     flapping = Flapping(
         since=T0, stable_since=T0 + timedelta(minutes=5), firing=True, pending_since=None
@@ -920,9 +949,9 @@ def test_escalation_acknowledgement_and_flapping_survive_reopening(db_path: Path
         flapping=flapping,
         changes=(T0, T0 + timedelta(minutes=1)),
     )
-    with Store.open(db_path) as store:
+    with open_store() as store:
         store.apply(alerts=[escalated])
-    with Store.open(db_path) as store:
+    with open_store() as store:
         assert store.load_alerts() == [escalated]
         assert store.load_changes() == {("too-many", "workspace"): escalated.changes}
 
@@ -981,3 +1010,128 @@ def test_ack_requests_queue_until_dropped(store: Store) -> None:
     ]
     store.drop_ack_request(first)
     assert [r.alert_id for r in store.ack_requests()] == ["b2"]
+
+
+# --- PostgreSQL ---------------------------------------------------------------------
+
+
+def test_both_backends_reach_the_same_schema_version() -> None:
+    """A migration appended to SQLite's list needs its PostgreSQL counterpart too."""
+    assert PG_SCHEMA_VERSION == SCHEMA_VERSION
+
+
+def _pg_open_fails(url: str) -> str:
+    with pytest.raises(StateError) as info:
+        Store.connect(url)
+    return str(info.value)
+
+
+def test_postgres_database_from_a_newer_watchdog_is_refused(postgres_url: str) -> None:
+    """A schema version above ours is not touched and is reported."""
+    Store.connect(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
+    message = _pg_open_fails(postgres_url)
+    assert "newer watchdog" in message
+    assert message.startswith(postgres_url.replace("watchdog@", ""))
+
+
+def test_stores_starting_together_on_an_empty_database_create_the_schema_once(
+    postgres_url: str,
+) -> None:
+    """Daemons started at once on a new database all open it (the schema is made under a
+    lock, not raced)."""
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def connect() -> None:
+        start.wait()
+        try:
+            opened.append(Store.connect(postgres_url))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=connect) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in opened:
+        store.close()
+    assert errors == []
+    assert len(opened) == 4
+
+
+def test_a_broken_connection_fails_one_call_and_the_next_reconnects(postgres_url: str) -> None:
+    """`pg_terminate_backend` (or a server restart): the call in progress raises StateError,
+    nothing of it is half-kept, the next call connects again and the state is all there."""
+    with Store.connect(postgres_url) as store:
+        (first,) = store.apply(samples=[Sample("workspace", T0, 1)], notifications=[note("a1")])
+        (pid,) = store._db.execute("SELECT pg_backend_pid()").fetchone()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(StateError, match=re.escape(store.where)):
+            store.apply(samples=[Sample("workspace", T0 + timedelta(1), 2)], alerts=[alert()])
+        assert [e.id for e in store.outbox_heads()] == [first]
+        assert store.load_alerts() == []
+        assert store.changed_elsewhere()  # what happened while disconnected is unknown
+        store.apply(samples=[Sample("workspace", T0 + timedelta(1), 2)], alerts=[alert()])
+        assert store.load_alerts() == [alert()]
+
+
+def test_an_unreachable_server_is_one_clear_line(postgres_server: PostgresServer) -> None:
+    """Nothing listening: StateError naming host, port and database, on one line."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    message = _pg_open_fails(f"postgresql://watchdog:sesame@127.0.0.1:{port}/watchdog")
+    assert message.startswith(f"postgresql://127.0.0.1:{port}/watchdog: cannot use the database")
+    assert "\n" not in message
+    assert "sesame" not in message
+
+
+def test_a_wrong_password_is_refused_without_showing_it(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """A role that needs a password: the right one opens the store, a wrong one is one
+    line naming the database, and neither password is in the message."""
+    url = postgres_server.role_with_password("s3cret-right", postgres_url)
+    with Store.connect(url) as store:
+        store.set_meta("k", "v")
+    message = _pg_open_fails(url.replace("s3cret-right", "s3cret-wrong"))
+    assert "password authentication failed" in message
+    assert "s3cret" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.slow
+def test_a_write_waits_for_another_writer_at_most_five_seconds(postgres_url: str) -> None:
+    """As SQLite's busy timeout: a writer that holds its transaction open (a stopped
+    process) makes our write fail with StateError after 5 s instead of hanging the daemon."""
+    with Store.connect(postgres_url) as store, Store.connect(postgres_url) as stuck:
+        with stuck._writing("holding the writers' lock"):
+            began = time.monotonic()
+            with pytest.raises(StateError, match="lock timeout"):
+                store.set_meta("k", "v")
+            waited = time.monotonic() - began
+        assert 4.5 < waited < 10
+        store.set_meta("k", "v")  # the writer is gone: writes go through again
+        assert store.get_meta("k") == "v"
+
+
+def test_a_commit_whose_answer_was_lost_counts_as_done(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """The connection drops after the COMMIT went out: the server committed, so the write
+    succeeds (reported as failed, the daemon would queue its notifications twice)."""
+    cutter = CommitCutter(postgres_server.port)
+    try:
+        with Store.connect(cutter.url(postgres_url)) as store:
+            cutter.arm()
+            ids = store.apply(samples=[Sample("workspace", T0, 1)], notifications=[note("a1")])
+            assert cutter.cuts == 1
+            assert [e.id for e in store.outbox_heads()] == ids
+            assert store.last_samples() == {"workspace": Sample("workspace", T0, 1)}
+    finally:
+        cutter.close()

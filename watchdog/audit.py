@@ -96,6 +96,9 @@ class Event(StrEnum):
     DAEMON_STALLED = "daemon.stalled"  # a part of the pipeline stopped: the ping is withheld
     DAEMON_CRASHED = "daemon.crashed"  # a long-lived task failed: the process exits with 70
     DAEMON_READY = "daemon.ready"  # READY=1 sent (after the first cycle or the start-up bound)
+    LEADER_ACQUIRED = "leader.acquired"  # won the PostgreSQL lock: restores, polls, delivers
+    LEADER_LOST = "leader.lost"  # the lock session failed: posts stop, the process exits 75
+    LEADER_STANDBY = "leader.standby"  # another daemon leads: this one waits for the lock
     STATE_ERROR = "state.error"
     STATE_PRUNED = "state.pruned"
     SYSTEMD_NOTIFY_FAILED = "systemd.notify_failed"

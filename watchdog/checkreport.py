@@ -35,7 +35,8 @@ class Environment:
 
     slack_mode: SlackMode
     api_key_set: bool
-    state_dir: Path
+    state: str
+    """Where the state is kept: the state directory, or the database URL without password."""
     credentials: Path | None = None
     credentials_note: str | None = None
     buttons: bool = False
@@ -198,5 +199,5 @@ def _delivery_line(env: Environment) -> str:
         parts.append(f"credentials from {env.credentials}")
     if env.credentials_note:
         parts.append(env.credentials_note)
-    parts.append(f"state in {env.state_dir}")
+    parts.append(f"state in {env.state}")
     return "; ".join(parts)

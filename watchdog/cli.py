@@ -3,7 +3,8 @@
 Every failure an operator can cause (bad settings, bad rules, an unusable state
 directory, an unreadable CSV) ends as a message and a non-zero exit, never a traceback.
 Exit codes: 0 ok, 1 a problem was found (invalid config, failed poll, ...), 2 usage,
-70 (EX_SOFTWARE) `run` stopped because one of its tasks crashed (`daemon.crashed`).
+70 (EX_SOFTWARE) `run` stopped because one of its tasks crashed (`daemon.crashed`), 75
+(EX_TEMPFAIL) `run` led on PostgreSQL and lost its lock (`leader.lost`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from watchdog.errors import (
     InputError,
     SourceError,
     StateError,
+    SteppedDown,
     WatchdogError,
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
@@ -46,6 +48,7 @@ from watchdog.suggest import did_you_mean
 
 if TYPE_CHECKING:
     from watchdog.daemon import Reloaded
+    from watchdog.leadership import Leadership
     from watchdog.notify import Notifier
     from watchdog.source import LiveCountSource
 
@@ -54,11 +57,14 @@ EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_CRASHED = 70
 """EX_SOFTWARE: a task of `run` failed unexpectedly; systemd's Restart= starts it again."""
+EXIT_STEPPED_DOWN = 75
+"""EX_TEMPFAIL: the leader lost its PostgreSQL lock; Restart= starts it again, as a standby."""
 
 RESTART_ONLY = (
     "watchdog_config",
     "watchdog_state_dir",
     "state_directory",
+    "watchdog_database_url",
     "watchdog_metrics_addr",
     "watchdog_log_level",
     "slack_api_url",
@@ -295,8 +301,24 @@ def _require_key(settings: Settings) -> None:
         )
 
 
-def _open_store(settings: Settings) -> Store:
-    return Store.open(Store.default_path(settings.state_dir))
+def open_store(settings: Settings, *, existing: bool = False) -> Store:
+    """The state database the settings name: PostgreSQL (`WATCHDOG_DATABASE_URL`), else
+    the SQLite file in the state directory, which reading commands (`existing`) never
+    create. StateError (without the password) when it cannot be used."""
+    if settings.watchdog_database_url is not None:
+        return Store.connect(settings.watchdog_database_url.get_secret_value())
+    path = Store.default_path(settings.state_dir)
+    if existing and not path.exists():
+        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
+    return Store.open(path)
+
+
+def _writer_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
+    """One daemon per SQLite state directory. A PostgreSQL database may be shared by
+    several daemons (leadership decides which one works), so it takes no file lock."""
+    if settings.watchdog_database_url is not None:
+        return contextlib.nullcontext()
+    return writer_lock(settings.state_dir)
 
 
 # -- commands -----------------------------------------------------------------------
@@ -317,13 +339,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError([f"environment: WATCHDOG_METRICS_ADDR: {exc}"]) from None
     watchdog_sec = _watchdog_sec_line()
-    store = _open_store(settings)
-    store.close()
+    open_store(settings).close()
     environment = Environment(
         slack_mode=settings.slack_mode,
         buttons=settings.buttons,
         api_key_set=settings.elevenlabs_api_key is not None,
-        state_dir=settings.state_dir,
+        state=settings.state_location,
         credentials=credentials.directory,
         credentials_note=credentials.note,
         signed_webhooks=tuple(
@@ -379,14 +400,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning(
             Event.CONFIG_UNKNOWN_VARIABLE, variable=unknown.name, suggestion=unknown.suggestion
         )
-    with writer_lock(settings.state_dir):
-        store = _open_store(settings)
+    with _writer_lock(settings):
+        store = open_store(settings)
         log.info(
             Event.CONFIG_LOADED,
             source=config.source,
             rules=len(config.rules),
             agents=len(config.agents),
-            state=str(store.path),
+            state=store.where,
         )
         try:
             asyncio.run(_run(settings, config, store, args))
@@ -394,6 +415,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             # Already in the audit log as daemon.crashed; one line for the terminal too.
             print(f"watchdog: {exc}", file=sys.stderr)
             return EXIT_CRASHED
+        except SteppedDown as exc:
+            print(f"watchdog: {exc}", file=sys.stderr)
+            return EXIT_STEPPED_DOWN
         finally:
             store.close()
     return EXIT_OK
@@ -429,6 +453,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         socket_mode = SocketMode(settings.slack_app_token, api_url=settings.slack_api_url)
     with _live_count_source(settings, config, clock) as source:
         daemon = Daemon(
+            leadership=_leadership(settings, config),
             config=config,
             source=source,
             store=store,
@@ -451,6 +476,7 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
                 (host, port),
                 lambda: daemon.health().problems,
                 registry=metrics.registry,
+                role=daemon.role,
             )
             log.info("metrics.listening", host=server.host, port=server.port)
         loop = asyncio.get_running_loop()
@@ -462,6 +488,19 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
         finally:
             if server is not None:
                 server.close()
+
+
+def _leadership(settings: Settings, config: Config) -> Leadership | None:
+    """With PostgreSQL, daemons sharing the database elect one leader; with SQLite none."""
+    if settings.watchdog_database_url is None:
+        return None
+    from watchdog.leadership import Leadership, Timing
+    from watchdog.notify.slack import SLACK_TIMEOUT
+
+    return Leadership(
+        settings.watchdog_database_url.get_secret_value(),
+        timing=Timing.of(config.watchdog.poll_interval, timeout=SLACK_TIMEOUT),
+    )
 
 
 def _reload(running: Settings, path: Path) -> Reloaded:
@@ -598,13 +637,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"watchdog replay: --since: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        store = _open_store(settings)
+        store = open_store(settings)
         try:
             samples = store.load_samples(since=datetime.now(UTC) - since)
         finally:
             store.close()
         if not samples:
-            raise InputError(f"{store.path}: no sample history in the last {args.since}")
+            raise InputError(f"{store.where}: no sample history in the last {args.since}")
     else:
         samples = read_csv(args.csv, config)
     shown = 0
@@ -646,13 +685,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         end = datetime.now(UTC)
         start = end - span
-        store = _existing_store(settings)
+        store = open_store(settings, existing=True)
         try:
             samples = store.load_samples(since=start)
         finally:
             store.close()
         if not samples:
-            raise InputError(f"{store.path}: no sample history in the last {args.since or '24h'}")
+            raise InputError(f"{store.where}: no sample history in the last {args.since or '24h'}")
     report = report_of(config, samples, start=start, end=end)
     if args.json:
         for figures in report.series:
@@ -664,28 +703,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _existing_store(settings: Settings) -> Store:
-    """The state database, which must exist: reading commands never create one."""
-    path = Store.default_path(settings.state_dir)
-    if not path.exists():
-        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
-    return Store.open(path)
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = datetime.now(UTC)
     config = _status_config(args, settings)
-    store = _existing_store(settings)
-    path = store.path
+    store = open_store(settings, existing=True)
+    path = store.where
     try:
         report = _status_report(store, now, config)
     finally:
         store.close()
+    if settings.watchdog_database_url is not None:
+        report["leader"] = _leader(settings.watchdog_database_url.get_secret_value())
     if args.json:
         print(json.dumps(report, indent=2))
         return EXIT_OK
     print(f"state: {path}")
+    if "leader" in report:
+        print(f"leader: {report['leader'] or 'none (no daemon holds the lock)'}")
     print("series:")
     for item in report["series"]:
         age = format_duration(now - datetime.fromisoformat(item["at"]))
@@ -710,6 +745,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(f"  {dead['failed_at']} {dead['kind']} {dead['rule'] or '?'} -> {dead['reason']}")
     _print_silences(report, now)
     return EXIT_OK
+
+
+def _leader(url: str) -> str | None:
+    """Who leads the daemons sharing the database (`watchdog <host> pid <pid>`), or None."""
+    import psycopg
+
+    from watchdog.leadership import leader_of
+
+    try:
+        return leader_of(url)
+    except psycopg.Error as exc:
+        raise StateError(f"cannot tell who leads: {type(exc).__name__}") from None
 
 
 def _status_config(args: argparse.Namespace, settings: Settings) -> Config | None:
@@ -913,7 +960,7 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"watchdog silence add: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    store = _open_store(settings)
+    store = open_store(settings)
     try:
         silence_id = store.add_silence(rule, scope, now, ends, f"cli:{_login_name()}", comment)
     finally:
@@ -971,7 +1018,7 @@ def _login_name() -> str:
 def _cmd_silence_list(args: argparse.Namespace) -> int:
     settings = load_settings()
     now = datetime.now(UTC)
-    store = _existing_store(settings)
+    store = open_store(settings, existing=True)
     try:
         silences = store.silences(now=now)
     finally:
@@ -997,7 +1044,7 @@ def _silence_json(s: Silence) -> dict[str, Any]:
 
 def _cmd_silence_expire(args: argparse.Namespace) -> int:
     settings = load_settings()
-    store = _existing_store(settings)
+    store = open_store(settings, existing=True)
     try:
         expired = store.expire_silence(args.id, datetime.now(UTC))
     finally:
@@ -1093,16 +1140,13 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     import getpass
 
     settings = load_settings()
-    path = Store.default_path(settings.state_dir)
-    if not path.exists():
-        raise StateError(f"{path}: no state database yet (has `watchdog run` been started?)")
     try:
         by = args.by or getpass.getuser()
     except (KeyError, OSError):  # no login name (a container without a passwd entry)
         by = f"uid {os.getuid()}"
     if not by.strip():
         raise InputError("watchdog ack: --by: give a name")
-    store = Store.open(path)
+    store = open_store(settings, existing=True)
     try:
         found = next((a for a in store.load_alerts() if a.alert_id == args.alert_id), None)
         if found is None or found.state is not AlertState.FIRING:

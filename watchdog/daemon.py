@@ -43,6 +43,13 @@ Guarantees:
 - an acknowledgement (a Slack button through Socket Mode, or `watchdog ack` through the
   store, noticed by the ticker within a second) is stored, audited (`alert.acked`) and
   edits the card in place (an ANNOTATION notification) in one transaction.
+- with a `Leadership` (daemons sharing a PostgreSQL database, see `watchdog.leadership`)
+  the daemon first stands by: it polls, evaluates and delivers nothing, opens no Socket
+  Mode connection, pings no dead-man's switch and sends no report, yet is ready and
+  healthy for systemd and `/healthz` ("standby"). Once it wins the lock (`leader.acquired`)
+  it restores the state and runs as above; it writes to the store only while its lock is
+  freshly confirmed, and posts only after the take-over grace. When the lock session
+  fails it stops at once (`leader.lost`) and `run` raises `SteppedDown`.
 """
 
 from __future__ import annotations
@@ -72,8 +79,10 @@ from watchdog.errors import (
     PollFailure,
     SourceError,
     StateError,
+    SteppedDown,
 )
 from watchdog.inhibition import NO_INHIBITIONS, Inhibitions, inhibitions
+from watchdog.leadership import Leadership
 from watchdog.liveness import (
     OUTBOX_AGE_LIMIT,
     READY_WITHIN_SECONDS,
@@ -187,6 +196,13 @@ class Reloaded:
 
 
 @runtime_checkable
+class FencedNotifier(Protocol):
+    """A notifier that asks, before each post, whether this daemon may post (the bot does)."""
+
+    def fence_with(self, closed: Callable[[], str | None]) -> None: ...
+
+
+@runtime_checkable
 class ReconfigurableSource(Protocol):
     """A source that takes reloaded settings (the real API poller does; a simulation not)."""
 
@@ -212,8 +228,12 @@ class Daemon:
         metrics: Metrics | None = None,
         socket_mode: SocketMode | None = None,
         destinations: Mapping[str, Notifier] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.config = config
+        self._leadership = leadership
+        self._standing_by = leadership is not None
+        self._stepped_down: str | None = None  # why the lock was lost
         self._destinations = dict(destinations or {})
         """Senders of the destinations besides Slack, by outbox channel (`pagerduty`, ...)."""
         self._socket_mode = socket_mode
@@ -272,6 +292,8 @@ class Daemon:
         )
         if metrics is not None:
             metrics.track_outbox_age(self._outbox_age_seconds)
+            metrics.set_leader(leadership is None)
+        self._fence_notifier()
 
     # -- public ---------------------------------------------------------------------
 
@@ -296,8 +318,24 @@ class Daemon:
         """Run until `request_stop()` (or `max_cycles` cycles): the daemon's whole life.
 
         Raises `DaemonCrashed` after a long-lived task failed unexpectedly (it was logged
-        as `daemon.crashed`; the other tasks were stopped as on SIGTERM).
+        as `daemon.crashed`; the other tasks were stopped as on SIGTERM), and
+        `SteppedDown` after the leader lost its lock (`leader.lost`).
         """
+        try:
+            if self._leadership is not None and not await self._take_the_lead(self._leadership):
+                return
+            await self._lead(max_cycles)
+        finally:
+            if self._leadership is not None:
+                await self._leadership.close()  # the lock is free for a standby at once
+        if self._crash is not None:
+            task, exc = self._crash
+            raise DaemonCrashed(task, exc)
+        if self._stepped_down is not None:
+            raise SteppedDown(self._stepped_down)
+
+    async def _lead(self, max_cycles: int | None) -> None:
+        """Everything a leading daemon does: restore, then the long-lived tasks."""
         self._restore()
         self._worker = OutboxWorker(
             self._store,
@@ -310,6 +348,7 @@ class Daemon:
             on_lag=self._metrics.delivered_after if self._metrics is not None else None,
             hold=self._hold_at_delivery,
             storm=_storm_policy(self.config),
+            fence=self._leadership.closed if self._leadership is not None else None,
         )
         self._refresh_outbox_age()
         self._log.info(
@@ -326,6 +365,8 @@ class Daemon:
             "reloader": self._reloader(),
             "heartbeat": self._dead_mans_switch.run(),
         }
+        if self._leadership is not None:
+            jobs["leadership"] = self._keep_the_lead(self._leadership)
         if self._sd.watchdog_interval is not None:
             jobs["pinger"] = self._pinger.run(self._stop)
         if self._socket_mode is not None:
@@ -346,16 +387,28 @@ class Daemon:
             with contextlib.suppress(StateError):
                 self._flush()
             self._log.info(Event.DAEMON_STOPPING, cycles=self._cycles)
-        if self._crash is not None:
-            task, exc = self._crash
-            raise DaemonCrashed(task, exc)
+
+    def role(self) -> str | None:
+        """What `/healthz` says this daemon is: None without leadership, else "leader", or
+        "standby" and who leads (as far as the last attempt on the lock saw)."""
+        if self._leadership is None:
+            return None
+        if not self._standing_by:
+            return "leader"
+        return f"standby, leader: {self._leadership.leader_seen or 'unknown'}"
 
     def health(self) -> Health:
         """The pipeline's liveness now (see `watchdog.liveness`).
 
+        A standby is healthy: nothing of the pipeline runs, so nothing can stall.
         Safe to call from another thread (the `/healthz` listener): it reads only values
         the loop replaces whole.
         """
+        if self._standing_by:
+            unreachable = self._leadership.unreachable if self._leadership is not None else None
+            if unreachable is None:
+                return Health()
+            return Health(degraded=(f"standby: cannot reach the database: {unreachable}",))
         stalled: list[str] = []
         polls, poll_limit = self._polls.silent_for(), self._poll_silence_limit()
         if polls > poll_limit:
@@ -558,6 +611,87 @@ class Daemon:
         outbox = self._tasks[OUTBOX_TASK]
         await asyncio.wait({outbox}, timeout=STOP_GRACE_SECONDS)
         outbox.cancel()
+
+    # -- leadership (daemons sharing PostgreSQL, see watchdog.leadership) -------------
+
+    async def _take_the_lead(self, leadership: Leadership) -> bool:
+        """Stand by until this daemon wins the lock (True) or is asked to stop (False).
+
+        A standby is ready and healthy for systemd (READY=1, the watchdog pings) and does
+        nothing else. Once the lock is won it waits `Timing.fresh`, so that the last
+        writes of a leader cut off from its lock have landed before the state is restored.
+        """
+        self._refresh_role()
+        pings = asyncio.Event()
+        pinger = asyncio.create_task(self._pinger.run(pings), name="standby-pinger")
+        announced = False
+        try:
+            while not await leadership.try_acquire():
+                if not announced:
+                    announced = True
+                    self._stand_by(leadership)
+                await self._sleep_or_stop(leadership.timing.retry)
+                if self._stop.is_set():
+                    return False
+            self._log.info(
+                Event.LEADER_ACQUIRED,
+                holder=leadership.name,
+                grace=round(leadership.timing.grace, 3),
+            )
+            await self._sleep_or_stop(leadership.timing.fresh)
+            if self._stop.is_set():
+                return False
+            if not await leadership.confirm():
+                self._step_down("the lock session failed before the state was restored")
+                return False
+        finally:
+            pings.set()
+            await pinger
+        self._engine = Engine(self.config, started_at=self._clock.now())
+        self._polls, self._ticks = (
+            Heartbeat(self._clock.monotonic),
+            Heartbeat(self._clock.monotonic),
+        )
+        self._started_at = self._clock.monotonic()
+        self._standing_by = False
+        self._refresh_role()
+        return True
+
+    def _stand_by(self, leadership: Leadership) -> None:
+        """Tell systemd and the log that this daemon is a ready standby, and who leads."""
+        leader = leadership.leader_seen or "unknown"
+        self._log.info(Event.LEADER_STANDBY, holder=leadership.name, leader=leader)
+        if not self._ready_sent:
+            self._ready_sent = True
+            self._sd.ready()
+        self._sd.status(f"standby; leader: {leader}")
+
+    async def _keep_the_lead(self, leadership: Leadership) -> None:
+        """Confirm the lock every `Timing.confirm` seconds; step down when it fails."""
+        while not self._stop.is_set():
+            await self._sleep_or_stop(leadership.timing.confirm)
+            if self._stop.is_set():
+                return
+            if not await leadership.confirm():
+                self._step_down("the lock session failed or the lock is gone")
+                return
+
+    def _step_down(self, reason: str) -> None:
+        """Stop at once: the fence is already closed, so nothing more is posted or written."""
+        self._stepped_down = reason
+        self._standing_by = True
+        self._refresh_role()
+        self._log.error(Event.LEADER_LOST, reason=reason)
+        self.request_stop()
+
+    def _refresh_role(self) -> None:
+        if self._metrics is not None:
+            self._metrics.set_leader(not self._standing_by)
+
+    def _fence_notifier(self) -> None:
+        """Let the Slack sender ask the leadership before every post (see `run`)."""
+        if self._leadership is not None and isinstance(self._notifier, FencedNotifier):
+            self._notifier.fence_with(self._leadership.closed)
 
     # -- start-up -------------------------------------------------------------------
 
@@ -884,6 +1018,7 @@ class Daemon:
                 )
         if reloaded.notifier is not None:
             self._notifier = reloaded.notifier
+            self._fence_notifier()
         if reloaded.destinations is not None:
             self._destinations = dict(reloaded.destinations)
         if self._worker is not None:
@@ -977,9 +1112,14 @@ class Daemon:
         self._wake.set()
         self._refresh_outbox_age()
 
+    def _may_write(self) -> bool:
+        """Only a leader with a fresh lock writes (see `watchdog.leadership`); the effects
+        wait in memory meanwhile."""
+        return self._leadership is None or self._leadership.fresh()
+
     def _flush(self) -> None:
         unsaved = self._unsaved
-        if not unsaved:
+        if not unsaved or not self._may_write():
             return
         try:
             self._store.apply(
@@ -1008,7 +1148,7 @@ class Daemon:
         if unsaved.alerts or unsaved.notifications:
             self._flush()
             return
-        if not unsaved.samples:
+        if not unsaved.samples or not self._may_write():
             return
         async with self._samples_lock:
             samples, unsaved.samples = unsaved.samples, []

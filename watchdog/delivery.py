@@ -50,6 +50,10 @@ What is guaranteed:
 * The delivery lag of every sent notification (queued until the start of the attempt
   Slack accepted) is reported and kept in the store (`watchdog.delivery_lag`).
 
+* With a `fence` (a daemon sharing PostgreSQL, see `watchdog.leadership`) no round
+  starts while the fence is closed, and the fence is asked again in the delivery thread
+  just before each call: a daemon that is not (or no longer) the leader sends nothing.
+
 The worker reads the clock and sleeps only through the injected `now` and `sleep`, so
 tests drive it with a fake clock instead of patching time.
 """
@@ -99,6 +103,8 @@ MAX_RETRY_AFTER = 900.0
 """Slack's Retry-After is honoured up to 15 minutes."""
 STORMS_META_KEY = "storms"
 """Meta key of the channels' storms (JSON: channel -> `Storm`), kept across restarts."""
+FENCE_RECHECK_SECONDS = 0.25
+"""While the fence is closed (a new leader's grace, say), look again this often."""
 MIN_TIME = datetime.min.replace(tzinfo=UTC)
 MAX_WAIT = timedelta(seconds=MAX_RETRY_AFTER + 60)
 """No entry ever waits longer; a longer wait means the wall clock was set back."""
@@ -163,6 +169,7 @@ class OutboxWorker:
         on_lag: Callable[[float], None] | None = None,
         hold: Callable[[OutboxEntry, Notification], bool] | None = None,
         storm: StormPolicy | None = None,
+        fence: Callable[[], str | None] | None = None,
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -190,6 +197,8 @@ class OutboxWorker:
         """Per channel: when alert cards were posted, within the storm window (memory only)."""
         self._released: dict[str, set[str]] = {}
         """Per channel: alerts an ended storm released, sent whatever the count (memory only)."""
+        self._fence = fence or (lambda: None)
+        """Why no delivery may start now (not the leader, see `watchdog.leadership`), or None."""
 
     def round_age(self) -> float | None:
         """Seconds the current delivery round has been running; None while waiting for work.
@@ -234,6 +243,8 @@ class OutboxWorker:
                 self._dead_letter_unreadable(head, head.notification, now)
             elif self._ready_at(head, now) <= now:
                 ready.append((head, head.notification))
+        if ready and self._fence() is not None:
+            return FENCE_RECHECK_SECONDS
         for entry, _ in ready:
             self._last_send[entry.channel] = now
         # On disk before any request leaves: a death mid-call leaves the entry in doubt.
@@ -287,7 +298,9 @@ class OutboxWorker:
         """Call the notifier in a thread; its failures come back as a NotifyError value."""
         in_doubt_since = entry.first_attempt_at if entry.in_doubt else None
         return await _in_daemon_thread(
-            functools.partial(_deliver_once, self._notifier, note, original, in_doubt_since)
+            functools.partial(
+                _deliver_once, self._notifier, note, original, in_doubt_since, self._fence
+            )
         )
 
     def _dead_letter_unreadable(self, entry: OutboxEntry, bad: Unreadable, now: datetime) -> None:
@@ -614,8 +627,12 @@ def _deliver_once(
     note: Notification,
     original: MessageRef | None,
     in_doubt_since: datetime | None,
+    fence: Callable[[], str | None],
 ) -> MessageRef | NotifyError | None:
     """One notifier call; whatever it raises comes back as a NotifyError value.
+
+    Asks the fence first, in the delivery thread, just before the call: a daemon that
+    stopped leading meanwhile sends nothing (retried, the entry's doubt kept as it was).
 
     The notifier turns every failure it knows into a NotifyError saying whether a retry
     can help. Any other exception comes from this notification (it cannot be rendered)
@@ -623,6 +640,11 @@ def _deliver_once(
     channel for ever, so it is permanent. Only its type and message are kept (a
     traceback's locals could hold the token).
     """
+    closed = fence()
+    if closed is not None:
+        return NotifyError(
+            f"not sent: {closed}", recoverable=True, in_doubt=in_doubt_since is not None
+        )
     try:
         return notifier.deliver(note, original, in_doubt_since=in_doubt_since)
     except NotifyError as exc:

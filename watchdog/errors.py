@@ -111,3 +111,15 @@ class DaemonCrashed(WatchdogError):
         self.task = task
         self.error = error
         super().__init__(f"task {task!r} crashed: {type(error).__name__}: {error}")
+
+
+class SteppedDown(WatchdogError):
+    """The leader lost its PostgreSQL lock (`leader.lost`) and stopped posting at once.
+
+    The process exits with its own code so that systemd's `Restart=` starts it again, as a
+    standby (see `watchdog.leadership`).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"stepped down: {reason}")

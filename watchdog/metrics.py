@@ -124,6 +124,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "watchdog_leader",
+            "1 while this daemon leads (polls, evaluates, delivers), 0 while it stands by.",
+            registry=self.registry,
+        )
         self.last_cycle = Gauge(
             "watchdog_last_cycle_timestamp_seconds",
             "Unix time at which the last poll cycle completed.",
@@ -189,6 +194,9 @@ class Metrics:
     def coalesced(self, reason: Reason) -> None:
         """One queued notification was folded or dropped for `reason`."""
         self.notifications_coalesced.labels(reason.value).inc()
+
+    def set_leader(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
 
     def cycle_completed(self, at_unix: float) -> None:
         """A poll cycle completed at `at_unix` (the tick's wall-clock time)."""
@@ -273,12 +281,17 @@ class MetricsServer:
 
 
 def serve(
-    addr: tuple[str, int], problems: Callable[[], Sequence[str]], *, registry: CollectorRegistry
+    addr: tuple[str, int],
+    problems: Callable[[], Sequence[str]],
+    *,
+    registry: CollectorRegistry,
+    role: Callable[[], str | None] | None = None,
 ) -> MetricsServer:
     """Serve `/metrics` from `registry` and `/healthz`.
 
-    `/healthz` answers 200 "ok" while `problems()` is empty, else 503 with one line per
-    problem, so whoever is paged reads why.
+    `/healthz` answers 200 "ok" while `problems()` is empty (`ok: <role>` when `role()`
+    names one, such as "standby, leader: watchdog db2 pid 812"), else 503 with one line
+    per problem, so whoever is paged reads why.
 
     Raises ConfigError when the address cannot be bound (in use, not local, ...).
     """
@@ -299,7 +312,8 @@ def serve(
                 except Exception as exc:  # a broken probe means unhealthy, not a dead listener
                     found = [f"health probe failed: {type(exc).__name__}"]
                 if not found:
-                    self._reply(200, b"ok\n")
+                    named = role() if role is not None else None
+                    self._reply(200, f"ok: {named}\n".encode() if named else b"ok\n")
                 else:
                     lines = "".join(f"unhealthy: {problem}\n" for problem in found)
                     self._reply(503, lines.encode())

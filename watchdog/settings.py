@@ -22,7 +22,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from watchdog.errors import ConfigError
 from watchdog.suggest import closest, expected_choice
-from watchdog.urls import HEARTBEAT_URL_PROBLEM, check_http_url
+from watchdog.urls import (
+    DATABASE_URL_PROBLEM,
+    HEARTBEAT_URL_PROBLEM,
+    check_database_url,
+    check_http_url,
+    database_location,
+    database_passwords,
+)
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 SERVICE_CREDENTIALS_DIR = Path("/etc/watchdog/credentials")
@@ -72,6 +79,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("watchdog_heartbeat_url", "heartbeat_url"),
     )
 
+    watchdog_database_url: SecretStr | None = Field(
+        default=None,
+        # The credential file is `database_url` (the URL may carry the password).
+        validation_alias=AliasChoices("watchdog_database_url", "database_url"),
+    )
+    """PostgreSQL for the state instead of the SQLite file in the state directory."""
+
     pagerduty_routing_key: SecretStr | None = None
     credentials_directory: str | None = Field(default=None, exclude=True)
     """Where the credential files were read (for the webhooks' secrets, named by config)."""
@@ -112,6 +126,25 @@ class Settings(BaseSettings):
                 # The message must not quote the value: its path is the check's secret.
                 raise ValueError(HEARTBEAT_URL_PROBLEM) from None
         return value
+
+    @field_validator("watchdog_database_url")
+    @classmethod
+    def _database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_database_url(value.get_secret_value())
+            except ValueError:
+                # The message must not quote the value: it may hold the password.
+                raise ValueError(DATABASE_URL_PROBLEM) from None
+        return value
+
+    @property
+    def state_location(self) -> str:
+        """Where the state is kept, safe to print: the database URL without user and
+        password, else the state directory."""
+        if self.watchdog_database_url is not None:
+            return database_location(self.watchdog_database_url.get_secret_value())
+        return str(self.state_dir)
 
     @property
     def slack_mode(self) -> SlackMode:
@@ -171,8 +204,12 @@ class Settings(BaseSettings):
             self.watchdog_heartbeat_url,
             self.slack_app_token,
             self.pagerduty_routing_key,
+            self.watchdog_database_url,
         )
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.watchdog_database_url is not None:
+            found += database_passwords(self.watchdog_database_url.get_secret_value())
+        return found
 
 
 _PREFIX = "WATCHDOG_"

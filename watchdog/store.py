@@ -1,4 +1,8 @@
-"""The SQLite file in the state directory: alerts, sample history, outbox, silences, migrations.
+"""The state database: alerts, sample history, outbox, silences, migrations.
+
+By default a SQLite file in the state directory (`Store.open`); with `WATCHDOG_DATABASE_URL`
+a PostgreSQL database (`Store.connect`, see watchdog/store_pg.py). The SQL is written once
+(see watchdog/store_sql.py) and everything below holds for both.
 
 What is guaranteed:
 
@@ -7,8 +11,10 @@ What is guaranteed:
   tick's effects are on disk or none are. WAL mode with `synchronous=FULL` makes a
   committed transaction durable before the call returns.
 * Opening never leaves a traceback for an operator: an unwritable state directory, an
-  unreadable, foreign or corrupt file, or a database written by a newer watchdog raises
-  `StateError` whose message names the path.
+  unreadable, foreign or corrupt file, an unreachable server or refused login, or a
+  database written by a newer watchdog raises `StateError` whose message names the path
+  (or the URL without its password). A failing call raises `StateError` too; after a
+  PostgreSQL connection broke, the next call connects again.
 * All datetimes going in must be timezone-aware; all coming out are aware UTC. They are
   stored as integer epoch milliseconds, so anything finer than a millisecond is dropped
   (floored) on the way in. Notifications are the exception: the outbox keeps their JSON,
@@ -18,13 +24,14 @@ What is guaranteed:
 * The store decides nothing: what to write is the engine's and the daemon's business;
   when to retry is the delivery worker's.
 
-Threads: one `sqlite3.Connection` is the database's one writer. It is opened with
-`check_same_thread=False` and every public method holds one lock, so the store may be used
+Threads: one connection is the store's. A SQLite one is opened with
+`check_same_thread=False`, and every public method holds one lock, so the store may be used
 from the event-loop thread and, if the daemon prefers not to block the loop on `fsync`,
 from a worker thread (`asyncio.to_thread(store.apply, ...)`); calls are serialised.
-Other processes (a replay, an inspection CLI) may read the file concurrently thanks to WAL,
-and `watchdog silence` writes silences into it while the daemon runs; `changed_elsewhere`
-tells the daemon that another process committed.
+Other processes (a replay, an inspection CLI) may read the database concurrently (SQLite:
+thanks to WAL), and `watchdog silence` writes silences into it while the daemon runs;
+`changed_elsewhere` tells the daemon that another process committed. Writes of all
+processes are serialised (see `Database.transaction`).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from watchdog.model import (
     TransitionKind,
 )
 from watchdog.silences import Cover, Held, Silence
+from watchdog.store_sql import Database, Dialect, SQLiteDatabase
 
 __all__ = [
     "AckRequest",
@@ -463,6 +471,21 @@ def _entry(
     )
 
 
+_LAST_SAMPLES: Final = {
+    # CROSS JOIN pins `series` as SQLite's outer loop: one index seek per series instead
+    # of a scan of every sample (0.7 s -> 6 ms on 2M rows). PostgreSQL has no CROSS JOIN
+    # ... ON; a LATERAL subquery is its way to say the same.
+    Dialect.SQLITE: """
+        SELECT s.name, x.at, x.count FROM series s CROSS JOIN samples x
+        ON x.series_id = s.id AND x.at = (SELECT MAX(at) FROM samples WHERE series_id = s.id)
+    """,
+    Dialect.POSTGRESQL: """
+        SELECT s.name, x.at, x.count FROM series s CROSS JOIN LATERAL (
+            SELECT at, count FROM samples WHERE series_id = s.id ORDER BY at DESC LIMIT 1
+        ) x
+    """,
+}
+
 _SILENCES: Final = """
     SELECT id, rule, scope, starts, ends, created_by, comment FROM silences
 """
@@ -478,7 +501,7 @@ def _cover_columns(cover: Cover) -> tuple[int | None, str | None, str | None]:
     return cover.silence, cover.mute, cover.inhibitor
 
 
-def _write_held(conn: sqlite3.Connection, held: Sequence[Held], released: Sequence[str]) -> None:
+def _write_held(conn: Database, held: Sequence[Held], released: Sequence[str]) -> None:
     conn.executemany("DELETE FROM held WHERE alert_id = ?", [(a,) for a in released])
     conn.executemany(
         """INSERT INTO held (alert_id, rule, series, card, silence_id, mute, inhibitor)
@@ -494,16 +517,18 @@ def _write_held(conn: sqlite3.Connection, held: Sequence[Held], released: Sequen
 
 
 class Store:
-    """The watchdog's durable state, in one SQLite file. Create with `Store.open`."""
+    """The watchdog's durable state. Create with `Store.open` (SQLite) or `Store.connect`."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        """Wrap an already prepared connection; use `Store.open` instead."""
+    def __init__(self, db: Database, path: Path | None = None) -> None:
+        """Wrap an already prepared database; use `Store.open` or `Store.connect` instead."""
         self.path = path
-        self._conn = conn
+        """The SQLite file; None on PostgreSQL."""
+        self.where = db.where
+        """How messages name the database: the file's path, or the URL without password."""
+        self._db = db
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.OPEN
-        self._series: dict[str, int] = dict(conn.execute("SELECT name, id FROM series"))
-        self._data_version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+        self._series: dict[str, int] = dict(db.execute("SELECT name, id FROM series"))
 
     @staticmethod
     def default_path(state_dir: Path) -> Path:
@@ -532,7 +557,7 @@ class Store:
             raise StateError(f"{path}: cannot open the database: {exc}") from exc
         try:
             _prepare(conn, path)
-            return cls(path, conn)
+            return cls(SQLiteDatabase(conn, str(path)), path)
         except StateError:
             conn.close()
             raise
@@ -540,13 +565,35 @@ class Store:
             conn.close()
             raise StateError(f"{path}: cannot use the database: {exc}") from exc
 
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        """Connect to the PostgreSQL database at `url` (creating or migrating its schema).
+
+        Raises `StateError` naming the database (never the password) if psycopg is not
+        installed, the server cannot be reached or refuses the login, or the schema is
+        newer than this watchdog knows.
+        """
+        try:
+            from watchdog.store_pg import PostgresDatabase  # noqa: PLC0415 - an optional extra
+        except ImportError:
+            raise StateError(
+                "WATCHDOG_DATABASE_URL: PostgreSQL needs psycopg: "
+                "pip install 'convai-watchdog[postgresql]'"
+            ) from None
+        db = PostgresDatabase(url)
+        try:
+            return cls(db)
+        except db.errors as exc:
+            db.close()
+            raise StateError(f"{db.where}: cannot use the database: {db.describe(exc)}") from None
+
     def close(self) -> None:
         """Close the connection; SQLite checkpoints the WAL into the main file. Idempotent."""
         with self._lock:
             if self._lifecycle is _Lifecycle.CLOSED:
                 return
             self._lifecycle = _Lifecycle.CLOSED
-            self._conn.close()
+            self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -557,28 +604,21 @@ class Store:
     # --- plumbing ---
 
     @contextmanager
-    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
-        """Hold the lock and translate SQLite errors into `StateError` naming the file."""
+    def _reading(self, what: str) -> Iterator[Database]:
+        """Hold the lock and translate database errors into `StateError` naming the database."""
         with self._lock:
             if self._lifecycle is _Lifecycle.CLOSED:
-                raise StateError(f"{self.path}: {what}: the store is closed")
+                raise StateError(f"{self.where}: {what}: the store is closed")
             try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise StateError(f"{self.path}: {what} failed: {exc}") from exc
+                yield self._db
+            except self._db.errors as exc:
+                raise StateError(f"{self.where}: {what} failed: {self._db.describe(exc)}") from exc
 
     @contextmanager
-    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _writing(self, what: str) -> Iterator[Database]:
         """One write transaction: committed if the block returns, rolled back if it raises."""
-        with self._reading(what) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
+        with self._reading(what) as conn, conn.transaction():
+            yield conn
 
     # --- the atomic step ---
 
@@ -627,9 +667,7 @@ class Store:
             for sample in samples:
                 series_id = self._series.get(sample.series, new_series.get(sample.series))
                 if series_id is None:
-                    cursor = conn.execute("INSERT INTO series (name) VALUES (?)", (sample.series,))
-                    assert cursor.lastrowid is not None
-                    series_id = new_series[sample.series] = cursor.lastrowid
+                    series_id = new_series[sample.series] = _series_id(conn, sample.series)
                 rows.append((series_id, _to_ms(sample.at), sample.count))
             conn.executemany(
                 """INSERT INTO samples (series_id, at, count) VALUES (?, ?, ?)
@@ -693,14 +731,21 @@ class Store:
                 )
             for note in notifications:
                 created = _to_ms(note.at)
-                cursor = conn.execute(
-                    """INSERT INTO outbox (channel, alert_id, kind, payload, created_at,
-                                           attempts, next_attempt_at)
-                       VALUES (?, ?, ?, ?, ?, 0, ?)""",
-                    (note.channel, note.alert_id, note.kind.value, _dump(note), created, created),
+                outbox_ids.append(
+                    conn.insert(
+                        """INSERT INTO outbox (channel, alert_id, kind, payload, created_at,
+                                               attempts, next_attempt_at)
+                           VALUES (?, ?, ?, ?, ?, 0, ?)""",
+                        (
+                            note.channel,
+                            note.alert_id,
+                            note.kind.value,
+                            _dump(note),
+                            created,
+                            created,
+                        ),
+                    )
                 )
-                assert cursor.lastrowid is not None
-                outbox_ids.append(cursor.lastrowid)
         return outbox_ids
 
     # --- alerts ---
@@ -766,18 +811,16 @@ class Store:
     def request_ack(self, alert_id: str, *, by: str, at: datetime) -> int:
         """Queue an acknowledgement for the running daemon; returns the request's id."""
         with self._writing("queueing an acknowledgement") as conn:
-            cursor = conn.execute(
-                "INSERT INTO ack_requests (alert_id, by, requested_at) VALUES (?, ?, ?)",
+            return conn.insert(
+                'INSERT INTO ack_requests (alert_id, "by", requested_at) VALUES (?, ?, ?)',
                 (alert_id, by, _to_ms(at)),
             )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
     def ack_requests(self) -> list[AckRequest]:
         """The queued acknowledgements, oldest first."""
         with self._reading("reading acknowledgements") as conn:
             rows = conn.execute(
-                "SELECT id, alert_id, by, requested_at FROM ack_requests ORDER BY id"
+                'SELECT id, alert_id, "by", requested_at FROM ack_requests ORDER BY id'
             ).fetchall()
         return [AckRequest(i, alert_id, by, _from_ms(at)) for i, alert_id, by, at in rows]
 
@@ -817,13 +860,7 @@ class Store:
     def last_samples(self) -> dict[str, Sample]:
         """The newest stored sample of every series that has one."""
         with self._reading("loading the last samples") as conn:
-            # CROSS JOIN pins `series` as the outer loop: one index seek per series instead
-            # of a scan of every sample (0.7 s -> 6 ms on 2M rows).
-            rows = conn.execute(
-                """SELECT s.name, x.at, x.count FROM series s CROSS JOIN samples x
-                   ON x.series_id = s.id
-                   AND x.at = (SELECT MAX(at) FROM samples WHERE series_id = s.id)"""
-            ).fetchall()
+            rows = conn.execute(_LAST_SAMPLES[conn.dialect]).fetchall()
         return {name: Sample(series=name, at=_from_ms(at), count=count) for name, at, count in rows}
 
     def sample_series(self) -> list[str]:
@@ -870,12 +907,12 @@ class Store:
             for series_id in _series_ids(conn, series):
                 cursor = conn.execute(
                     """DELETE FROM samples
-                       WHERE series_id = ?1 AND at >= ?2 AND at < ?3
+                       WHERE series_id = ? AND at >= ? AND at < ?
                          AND at NOT IN (
                            SELECT MIN(at) FROM samples
-                           WHERE series_id = ?1 AND at >= ?2 AND at < ?3
-                           GROUP BY at / ?4)""",
-                    (series_id, low, high, bucket),
+                           WHERE series_id = ? AND at >= ? AND at < ?
+                           GROUP BY at / ?)""",
+                    (series_id, low, high, series_id, low, high, bucket),
                 )
                 removed += cursor.rowcount
         return removed
@@ -1041,7 +1078,7 @@ class Store:
             row = conn.execute(
                 """SELECT 1 FROM dead_letters
                    WHERE alert_id = ? AND kind = ? AND attempts <= 1
-                   AND (? IS NULL OR channel = ?) LIMIT 1""",
+                   AND (CAST(? AS TEXT) IS NULL OR channel = ?) LIMIT 1""",
                 (alert_id, TransitionKind.FIRING.value, channel, channel),
             ).fetchone()
         return row is not None
@@ -1105,13 +1142,11 @@ class Store:
         if ends <= starts:
             raise ValueError("a silence must end after it starts")
         with self._writing("adding a silence") as conn:
-            cursor = conn.execute(
+            return conn.insert(
                 """INSERT INTO silences (rule, scope, starts, ends, created_by, comment)
                    VALUES (?, ?, ?, ?, ?, ?)""",
                 (rule, scope, _to_ms(starts), _to_ms(ends), by, comment),
             )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
 
     def silences(self, at: datetime | None = None, *, now: datetime | None = None) -> list[Silence]:
         """The silences in force at `at`; with None, every one not yet ended (future ones too).
@@ -1139,9 +1174,10 @@ class Store:
         moment = _to_ms(at)
         with self._writing("expiring a silence") as conn:
             cursor = conn.execute(
-                """UPDATE silences SET ends = ?, starts = MIN(starts, ? - 1)
+                """UPDATE silences SET ends = ?,
+                   starts = CASE WHEN starts < ? THEN starts ELSE ? END
                    WHERE id = ? AND ends > ?""",
-                (moment, moment, silence_id, moment),
+                (moment, moment - 1, moment - 1, silence_id, moment),
             )
             return cursor.rowcount == 1
 
@@ -1189,16 +1225,12 @@ class Store:
     def changed_elsewhere(self) -> bool:
         """True when another connection (another process) committed since the last call.
 
-        SQLite's `PRAGMA data_version` changes with every commit made through another
-        connection, never with this one's own. The daemon asks once a second, and re-reads
-        what the CLI may change (silences, `watchdog ack` requests) when the answer is yes.
-        The first call compares with the state when the store was opened.
+        One cheap query (see `Database.changed_elsewhere`). The daemon asks once a second,
+        and re-reads what the CLI may change (silences, `watchdog ack` requests) when the
+        answer is yes. The first call compares with the state when the store was opened.
         """
         with self._reading("checking for changes") as conn:
-            (version,) = conn.execute("PRAGMA data_version").fetchone()
-        changed = version != self._data_version
-        self._data_version = version
-        return bool(changed)
+            return conn.changed_elsewhere()
 
     # --- meta ---
 
@@ -1216,7 +1248,7 @@ class Store:
         """
         created = _to_ms(note.at)
         with self._writing("queueing a notification") as conn:
-            cursor = conn.execute(
+            entry_id = conn.insert(
                 """INSERT INTO outbox (channel, alert_id, kind, payload, created_at,
                                        attempts, next_attempt_at)
                    VALUES (?, ?, ?, ?, ?, 0, ?)""",
@@ -1227,8 +1259,7 @@ class Store:
                    ON CONFLICT (key) DO UPDATE SET value = excluded.value""",
                 (key, value),
             )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return entry_id
 
     def enqueue_all_with_meta(self, notes: Sequence[Notification], *, key: str, value: str) -> None:
         """Queue `notes` in order and store `value` under `key`, in one transaction.
@@ -1264,11 +1295,20 @@ class Store:
 # --- opening --------------------------------------------------------------------------
 
 
-def _series_ids(conn: sqlite3.Connection, names: Iterable[str] | None) -> list[int]:
+def _series_ids(conn: Database, names: Iterable[str] | None) -> list[int]:
     if names is None:
         return [series_id for (series_id,) in conn.execute("SELECT id FROM series")]
     found = (conn.execute("SELECT id FROM series WHERE name = ?", (n,)).fetchone() for n in names)
     return [row[0] for row in found if row is not None]
+
+
+def _series_id(conn: Database, name: str) -> int:
+    """The id of series `name`, added if new. Looked up first: another store on the same
+    database (another daemon, before a fail-over) may have added it since we cached ids."""
+    row = conn.execute("SELECT id FROM series WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    return conn.insert("INSERT INTO series (name) VALUES (?)", (name,))
 
 
 def _check_directory(directory: Path) -> None:

@@ -208,6 +208,17 @@ class SlackBotNotifier:
         """`#name` (normalised) -> channel id, learned from Slack's answers."""
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
+        self._fence: Callable[[], str | None] = lambda: None
+
+    def fence_with(self, closed: Callable[[], str | None]) -> None:
+        """Ask `closed()` before every post or edit; a reason stops it (not the leader).
+
+        Checked per request, not per delivery: a delivery that first searches the history
+        for an earlier post may take many requests, and each post must start while this
+        daemon may post (see `watchdog.leadership`). The refusal is recoverable and keeps
+        the entry in doubt (an earlier request of the delivery may have posted).
+        """
+        self._fence = closed
 
     def __repr__(self) -> str:
         return f"SlackBotNotifier(api_url={self._api_url!r}, token={_REDACTED!r})"
@@ -361,6 +372,7 @@ class SlackBotNotifier:
         thread_ts: str | None = None,
     ) -> MessageRef:
         where = f"chat.postMessage to {channel}"
+        self._check_fence(where)
         answer = self._call(
             where,
             lambda: self._client.chat_postMessage(
@@ -378,12 +390,21 @@ class SlackBotNotifier:
         return ref
 
     def _update(self, original: MessageRef, message: RenderedMessage) -> None:
+        where = f"chat.update of {original.channel}/{original.ts}"
+        self._check_fence(where)
         self._call(
-            f"chat.update of {original.channel}/{original.ts}",
+            where,
             lambda: self._client.chat_update(
                 channel=original.channel, ts=original.ts, text=message.text, blocks=message.blocks
             ),
         )
+
+    def _check_fence(self, where: str) -> None:
+        closed = self._fence()
+        if closed is not None:
+            raise _Failure(
+                NotifyError(f"{where}: not sent: {closed}", recoverable=True, in_doubt=True)
+            )
 
     # --- finding a post whose answer was lost ---
 
