@@ -22,6 +22,7 @@ from watchdog.rules import (
     PlanSection,
     ThresholdRule,
     WebhookSection,
+    WorkspaceSection,
 )
 from watchdog.settings import SlackMode
 from watchdog.urls import url_host
@@ -40,17 +41,35 @@ class Environment:
     credentials_note: str | None = None
     buttons: bool = False
     signed_webhooks: tuple[str, ...] = ()
+    workspace_keys: tuple[WorkspaceKey, ...] = ()
+    """Each `[[workspaces]]`'s API key: found or not, and where (never the key)."""
+
+
+@dataclass(frozen=True)
+class WorkspaceKey:
+    """Whether a workspace's API key was found, and where (or where it was looked for)."""
+
+    workspace: str
+    found: bool
+    origin: str
 
 
 def report(config: Config, env: Environment) -> list[str]:
     """The lines of a successful `watchdog check`."""
+    agents = len(config.series) - max(1, len(config.workspaces))
+    what = (
+        f"{len(config.workspaces)} workspaces + {agents} agents"
+        if config.workspaces
+        else f"workspace + {agents} agents"
+    )
     lines = [
         f"{config.source}: ok: {len(config.rules)} rules, {len(config.series)} series "
-        f"(workspace + {len(config.agents)} agents), poll every "
-        f"{format_duration(config.watchdog.poll_interval)}"
+        f"({what}), poll every {format_duration(config.watchdog.poll_interval)}"
     ]
     if config.plan is not None:
         lines.append(f"  {_plan_line(config.plan)}")
+    keys = {key.workspace: key for key in env.workspace_keys}
+    lines += [f"  {_workspace_line(config, ws, keys.get(ws.name))}" for ws in config.workspaces]
     lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
     lines.append(f"  {_flap_line(config.watchdog.flap)}")
@@ -141,6 +160,24 @@ def _levels(rule: ThresholdRule, plan: PlanSection) -> list[str]:
     return [f"({', '.join(derived)})"] if derived else []
 
 
+def _workspace_line(config: Config, ws: WorkspaceSection, key: WorkspaceKey | None) -> str:
+    """`workspace acme: key from $ACME_KEY, host api.eu.residency.elevenlabs.io, ...`."""
+    if key is not None and key.found:
+        key_part = f"API key from {key.origin}"
+    else:
+        where = f": set {key.origin}" if key is not None else ""
+        key_part = f"API key NOT SET{where} (needed by run and poll)"
+    host = url_host(ws.base_url) if ws.base_url else "ELEVENLABS_BASE_URL's host"
+    agents = ", ".join(f"{ws.name}/{a.name}" for a in ws.agents) or "no agents"
+    parts = [f"workspace {ws.name}: {key_part}", f"host {host}", f"series {ws.name}/workspace"]
+    parts.append(agents)
+    if ws.channel:
+        parts.append(f"alerts to {ws.channel} unless a rule routes them")
+    if ws.plan is not None:
+        parts.append(_plan_line(ws.plan))
+    return "; ".join(parts)
+
+
 def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
     no_data = config.no_data
     parts = [
@@ -191,9 +228,11 @@ def _delivery_line(env: Environment) -> str:
         "webhook": "Slack (incoming webhook)",
         "console": "the console (no Slack configured)",
     }[env.slack_mode]
-    parts = [f"alerts go to {where}", "API key " + ("set" if env.api_key_set else "NOT SET")]
-    if not env.api_key_set:
-        parts[-1] += " (needed by run and poll)"
+    parts = [f"alerts go to {where}"]
+    if not env.workspace_keys:
+        parts.append("API key " + ("set" if env.api_key_set else "NOT SET"))
+        if not env.api_key_set:
+            parts[-1] += " (needed by run and poll)"
     if env.credentials is not None:
         parts.append(f"credentials from {env.credentials}")
     if env.credentials_note:
