@@ -791,7 +791,11 @@ class Daemon:
         reason = exc.failure.value if not exc.detail else f"{exc.failure.value}: {exc.detail}"
         self._check_clock()
         transitions = self._engine.poll_failed(
-            name, self._clock.now(), reason, immediate=exc.failure.immediate
+            name,
+            self._clock.now(),
+            reason,
+            immediate=exc.failure.immediate,
+            key_rejected=exc.failure is PollFailure.REJECTED_KEY,
         )
         if transitions:
             self._commit(transitions)

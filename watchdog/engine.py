@@ -36,7 +36,10 @@ Semantics, per alert instance (rule x series):
   does not page by itself: the watchdog's own backlog is `watchdog-behind`, below. While the
   workspace series itself is failing, agent series do not raise their own no-data alert,
   and once it recovers they get a fresh `stale_after` to recover too: one message for one
-  outage instead of one per agent. With `[[workspaces]]` this holds per workspace: one
+  outage instead of one per agent. A rejected key (401/403) is the workspace's: an agent
+  whose key is refused before its workspace's poll answers waits for that poll, which
+  pages once for the key (an agent refused while its workspace answers well pages at
+  the next tick). With `[[workspaces]]` this holds per workspace: one
   workspace's series (`acme/workspace`) covers only its own agents (`acme/...`). This
   is the built-in instance of inhibition (`watchdog.inhibition`), kept here because it
   goes further than a rule's `inhibited_by`: the agents' alerts do not even start.
@@ -214,6 +217,7 @@ class _Series:
     last_good: datetime | None = None
     failure: str = ""
     immediate_failure: bool = False
+    key_rejected_at: datetime | None = None  # see _awaiting_workspace
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=SPARKLINE_LENGTH))
     windows: dict[timedelta, _Window] = field(default_factory=dict)
     rules: list[_Rule] = field(default_factory=list)
@@ -379,6 +383,7 @@ class Engine:
         series.last_good = at
         series.failure = ""
         series.immediate_failure = False
+        series.key_rejected_at = None
         out: list[Transition] = []
         no_data = self._instances.get((NO_DATA_RULE, series.name))
         if no_data is not None:
@@ -406,14 +411,25 @@ class Engine:
         return out
 
     def poll_failed(
-        self, series_name: str, at: datetime, reason: str, *, immediate: bool
+        self,
+        series_name: str,
+        at: datetime,
+        reason: str,
+        *,
+        immediate: bool,
+        key_rejected: bool = False,
     ) -> list[Transition]:
-        """Record a failed poll; failures no retry can fix raise no-data at once."""
+        """Record a failed poll; failures no retry can fix raise no-data at once.
+
+        `key_rejected`: the API refused the key, which is the whole workspace's (see
+        `_awaiting_workspace`)."""
         series = self._series.get(series_name)
         if series is None:
             return []
         series.failure = reason
         series.immediate_failure = immediate
+        if key_rejected and series.key_rejected_at is None:
+            series.key_rejected_at = at
         if immediate:
             return self._check_no_data(series, at, force=True)
         return []
@@ -744,6 +760,8 @@ class Engine:
             return []  # no failed poll: not polled is the watchdog's backlog, not the API's
         if series.name != own_workspace and self._workspace_outage(series):
             return []  # a workspace-wide outage: the workspace's no-data alert covers it
+        if series.name != own_workspace and self._awaiting_workspace(series):
+            return []  # the workspace's own poll judges its key: one page for one key
         if force:
             condition = f"no data: {series.failure}"
         else:
@@ -801,6 +819,22 @@ class Engine:
             return False
         return workspace.last_good <= series.last_good + self._config.watchdog.poll_interval
 
+    def _awaiting_workspace(self, series: _Series) -> bool:
+        """Whether an agent's rejected key waits for its workspace's own poll to judge it.
+
+        A key belongs to the whole workspace: when an agent's answer (401/403) arrives
+        before the workspace's in the same cycle, the workspace's no-data is the one
+        page, and the agent's alert is hidden by it. Only once the workspace answers
+        well after the rejection (the key is good for the workspace, so the refusal is
+        the agent's own) does the agent's no-data fire, at the next tick.
+        """
+        if series.key_rejected_at is None:
+            return False
+        workspace = self._series.get(workspace_series(series.name))
+        if workspace is None:
+            return False
+        return workspace.last_good is None or workspace.last_good < series.key_rejected_at
+
     def shift(self, delta: timedelta) -> None:
         """The wall clock was set by `delta`: move every remembered instant with it.
 
@@ -814,6 +848,8 @@ class Engine:
         for series in self._series.values():
             if series.last_good is not None:
                 series.last_good += delta
+            if series.key_rejected_at is not None:
+                series.key_rejected_at += delta
             for window in series.windows.values():
                 window.samples = deque((at + delta, count) for at, count in window.samples)
         for inst in self._instances.values():
