@@ -7,14 +7,17 @@ Every wait is on an audit event, never a sleep.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.fakes.slack import FakeSlack, channel_id
-from tests.harness import SLACK_TOKEN, DaemonProcess, alert_of, base_env, rule
+from tests.harness import SLACK_TOKEN, DaemonProcess, Site, alert_of, base_env, rule
+from watchdog.model import AlertRecord, AlertState, Sample
+from watchdog.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +120,25 @@ def test_a_rejected_key_pages_once_for_its_workspace_and_hides_nothing_of_the_ot
     output = "".join(daemon.stdout_lines + daemon.stderr_lines)
     for key in (ACME_KEY, WRONG_KEY):
         assert key not in output
+
+
+def test_a_file_without_workspaces_restores_its_state_as_before(
+    site: Callable[..., Site], api: FakeElevenLabs
+) -> None:
+    """A state database of today's series names (`workspace`, an agent's name) and a rules
+    file without [[workspaces]]: the firing alert is restored, not announced again, and
+    resolves under its stored id."""
+    since = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    firing = AlertRecord(
+        "busy", "support", "0123456789ab", AlertState.FIRING, since, 9, since, "count > 3"
+    )
+    s = site(rule("busy", above=3, scope="support"), agents=[("support", "agent_s")])
+    with Store.open(Store.default_path(s.state)) as store:
+        store.apply(samples=[Sample("support", since, 9)], alerts=[firing], notifications=[])
+    api.add_agent("agent_s", 9)
+    with s.run() as daemon:
+        daemon.wait_for("poll.ok", series="support", count=3)
+        assert not daemon.find("alert.firing")
+        api.set_count(1, "agent_s")
+        resolved = daemon.wait_for("alert.resolved", rule="busy")
+    assert (resolved["series"], resolved["alert_id"]) == ("support", "0123456789ab")
