@@ -5,6 +5,7 @@ and inhibition per workspace, one client per workspace, and what `check`, `statu
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import subprocess
@@ -17,6 +18,8 @@ from pydantic import SecretStr
 
 from tests.fakes.elevenlabs import FakeElevenLabs
 from tests.harness import ROOT, base_env
+from watchdog.clock import SystemClock
+from watchdog.daemon import Daemon, Reloaded
 from watchdog.engine import Engine
 from watchdog.errors import ConfigError, PollFailure, SourceError
 from watchdog.inhibition import inhibitions
@@ -28,6 +31,7 @@ from watchdog.model import (
     Transition,
     TransitionKind,
 )
+from watchdog.notify import ConsoleNotifier
 from watchdog.rules import Config, ThresholdRule, parse_config
 from watchdog.source import Endpoint, WorkspaceSources
 from watchdog.store import Store
@@ -279,8 +283,8 @@ BAD = [
     (
         "mute-scope-unknown-series",
         WORKSPACES + '[[mute]]\nname = "m"\ndays = "mon"\nhours = "01:00-02:00"\ntz = "UTC"\n'
-        'scope = "support"\n',
-        "mute[0] (m).scope: unknown series 'support'",
+        'scope = "workspace"\n',
+        "mute[0] (m).scope: unknown series 'workspace': did you mean",
     ),
 ]
 
@@ -642,3 +646,34 @@ def test_replay_reads_workspace_qualified_series(tmp_path: Path) -> None:
         "unknown series 'workspace': with [[workspaces]] name it as workspace/series,"
         " e.g. 'acme/sales'"
     ) in done.stderr
+
+
+def test_a_reload_moves_a_workspace_to_its_new_host_and_key(tmp_path: Path) -> None:
+    """SIGHUP's reload hands each workspace's new key and host to its client: the next
+    poll of that workspace goes there (a moved residency host, a rotated key)."""
+    config = workspaces()
+    with (
+        FakeElevenLabs(api_key=ACME_KEY, count=4) as old_host,
+        FakeElevenLabs(api_key=BETA_KEY, count=8) as new_host,
+        Store.open(Store.default_path(tmp_path / "state")) as store,
+        WorkspaceSources(
+            {"acme": Endpoint(SecretStr(ACME_KEY), old_host.url)}, now=lambda: T0, timeout=2.0
+        ) as source,
+    ):
+        moved = {"acme": Endpoint(SecretStr(BETA_KEY), new_host.url)}
+
+        async def run() -> tuple[int, int]:
+            daemon = Daemon(
+                config=config,
+                source=source,
+                store=store,
+                notifier=ConsoleNotifier(io.StringIO()),
+                clock=SystemClock(),
+                load=lambda: Reloaded(config, None, "", workspace_endpoints=moved),
+            )
+            before = (await source.poll("acme/workspace", None)).count
+            assert daemon.reload()
+            return before, (await source.poll("acme/workspace", None)).count
+
+        assert asyncio.run(run()) == (4, 8)
+        assert [r.headers["xi-api-key"] for r in new_host.requests] == [BETA_KEY]
