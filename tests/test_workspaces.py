@@ -677,3 +677,17 @@ def test_a_reload_moves_a_workspace_to_its_new_host_and_key(tmp_path: Path) -> N
 
         assert asyncio.run(run()) == (4, 8)
         assert [r.headers["xi-api-key"] for r in new_host.requests] == [BETA_KEY]
+
+
+def test_the_readme_example_is_valid() -> None:
+    """The README's "Several workspaces" example parses, with the series it promises."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Several workspaces", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example, source="README.md")
+    assert [name for name, _ in config.series] == [
+        "acme/workspace",
+        "acme/support",
+        "globex/workspace",
+    ]
+    assert config.scopes["near-limit"] == ("acme/workspace",)
