@@ -157,8 +157,8 @@ class Scenario:
     start: datetime
     stale_after: int
     rules: tuple[Rule, ...]
-    # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, immediate)
-    # | ("ack", seconds, rule, series)
+    # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, how)
+    # | ("ack", seconds, rule, series); `how`: False (retryable), True (immediate), "key"
     events: tuple[tuple[object, ...], ...]
     flap: tuple[int, int] | str | None = "default"  # (changes, window seconds), off, default
 
@@ -218,6 +218,10 @@ def reference(scenario: Scenario) -> list[Seen]:
       answered, or never heard from while the workspace was, is a problem of its own: one
       failed workspace poll does not hide it.
     - "A fresh `stale_after`" counts from the moment the workspace's no-data resolved.
+    - A rejected key (a "key" failure) is the workspace's: an agent whose key was refused
+      raises no no-data of its own until the workspace has answered well after that
+      refusal (the key is then good for the workspace, the refusal the agent's own), so
+      a key refused on every series pages once, whichever series heard it first.
 
     Escalation and flapping follow the engine's module docstring: the stages in force
     are the set of level stages the count is beyond (with their hysteresis) plus the
@@ -247,6 +251,7 @@ def reference(scenario: Scenario) -> list[Seen]:
     changes: dict[tuple[str, str], list[datetime]] = {}  # every counted firing and resolution
     afresh: dict[tuple[str, str], datetime] = {}  # when each rule x series last started flapping
     workspace_recoveries: list[datetime] = []  # when the workspace's no-data really resolved
+    key_refused: dict[str, datetime] = {}  # an agent's first refused key since it answered
 
     def emit(kind: str, key: tuple[str, str], at: datetime) -> None:
         out.append((kind, key[0], key[1], at, state[key].severity))
@@ -384,6 +389,10 @@ def reference(scenario: Scenario) -> list[Seen]:
             return
         if series != WORKSPACE and in_workspace_outage(series):
             return
+        refused = key_refused.get(series)
+        answered = last_answer(WORKSPACE)
+        if series != WORKSPACE and refused is not None and (answered is None or answered < refused):
+            return
         if key in state:  # flapping, and really resolved until now
             set_real_state(key, at, True)
             return
@@ -423,6 +432,8 @@ def reference(scenario: Scenario) -> list[Seen]:
             series, is_immediate = event[2], event[3]
             assert isinstance(series, str)
             polls[series].append((at, "rejected" if is_immediate else "failed"))
+            if is_immediate == "key":
+                key_refused.setdefault(series, at)
             if is_immediate:
                 no_data(series, at)
             continue
@@ -431,6 +442,7 @@ def reference(scenario: Scenario) -> list[Seen]:
         assert isinstance(count, int)
         history[series].append((at, count))
         polls[series].append((at, "good"))
+        key_refused.pop(series, None)
         no_data_key = (NO_DATA_RULE, series)
         if series == WORKSPACE and really_firing(no_data_key):
             workspace_recoveries.append(at)
@@ -588,7 +600,13 @@ def engine_transitions(scenario: Scenario) -> list[Seen]:
             engine.acknowledge(str(event[2]), str(event[3]), by="model", at=at)
         elif event[0] == "fail":
             reason = "rejected key" if event[3] else "server error"
-            out += engine.poll_failed(event[2], at, reason, immediate=bool(event[3]))  # type: ignore[arg-type]
+            out += engine.poll_failed(
+                event[2],  # type: ignore[arg-type]
+                at,
+                reason,
+                immediate=bool(event[3]),
+                key_rejected=event[3] == "key",
+            )
         else:
             out += engine.observe(Sample(event[2], at, event[3]))  # type: ignore[arg-type]
     return [
@@ -599,6 +617,8 @@ def engine_transitions(scenario: Scenario) -> list[Seen]:
 # -- random scenarios --------------------------------------------------------------------------
 
 scopes = st.sampled_from([(WORKSPACE,), (AGENT,), ("*",), (WORKSPACE, "*"), (AGENT, AGENT)])
+failures = st.sampled_from([False, True, "key"])
+"""A failed poll: one a retry may fix, one it cannot (an unknown agent), a refused key."""
 # Local hours around the DST jumps (01:00-04:00) are the interesting ones.
 minutes = st.one_of(
     st.integers(0, 5 * 4).map(lambda q: q * 15),
@@ -699,7 +719,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             events.append(("ack", seconds, acked.name, series))
         roll = draw(st.integers(0, 19))
         if roll == 0:
-            events.append(("fail", seconds, series, draw(st.booleans())))
+            events.append(("fail", seconds, series, draw(failures)))
             continue
         if roll < 3:
             counts[series] = draw(st.integers(0, 60))
@@ -764,7 +784,7 @@ def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
         elif roll == 1:
             events.append(("ack", seconds, draw(st.sampled_from(rules)).name, series))
         elif roll == 2:
-            events.append(("fail", seconds, series, draw(st.booleans())))
+            events.append(("fail", seconds, series, draw(failures)))
         else:
             count = max(0, middle + draw(st.integers(-20, 20)))
             events.append(("sample", seconds, series, count))
