@@ -526,18 +526,28 @@ def active_toml(active: Active) -> str:
     return f'active = {{ days = "{days}", hours = "{hours}", tz = "{active.tz}" }}\n'
 
 
-def scope_toml(scope: tuple[str, ...]) -> str:
-    return "scope = [" + ", ".join(f'"{s}"' for s in scope) + "]\n"
+def scope_toml(scope: tuple[str, ...], workspaces: tuple[str, ...] = ()) -> str:
+    """`workspace` and `*` mean the same words with `[[workspaces]]` (each workspace's);
+    the agent is named in every workspace."""
+    words = [f"{ws}/{name}" for name in scope for ws in workspaces if name == AGENT] + [
+        name for name in scope if not workspaces or name != AGENT
+    ]
+    return "scope = [" + ", ".join(f'"{s}"' for s in words) + "]\n"
 
 
-def rules_toml(scenario: Scenario) -> str:
+def rules_toml(scenario: Scenario, workspaces: tuple[str, ...] = ()) -> str:
+    """The scenario's rules file; with `workspaces`, each of them has the agent."""
     text = (
         f'[watchdog]\npoll_interval = "1s"\nstale_after = "{scenario.stale_after}s"\n'
-        f'repeat = "0s"\n{flap_toml(scenario.flap)}\n[[agents]]\nname = "{AGENT}"\n'
-        'id = "agent_a"\n'
+        f'repeat = "0s"\n{flap_toml(scenario.flap)}\n'
     )
+    if not workspaces:
+        text += f'[[agents]]\nname = "{AGENT}"\nid = "agent_a"\n'
+    for ws in workspaces:
+        text += f'[[workspaces]]\nname = "{ws}"\n'
+        text += f'[[workspaces.agents]]\nname = "{AGENT}"\nid = "agent_{ws}"\n'
     for rule in scenario.rules:
-        text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope)
+        text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope, workspaces)
         if isinstance(rule, Threshold):
             text += 'kind = "threshold"\n'
             if rule.above is not None:
@@ -588,8 +598,8 @@ def stage_toml(side: str, stage: Stage) -> str:
     return "{ " + ", ".join(keys) + " }"
 
 
-def engine_transitions(scenario: Scenario) -> list[Seen]:
-    config = parse_config(rules_toml(scenario), source="model.toml")
+def engine_transitions(scenario: Scenario, workspaces: tuple[str, ...] = ()) -> list[Seen]:
+    config = parse_config(rules_toml(scenario, workspaces), source="model.toml")
     engine = Engine(config, started_at=scenario.start)
     out = []
     for event in scenario.events:
@@ -944,3 +954,70 @@ def test_workspace_outage_readings_on_hand_written_scenarios() -> None:
         scenario = Scenario(start, 300, (), events)
         assert ordered(reference(scenario)) == expected
         assert ordered(engine_transitions(scenario)) == expected
+
+
+# -- several workspaces ------------------------------------------------------------------------
+
+WORKSPACES = ("acme", "beta")
+
+
+def _in(workspace: str, event: tuple[object, ...]) -> tuple[object, ...]:
+    """`event` of the one-workspace model as an event of `workspace` (series qualified)."""
+    if event[0] in ("sample", "fail"):
+        return (event[0], event[1], f"{workspace}/{event[2]}", *event[3:])
+    if event[0] == "ack":
+        return (event[0], event[1], event[2], f"{workspace}/{event[3]}")
+    return event
+
+
+def _of(workspace: str, event: tuple[object, ...]) -> tuple[object, ...] | None:
+    """The one-workspace model's view of a merged event: its own, and every tick."""
+    if event[0] == "tick":
+        return event
+    series = str(event[3] if event[0] == "ack" else event[2])
+    if not series.startswith(f"{workspace}/"):
+        return None
+    if event[0] == "ack":
+        return (*event[:3], series.split("/", 1)[1])
+    return (event[0], event[1], series.split("/", 1)[1], *event[3:])
+
+
+@st.composite
+def two_workspaces(draw: st.DrawFn) -> Scenario:
+    """One scenario's rules over two workspaces, each with its own events (the second's
+    drawn like the first's), merged in time order."""
+    first = draw(st.one_of(scenarios(), bouncing_scenarios()))
+    second = draw(st.one_of(scenarios(), bouncing_scenarios()))
+    merged = sorted(
+        [*(_in("acme", e) for e in first.events), *(_in("beta", e) for e in second.events)],
+        key=lambda e: int(e[1]),  # type: ignore[call-overload]
+    )
+    return Scenario(first.start, first.stale_after, first.rules, tuple(merged), first.flap)
+
+
+def reference_of_workspaces(scenario: Scenario) -> list[Seen]:
+    """Workspaces are independent (their own key, polls, no-data and inhibition): each
+    one's transitions are the one-workspace reference of its own events and every tick."""
+    out: list[Seen] = []
+    for ws in WORKSPACES:
+        own = tuple(e for e in (_of(ws, e) for e in scenario.events) if e is not None)
+        one = Scenario(scenario.start, scenario.stale_after, scenario.rules, own, scenario.flap)
+        out += [
+            (kind, rule, f"{ws}/{series}", at, sev)
+            for kind, rule, series, at, sev in reference(one)
+        ]
+    return out
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(two_workspaces())
+def test_engine_matches_reference_model_per_workspace(scenario: Scenario) -> None:
+    """Two [[workspaces]] with the same rules and their own polls: engine == the
+    one-workspace reference of each, severities included."""
+    expected = with_severity(reference_of_workspaces(scenario))
+    got = with_severity(engine_transitions(scenario, WORKSPACES))
+    assert got == expected, rules_toml(scenario, WORKSPACES)
