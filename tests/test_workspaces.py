@@ -493,7 +493,9 @@ def test_check_lists_each_workspace_its_key_by_name_and_its_host(tmp_path: Path)
     """`check` says where each workspace's key came from (never the key), or where it was
     looked for, and its host."""
     rules = tmp_path / "rules.toml"
-    rules.write_text(WORKSPACES, encoding="utf-8")
+    rules.write_text(
+        WORKSPACES + '[[rules]]\nname = "busy"\nkind = "threshold"\nabove = 3\n', "utf-8"
+    )
     env = base_env(tmp_path / "state", ACME_ELEVENLABS_API_KEY=ACME_KEY)
     done = cli("check", "--config", str(rules), "--credentials-dir", str(tmp_path), env=env)
     assert done.returncode == 0, done.stderr
@@ -508,6 +510,9 @@ def test_check_lists_each_workspace_its_key_by_name_and_its_host(tmp_path: Path)
         "  workspace beta: API key NOT SET: set the credential elevenlabs_api_key_beta"
         " (needed by run and poll); host api.eu.residency.elevenlabs.io"
     )
+    assert (
+        "  busy: threshold count > 3 on acme/workspace, beta/workspace [warning] -> #acme, #oncall"
+    ) in lines
     assert ACME_KEY not in done.stdout + done.stderr
 
 

@@ -129,7 +129,7 @@ def summarize(
         parts.append(f"active {rule.active.describe()}")
     if rule.inhibited_by:
         parts.append(f"inhibited by {', '.join(rule.inhibited_by)} (same series or workspace)")
-    parts += _destination(config, rule.channel, slack_mode)
+    parts += _destination(config, rule.channel, slack_mode, config.scopes.get(rule.name, ()))
     return " ".join(parts)
 
 
@@ -185,7 +185,7 @@ def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
         f" series, an agent's inhibited by the workspace's (built in);"
         f" watchdog-behind: over {BEHIND_SHARE:.0%} of series late for as long",
         f"[{no_data.severity}]",
-        *_destination(config, no_data.channel, slack_mode),
+        *_destination(config, no_data.channel, slack_mode, [name for name, _ in config.series]),
     ]
     return " ".join(parts)
 
@@ -209,12 +209,18 @@ def _mute_line(mute: MuteWindow) -> str:
     return f"mute {mute.name}: {mute.describe()}: holds back {rules} on {series}"
 
 
-def _destination(config: Config, own: str | None, slack_mode: SlackMode) -> Sequence[str]:
-    """`-> #channel`, or in webhook mode why a rule's own channel is not used."""
+def _destination(
+    config: Config, own: str | None, slack_mode: SlackMode, series: Sequence[str] = ()
+) -> Sequence[str]:
+    """`-> #channel` (each channel its `series` go to, when workspaces have their own),
+    or in webhook mode why a rule's own channel is not used."""
     if slack_mode == "webhook":
         return [f"(channel {own} unused: {WEBHOOK_IGNORES_CHANNEL})"] if own else []
-    channel = own or config.slack.channel
-    return [f"-> {channel}"] if channel else []
+    if own:
+        return [f"-> {own}"]
+    channels = {config.default_channel(name) for name in series} or {config.slack.channel}
+    shown = sorted(channel for channel in channels if channel)
+    return [f"-> {', '.join(shown)}"] if shown else []
 
 
 def _delivery_line(env: Environment) -> str:

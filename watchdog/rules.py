@@ -866,6 +866,7 @@ class Config:
     watchdog: WatchdogSection
     slack: SlackSection
     agents: tuple[Agent, ...]
+    """The top-level `[[agents]]`, or every workspace's (their series: `series`)."""
     rules: tuple[ThresholdRule | ChangeRule, ...]
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     no_data: NoDataSection = field(default_factory=NoDataSection)
@@ -951,11 +952,16 @@ class Config:
         found: ThresholdRule | ChangeRule | NoDataSection | None = (
             self.no_data if rule in (NO_DATA_RULE, WATCHDOG_BEHIND_RULE) else self.rule(rule)
         )
-        workspace = self.workspace(series) if series is not None else None
-        default = (workspace.channel if workspace is not None else None) or self.slack.channel
+        default = self.default_channel(series)
         if found is None:
             return Route(default, None, None)
         return Route(found.channel or default, found.mention, found.runbook)
+
+    def default_channel(self, series: str | None) -> str | None:
+        """Where alerts on `series` go unless their rule routes them: its workspace's
+        `channel`, else `[slack] channel`."""
+        workspace = self.workspace(series) if series is not None else None
+        return (workspace.channel if workspace is not None else None) or self.slack.channel
 
     def channel_for(self, rule: str, series: str | None = None) -> str | None:
         return self.route_for(rule, series).channel
@@ -1582,7 +1588,7 @@ def parse_config(
         source=source,
         watchdog=parsed.watchdog,
         slack=parsed.slack,
-        agents=tuple(parsed.agents),
+        agents=tuple(parsed.agents) or tuple(a for ws in parsed.workspaces for a in ws.agents),
         rules=(*parsed.rules, *built_in),
         scopes={**scopes, **built_in_scopes},
         workspaces=tuple(parsed.workspaces),
