@@ -696,3 +696,27 @@ def test_the_readme_example_is_valid() -> None:
         "globex/workspace",
     ]
     assert config.scopes["near-limit"] == ("acme/workspace",)
+
+
+def test_a_pasted_workspace_key_with_a_stray_character_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    """A key with a space or line break in it names the workspace and where the key was
+    found, never the key."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(WORKSPACES, encoding="utf-8")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "elevenlabs_api_key_beta").write_text("sk_beta secret", "utf-8")
+    env = base_env(
+        tmp_path / "state",
+        ACME_ELEVENLABS_API_KEY=ACME_KEY,
+        CREDENTIALS_DIRECTORY=str(credentials),
+    )
+    done = cli("poll", "--config", str(rules), env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"{rules}: workspaces (beta): the API key in credential elevenlabs_api_key_beta: must"
+        " be one line of printable ASCII without spaces"
+    ]
+    assert "secret" not in done.stdout + done.stderr
