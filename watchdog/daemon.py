@@ -630,10 +630,12 @@ class Daemon:
             await self._cancel_polls()
 
     def _report_to_dead_mans_switch(self) -> None:
-        """Healthy: the workspace gave a sample this cycle and nothing is stalled or degraded."""
+        """Healthy: a workspace series gave a sample this cycle (any one, with
+        `[[workspaces]]`: one workspace's rejected key is its no-data alert's to page, not
+        the dead-man's switch's) and nothing is stalled or degraded."""
         problems = list(self.health().problems)
         if not self._workspace_sampled:
-            problems.insert(0, f"{WORKSPACE}: no good poll this cycle")  # of any workspace
+            problems.insert(0, f"{WORKSPACE}: no good poll this cycle")
         self._dead_mans_switch.report(self.config.watchdog.heartbeat_url, problems)
 
     def _next_start(self, started: float, interval: float) -> float:
