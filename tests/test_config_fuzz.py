@@ -109,6 +109,7 @@ names = (
     st.sampled_from(
         ["busy", "workspace", "*", "no-data", "support", "a.b:c-d_1", "", " ", "Ünïcødé", "名前"]
     )
+    | st.sampled_from(["acme", "acme/*", "acme/workspace", "acme/support", "beta/x", "/", "a/"])
     | unicode_text
 )
 durations = st.sampled_from(
@@ -195,8 +196,18 @@ RULE_KEYS = {
     "drop_pct": st.floats() | counts,
     "rise_pct": st.floats() | counts,
     "min_base": counts,
+    "workspaces": st.lists(names, max_size=2),
 }
 AGENT_KEYS = {"name": names, "id": names}
+WORKSPACE_KEYS = {
+    "name": names,
+    "api_key_env": st.sampled_from(["ACME_ELEVENLABS_API_KEY", "1X", "A B", ""]) | unicode_text,
+    "base_url": st.sampled_from(["https://api.eu.residency.elevenlabs.io/", "ftp://x", "http://"])
+    | unicode_text,
+    "channel": names,
+    "plan": section({"concurrency_limit": counts, "burst": st.booleans()}) | values,
+    "agents": st.lists(section(AGENT_KEYS), max_size=2) | values,
+}
 
 documents = st.fixed_dictionaries(
     {},
@@ -206,6 +217,7 @@ documents = st.fixed_dictionaries(
         "slack": section({"channel": names}) | values,
         "agents": st.lists(section(AGENT_KEYS), max_size=3) | values,
         "rules": st.lists(section(RULE_KEYS), max_size=4) | values,
+        "workspaces": st.lists(section(WORKSPACE_KEYS), max_size=2) | values,
     },
 ).flatmap(
     lambda doc: st.dictionaries(unicode_text, values, max_size=2).map(
@@ -291,6 +303,24 @@ FUZZ = settings(
 @example(doc={}, bot=False, overrides={})
 @example(doc={"rules": [{"name": "x", "kind": "threshold", "above": 1}]}, bot=True, overrides={})
 @example(doc={"watchdog": 3}, bot=False, overrides={"WATCHDOG_POLL_INTERVAL": "1s"})
+@example(
+    doc={
+        "workspaces": [
+            {
+                "name": "acme",
+                "plan": {"concurrency_limit": 10},
+                "agents": [{"name": "support", "id": "agent_s"}],
+            },
+            {"name": "beta", "channel": "#beta"},
+        ],
+        "rules": [
+            {"name": "x", "kind": "threshold", "above": "80%", "scope": "acme/*"},
+            {"name": "y", "kind": "threshold", "above": 1, "workspaces": ["beta"]},
+        ],
+    },
+    bot=True,
+    overrides={},
+)
 def test_check_answers_any_structured_document(
     workspace: Path,
     capsys: pytest.CaptureFixture[str],

@@ -157,8 +157,8 @@ class Scenario:
     start: datetime
     stale_after: int
     rules: tuple[Rule, ...]
-    # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, immediate)
-    # | ("ack", seconds, rule, series)
+    # ("sample", seconds, series, count) | ("tick", seconds) | ("fail", seconds, series, how)
+    # | ("ack", seconds, rule, series); `how`: False (retryable), True (immediate), "key"
     events: tuple[tuple[object, ...], ...]
     flap: tuple[int, int] | str | None = "default"  # (changes, window seconds), off, default
 
@@ -218,6 +218,10 @@ def reference(scenario: Scenario) -> list[Seen]:
       answered, or never heard from while the workspace was, is a problem of its own: one
       failed workspace poll does not hide it.
     - "A fresh `stale_after`" counts from the moment the workspace's no-data resolved.
+    - A rejected key (a "key" failure) is the workspace's: an agent whose key was refused
+      raises no no-data of its own until the workspace has answered well after that
+      refusal (the key is then good for the workspace, the refusal the agent's own), so
+      a key refused on every series pages once, whichever series heard it first.
 
     Escalation and flapping follow the engine's module docstring: the stages in force
     are the set of level stages the count is beyond (with their hysteresis) plus the
@@ -247,6 +251,7 @@ def reference(scenario: Scenario) -> list[Seen]:
     changes: dict[tuple[str, str], list[datetime]] = {}  # every counted firing and resolution
     afresh: dict[tuple[str, str], datetime] = {}  # when each rule x series last started flapping
     workspace_recoveries: list[datetime] = []  # when the workspace's no-data really resolved
+    key_refused: dict[str, datetime] = {}  # an agent's first refused key since it answered
 
     def emit(kind: str, key: tuple[str, str], at: datetime) -> None:
         out.append((kind, key[0], key[1], at, state[key].severity))
@@ -384,6 +389,10 @@ def reference(scenario: Scenario) -> list[Seen]:
             return
         if series != WORKSPACE and in_workspace_outage(series):
             return
+        refused = key_refused.get(series)
+        answered = last_answer(WORKSPACE)
+        if series != WORKSPACE and refused is not None and (answered is None or answered < refused):
+            return
         if key in state:  # flapping, and really resolved until now
             set_real_state(key, at, True)
             return
@@ -423,6 +432,8 @@ def reference(scenario: Scenario) -> list[Seen]:
             series, is_immediate = event[2], event[3]
             assert isinstance(series, str)
             polls[series].append((at, "rejected" if is_immediate else "failed"))
+            if is_immediate == "key":
+                key_refused.setdefault(series, at)
             if is_immediate:
                 no_data(series, at)
             continue
@@ -431,6 +442,7 @@ def reference(scenario: Scenario) -> list[Seen]:
         assert isinstance(count, int)
         history[series].append((at, count))
         polls[series].append((at, "good"))
+        key_refused.pop(series, None)
         no_data_key = (NO_DATA_RULE, series)
         if series == WORKSPACE and really_firing(no_data_key):
             workspace_recoveries.append(at)
@@ -514,18 +526,28 @@ def active_toml(active: Active) -> str:
     return f'active = {{ days = "{days}", hours = "{hours}", tz = "{active.tz}" }}\n'
 
 
-def scope_toml(scope: tuple[str, ...]) -> str:
-    return "scope = [" + ", ".join(f'"{s}"' for s in scope) + "]\n"
+def scope_toml(scope: tuple[str, ...], workspaces: tuple[str, ...] = ()) -> str:
+    """`workspace` and `*` mean the same words with `[[workspaces]]` (each workspace's);
+    the agent is named in every workspace."""
+    words = [f"{ws}/{name}" for name in scope for ws in workspaces if name == AGENT] + [
+        name for name in scope if not workspaces or name != AGENT
+    ]
+    return "scope = [" + ", ".join(f'"{s}"' for s in words) + "]\n"
 
 
-def rules_toml(scenario: Scenario) -> str:
+def rules_toml(scenario: Scenario, workspaces: tuple[str, ...] = ()) -> str:
+    """The scenario's rules file; with `workspaces`, each of them has the agent."""
     text = (
         f'[watchdog]\npoll_interval = "1s"\nstale_after = "{scenario.stale_after}s"\n'
-        f'repeat = "0s"\n{flap_toml(scenario.flap)}\n[[agents]]\nname = "{AGENT}"\n'
-        'id = "agent_a"\n'
+        f'repeat = "0s"\n{flap_toml(scenario.flap)}\n'
     )
+    if not workspaces:
+        text += f'[[agents]]\nname = "{AGENT}"\nid = "agent_a"\n'
+    for ws in workspaces:
+        text += f'[[workspaces]]\nname = "{ws}"\n'
+        text += f'[[workspaces.agents]]\nname = "{AGENT}"\nid = "agent_{ws}"\n'
     for rule in scenario.rules:
-        text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope)
+        text += f'\n[[rules]]\nname = "{rule.name}"\n' + scope_toml(rule.scope, workspaces)
         if isinstance(rule, Threshold):
             text += 'kind = "threshold"\n'
             if rule.above is not None:
@@ -576,8 +598,8 @@ def stage_toml(side: str, stage: Stage) -> str:
     return "{ " + ", ".join(keys) + " }"
 
 
-def engine_transitions(scenario: Scenario) -> list[Seen]:
-    config = parse_config(rules_toml(scenario), source="model.toml")
+def engine_transitions(scenario: Scenario, workspaces: tuple[str, ...] = ()) -> list[Seen]:
+    config = parse_config(rules_toml(scenario, workspaces), source="model.toml")
     engine = Engine(config, started_at=scenario.start)
     out = []
     for event in scenario.events:
@@ -588,7 +610,13 @@ def engine_transitions(scenario: Scenario) -> list[Seen]:
             engine.acknowledge(str(event[2]), str(event[3]), by="model", at=at)
         elif event[0] == "fail":
             reason = "rejected key" if event[3] else "server error"
-            out += engine.poll_failed(event[2], at, reason, immediate=bool(event[3]))  # type: ignore[arg-type]
+            out += engine.poll_failed(
+                event[2],  # type: ignore[arg-type]
+                at,
+                reason,
+                immediate=bool(event[3]),
+                key_rejected=event[3] == "key",
+            )
         else:
             out += engine.observe(Sample(event[2], at, event[3]))  # type: ignore[arg-type]
     return [
@@ -599,6 +627,8 @@ def engine_transitions(scenario: Scenario) -> list[Seen]:
 # -- random scenarios --------------------------------------------------------------------------
 
 scopes = st.sampled_from([(WORKSPACE,), (AGENT,), ("*",), (WORKSPACE, "*"), (AGENT, AGENT)])
+failures = st.sampled_from([False, True, "key"])
+"""A failed poll: one a retry may fix, one it cannot (an unknown agent), a refused key."""
 # Local hours around the DST jumps (01:00-04:00) are the interesting ones.
 minutes = st.one_of(
     st.integers(0, 5 * 4).map(lambda q: q * 15),
@@ -699,7 +729,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             events.append(("ack", seconds, acked.name, series))
         roll = draw(st.integers(0, 19))
         if roll == 0:
-            events.append(("fail", seconds, series, draw(st.booleans())))
+            events.append(("fail", seconds, series, draw(failures)))
             continue
         if roll < 3:
             counts[series] = draw(st.integers(0, 60))
@@ -764,7 +794,7 @@ def bouncing_scenarios(draw: st.DrawFn) -> Scenario:
         elif roll == 1:
             events.append(("ack", seconds, draw(st.sampled_from(rules)).name, series))
         elif roll == 2:
-            events.append(("fail", seconds, series, draw(st.booleans())))
+            events.append(("fail", seconds, series, draw(failures)))
         else:
             count = max(0, middle + draw(st.integers(-20, 20)))
             events.append(("sample", seconds, series, count))
@@ -924,3 +954,70 @@ def test_workspace_outage_readings_on_hand_written_scenarios() -> None:
         scenario = Scenario(start, 300, (), events)
         assert ordered(reference(scenario)) == expected
         assert ordered(engine_transitions(scenario)) == expected
+
+
+# -- several workspaces ------------------------------------------------------------------------
+
+WORKSPACES = ("acme", "beta")
+
+
+def _in(workspace: str, event: tuple[object, ...]) -> tuple[object, ...]:
+    """`event` of the one-workspace model as an event of `workspace` (series qualified)."""
+    if event[0] in ("sample", "fail"):
+        return (event[0], event[1], f"{workspace}/{event[2]}", *event[3:])
+    if event[0] == "ack":
+        return (event[0], event[1], event[2], f"{workspace}/{event[3]}")
+    return event
+
+
+def _of(workspace: str, event: tuple[object, ...]) -> tuple[object, ...] | None:
+    """The one-workspace model's view of a merged event: its own, and every tick."""
+    if event[0] == "tick":
+        return event
+    series = str(event[3] if event[0] == "ack" else event[2])
+    if not series.startswith(f"{workspace}/"):
+        return None
+    if event[0] == "ack":
+        return (*event[:3], series.split("/", 1)[1])
+    return (event[0], event[1], series.split("/", 1)[1], *event[3:])
+
+
+@st.composite
+def two_workspaces(draw: st.DrawFn) -> Scenario:
+    """One scenario's rules over two workspaces, each with its own events (the second's
+    drawn like the first's), merged in time order."""
+    first = draw(st.one_of(scenarios(), bouncing_scenarios()))
+    second = draw(st.one_of(scenarios(), bouncing_scenarios()))
+    merged = sorted(
+        [*(_in("acme", e) for e in first.events), *(_in("beta", e) for e in second.events)],
+        key=lambda e: int(e[1]),  # type: ignore[call-overload]
+    )
+    return Scenario(first.start, first.stale_after, first.rules, tuple(merged), first.flap)
+
+
+def reference_of_workspaces(scenario: Scenario) -> list[Seen]:
+    """Workspaces are independent (their own key, polls, no-data and inhibition): each
+    one's transitions are the one-workspace reference of its own events and every tick."""
+    out: list[Seen] = []
+    for ws in WORKSPACES:
+        own = tuple(e for e in (_of(ws, e) for e in scenario.events) if e is not None)
+        one = Scenario(scenario.start, scenario.stale_after, scenario.rules, own, scenario.flap)
+        out += [
+            (kind, rule, f"{ws}/{series}", at, sev)
+            for kind, rule, series, at, sev in reference(one)
+        ]
+    return out
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(two_workspaces())
+def test_engine_matches_reference_model_per_workspace(scenario: Scenario) -> None:
+    """Two [[workspaces]] with the same rules and their own polls: engine == the
+    one-workspace reference of each, severities included."""
+    expected = with_severity(reference_of_workspaces(scenario))
+    got = with_severity(engine_transitions(scenario, WORKSPACES))
+    assert got == expected, rules_toml(scenario, WORKSPACES)

@@ -22,6 +22,7 @@ from watchdog.rules import (
     PlanSection,
     ThresholdRule,
     WebhookSection,
+    WorkspaceSection,
 )
 from watchdog.settings import SlackMode
 from watchdog.urls import url_host
@@ -41,17 +42,35 @@ class Environment:
     credentials_note: str | None = None
     buttons: bool = False
     signed_webhooks: tuple[str, ...] = ()
+    workspace_keys: tuple[WorkspaceKey, ...] = ()
+    """Each `[[workspaces]]`'s API key: found or not, and where (never the key)."""
+
+
+@dataclass(frozen=True)
+class WorkspaceKey:
+    """Whether a workspace's API key was found, and where (or where it was looked for)."""
+
+    workspace: str
+    found: bool
+    origin: str
 
 
 def report(config: Config, env: Environment) -> list[str]:
     """The lines of a successful `watchdog check`."""
+    agents = len(config.series) - max(1, len(config.workspaces))
+    what = (
+        f"{len(config.workspaces)} workspaces + {agents} agents"
+        if config.workspaces
+        else f"workspace + {agents} agents"
+    )
     lines = [
         f"{config.source}: ok: {len(config.rules)} rules, {len(config.series)} series "
-        f"(workspace + {len(config.agents)} agents), poll every "
-        f"{format_duration(config.watchdog.poll_interval)}"
+        f"({what}), poll every {format_duration(config.watchdog.poll_interval)}"
     ]
     if config.plan is not None:
         lines.append(f"  {_plan_line(config.plan)}")
+    keys = {key.workspace: key for key in env.workspace_keys}
+    lines += [f"  {_workspace_line(config, ws, keys.get(ws.name))}" for ws in config.workspaces]
     lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
     lines.append(f"  {_flap_line(config.watchdog.flap)}")
@@ -111,7 +130,7 @@ def summarize(
         parts.append(f"active {rule.active.describe()}")
     if rule.inhibited_by:
         parts.append(f"inhibited by {', '.join(rule.inhibited_by)} (same series or workspace)")
-    parts += _destination(config, rule.channel, slack_mode)
+    parts += _destination(config, rule.channel, slack_mode, config.scopes.get(rule.name, ()))
     return " ".join(parts)
 
 
@@ -142,6 +161,24 @@ def _levels(rule: ThresholdRule, plan: PlanSection) -> list[str]:
     return [f"({', '.join(derived)})"] if derived else []
 
 
+def _workspace_line(config: Config, ws: WorkspaceSection, key: WorkspaceKey | None) -> str:
+    """`workspace acme: key from $ACME_KEY, host api.eu.residency.elevenlabs.io, ...`."""
+    if key is not None and key.found:
+        key_part = f"API key from {key.origin}"
+    else:
+        where = f": set {key.origin}" if key is not None else ""
+        key_part = f"API key NOT SET{where} (needed by run and poll)"
+    host = url_host(ws.base_url) if ws.base_url else "ELEVENLABS_BASE_URL's host"
+    agents = ", ".join(f"{ws.name}/{a.name}" for a in ws.agents) or "no agents"
+    parts = [f"workspace {ws.name}: {key_part}", f"host {host}", f"series {ws.name}/workspace"]
+    parts.append(agents)
+    if ws.channel:
+        parts.append(f"alerts to {ws.channel} unless a rule routes them")
+    if ws.plan is not None:
+        parts.append(_plan_line(ws.plan))
+    return "; ".join(parts)
+
+
 def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
     no_data = config.no_data
     parts = [
@@ -149,7 +186,7 @@ def _no_data_line(config: Config, slack_mode: SlackMode) -> str:
         f" series, an agent's inhibited by the workspace's (built in);"
         f" watchdog-behind: over {BEHIND_SHARE:.0%} of series late for as long",
         f"[{no_data.severity}]",
-        *_destination(config, no_data.channel, slack_mode),
+        *_destination(config, no_data.channel, slack_mode, [name for name, _ in config.series]),
     ]
     return " ".join(parts)
 
@@ -173,12 +210,18 @@ def _mute_line(mute: MuteWindow) -> str:
     return f"mute {mute.name}: {mute.describe()}: holds back {rules} on {series}"
 
 
-def _destination(config: Config, own: str | None, slack_mode: SlackMode) -> Sequence[str]:
-    """`-> #channel`, or in webhook mode why a rule's own channel is not used."""
+def _destination(
+    config: Config, own: str | None, slack_mode: SlackMode, series: Sequence[str] = ()
+) -> Sequence[str]:
+    """`-> #channel` (each channel its `series` go to, when workspaces have their own),
+    or in webhook mode why a rule's own channel is not used."""
     if slack_mode == "webhook":
         return [f"(channel {own} unused: {WEBHOOK_IGNORES_CHANNEL})"] if own else []
-    channel = own or config.slack.channel
-    return [f"-> {channel}"] if channel else []
+    if own:
+        return [f"-> {own}"]
+    channels = {config.default_channel(name) for name in series} or {config.slack.channel}
+    shown = sorted(channel for channel in channels if channel)
+    return [f"-> {', '.join(shown)}"] if shown else []
 
 
 def _delivery_line(env: Environment) -> str:
@@ -192,9 +235,11 @@ def _delivery_line(env: Environment) -> str:
         "webhook": "Slack (incoming webhook)",
         "console": "the console (no Slack configured)",
     }[env.slack_mode]
-    parts = [f"alerts go to {where}", "API key " + ("set" if env.api_key_set else "NOT SET")]
-    if not env.api_key_set:
-        parts[-1] += " (needed by run and poll)"
+    parts = [f"alerts go to {where}"]
+    if not env.workspace_keys:
+        parts.append("API key " + ("set" if env.api_key_set else "NOT SET"))
+        if not env.api_key_set:
+            parts[-1] += " (needed by run and poll)"
     if env.credentials is not None:
         parts.append(f"credentials from {env.credentials}")
     if env.credentials_note:

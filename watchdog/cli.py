@@ -19,9 +19,12 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from pydantic import SecretStr
 
 from watchdog import __version__
 from watchdog.audit import Event, add_secret, configure_logging, get_logger
@@ -39,9 +42,22 @@ from watchdog.errors import (
     WatchdogError,
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
-from watchdog.model import WATCHDOG_SERIES, WORKSPACE, AlertRecord, AlertState, Notification
-from watchdog.rules import Config, ThresholdRule, load_config
-from watchdog.settings import Settings, credentials_for_check, load_settings, unknown_variables
+from watchdog.model import (
+    WATCHDOG_SERIES,
+    AlertRecord,
+    AlertState,
+    Notification,
+    workspace_of,
+    workspace_series,
+)
+from watchdog.rules import Config, ThresholdRule, WorkspaceSection, load_config
+from watchdog.settings import (
+    Settings,
+    credentials_for_check,
+    key_is_well_formed,
+    load_settings,
+    unknown_variables,
+)
 from watchdog.silences import ALL_RULES, Silence
 from watchdog.store import Store, Unreadable, writer_lock
 from watchdog.suggest import did_you_mean
@@ -50,7 +66,7 @@ if TYPE_CHECKING:
     from watchdog.daemon import Reloaded
     from watchdog.leadership import Leadership
     from watchdog.notify import Notifier
-    from watchdog.source import LiveCountSource
+    from watchdog.source import Endpoint, WorkspaceSources
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -222,7 +238,8 @@ def _check_slack(settings: Settings, config: Config) -> None:
     if settings.slack_mode != "bot" or config.slack.channel:
         return
     missing = ["the no-data alert"] if not config.no_data.channel else []
-    rules = [rule.name for rule in config.rules if not rule.channel]
+    every_workspace_routes = bool(config.workspaces) and all(w.channel for w in config.workspaces)
+    rules = [rule.name for rule in config.rules if not rule.channel and not every_workspace_routes]
     missing += [f"rules {', '.join(rules)}"] if rules else []
     missing += ["[report]"] if config.report is not None and not config.report.channel else []
     if missing:
@@ -321,11 +338,60 @@ def _writer_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
     return writer_lock(settings.state_dir)
 
 
+@dataclass(frozen=True)
+class _WorkspaceKey:
+    """A `[[workspaces]]` entry's API key as found (or not), and where it was looked for."""
+
+    workspace: WorkspaceSection
+    key: SecretStr | None
+    origin: str
+    """`$VARIABLE` or `credential NAME` when found, else where it was looked for."""
+
+
+def _workspace_keys(settings: Settings, config: Config) -> list[_WorkspaceKey]:
+    return [
+        _WorkspaceKey(ws, *settings.named_secret_from(ws.api_key_env, ws.credential))
+        for ws in config.workspaces
+    ]
+
+
+def _endpoints(settings: Settings, config: Config) -> dict[str, Endpoint]:
+    """How to reach each workspace: `ELEVENLABS_API_KEY` and `ELEVENLABS_BASE_URL` for a
+    file without `[[workspaces]]`, else each one's key and host (default:
+    `ELEVENLABS_BASE_URL`). A missing or malformed key is a ConfigError naming the
+    workspace and where the key was looked for, never the key."""
+    from watchdog.source import Endpoint
+
+    if not config.workspaces:
+        _require_key(settings)
+        assert settings.elevenlabs_api_key is not None
+        return {"": Endpoint(settings.elevenlabs_api_key, settings.elevenlabs_base_url)}
+    endpoints: dict[str, Endpoint] = {}
+    problems: list[str] = []
+    for found in _workspace_keys(settings, config):
+        ws = found.workspace
+        if found.key is None:
+            problems.append(
+                f"{config.source}: workspaces ({ws.name}): no API key: set {found.origin}"
+                " (needed by run and poll)"
+            )
+        elif not key_is_well_formed(found.key):
+            problems.append(
+                f"{config.source}: workspaces ({ws.name}): the API key in {found.origin}: must"
+                " be one line of printable ASCII without spaces"
+            )
+        else:
+            endpoints[ws.name] = Endpoint(found.key, ws.base_url or settings.elevenlabs_base_url)
+    if problems:
+        raise ConfigError(problems)
+    return endpoints
+
+
 # -- commands -----------------------------------------------------------------------
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from watchdog.checkreport import Environment, report
+    from watchdog.checkreport import Environment, WorkspaceKey, report
     from watchdog.metrics import parse_listen_addr
 
     for unknown in unknown_variables():
@@ -351,6 +417,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             name.removeprefix("webhook:")
             for name, sender in destinations.items()
             if getattr(sender, "signed", False)
+        ),
+        workspace_keys=tuple(
+            WorkspaceKey(found.workspace.name, found.key is not None, found.origin)
+            for found in _workspace_keys(settings, config)
         ),
     )
     for line in report(config, environment):
@@ -392,7 +462,7 @@ def _print_guarantee(settings: Settings) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     settings, config = _load(args)
-    _require_key(settings)
+    _endpoints(settings, config)  # a missing workspace key stops us here
     _destinations(settings, config)  # a missing routing key or webhook URL stops us here
     configure_logging(level=settings.watchdog_log_level, secrets=_secrets(settings, config))
     log = get_logger()
@@ -428,7 +498,6 @@ async def _run(settings: Settings, config: Config, store: Store, args: argparse.
     from watchdog.metrics import Metrics, parse_listen_addr, serve
     from watchdog.systemd import SdNotifier
 
-    assert settings.elevenlabs_api_key is not None
     log = get_logger()
     clock = SystemClock()
     notifier, fixed_channel = _notifier(settings)
@@ -515,8 +584,7 @@ def _reload(running: Settings, path: Path) -> Reloaded:
     settings = load_settings()
     config = load_config(path, overrides=settings.overrides())
     _check_slack(running, config)
-    _require_key(settings)
-    assert settings.elevenlabs_api_key is not None
+    endpoints = _endpoints(settings, config)
     for secret in _secrets(settings, config):
         add_secret(secret)
     changed = [name for name in RESTART_ONLY if getattr(settings, name) != getattr(running, name)]
@@ -536,6 +604,7 @@ def _reload(running: Settings, path: Path) -> Reloaded:
         notifier=notifier,
         destinations=destinations,
         needs_restart=tuple(name.upper() for name in changed),
+        workspace_endpoints=endpoints if config.workspaces else {},
     )
 
 
@@ -557,14 +626,13 @@ def _announce_guarantee(notifier: Notifier) -> None:
         )
 
 
-def _live_count_source(settings: Settings, config: Config, clock: SystemClock) -> LiveCountSource:
-    """The real source; each request bounded by `timeout` and by what the schedule allows."""
-    from watchdog.source import LiveCountSource, request_timeout
+def _live_count_source(settings: Settings, config: Config, clock: SystemClock) -> WorkspaceSources:
+    """The real source, a client per workspace; each request bounded by `timeout` and by
+    what the schedule allows."""
+    from watchdog.source import WorkspaceSources, request_timeout
 
-    assert settings.elevenlabs_api_key is not None
-    return LiveCountSource(
-        settings.elevenlabs_api_key,
-        settings.elevenlabs_base_url,
+    return WorkspaceSources(
+        _endpoints(settings, config),
         now=clock.now,
         timeout=request_timeout(config.watchdog.timeout, config.watchdog.poll_interval),
         max_concurrency=config.watchdog.concurrency,
@@ -587,8 +655,8 @@ def _notifier(settings: Settings, stream: TextIO | None = None) -> tuple[Notifie
 
 def _cmd_poll(args: argparse.Namespace) -> int:
     settings, config = _load(args)
-    _require_key(settings)
-    configure_logging(level="error", stream=sys.stderr, secrets=settings.secrets())
+    _endpoints(settings, config)
+    configure_logging(level="error", stream=sys.stderr, secrets=_secrets(settings, config))
     results = asyncio.run(_poll_all(settings, config))
     failed = 0
     for name, result in results:
@@ -611,7 +679,6 @@ def _cmd_poll(args: argparse.Namespace) -> int:
 
 async def _poll_all(settings: Settings, config: Config) -> list[tuple[str, int | SourceError]]:
 
-    assert settings.elevenlabs_api_key is not None
     clock = SystemClock()
     with _live_count_source(settings, config, clock) as source:
 
@@ -722,9 +789,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if "leader" in report:
         print(f"leader: {report['leader'] or 'none (no daemon holds the lock)'}")
     print("series:")
+    workspace = ""
     for item in report["series"]:
+        if item.get("workspace", "") != workspace:
+            workspace = item["workspace"]
+            print(f"  workspace {workspace}:")
         age = format_duration(now - datetime.fromisoformat(item["at"]))
-        print(f"  {item['series']:<24} {item['count']:>6}   {age} ago")
+        indent = "    " if workspace else "  "
+        print(f"{indent}{item['series']:<24} {item['count']:>6}   {age} ago")
     print("alerts:")
     if not report["alerts"]:
         print("  none pending or firing")
@@ -757,6 +829,11 @@ def _leader(url: str) -> str | None:
         return leader_of(url)
     except psycopg.Error as exc:
         raise StateError(f"cannot tell who leads: {type(exc).__name__}") from None
+
+
+def _series_order(series: str) -> tuple[str, bool, str]:
+    """Workspace by workspace (the unnamed one first), its own series before its agents."""
+    return (workspace_of(series), series != workspace_series(series), series)
 
 
 def _status_config(args: argparse.Namespace, settings: Settings) -> Config | None:
@@ -881,8 +958,13 @@ def _delivery_lag_line(lag: dict[str, Any], now: datetime) -> str:
 def _status_report(store: Store, now: datetime, config: Config | None = None) -> dict[str, Any]:
     last = store.last_samples()
     series = [
-        {"series": s.series, "count": s.count, "at": s.at.isoformat()}
-        for s in sorted(last.values(), key=lambda s: (s.series != WORKSPACE, s.series))
+        {
+            "series": s.series,
+            **({"workspace": workspace_of(s.series)} if workspace_of(s.series) else {}),
+            "count": s.count,
+            "at": s.at.isoformat(),
+        }
+        for s in sorted(last.values(), key=lambda s: _series_order(s.series))
     ]
     alerts = [
         _alert_json(a, config)
@@ -1123,10 +1205,12 @@ def _pagerduty_drill(settings: Settings, config: Config) -> int:
 def _secrets(settings: Settings, config: Config) -> list[str]:
     """Every secret for the log redaction, the rules file's `heartbeat_url` included."""
     url = config.watchdog.heartbeat_url
+    keys = [found.key for found in _workspace_keys(settings, config)]
     return [
         *settings.secrets(),
         *([url.get_secret_value()] if url is not None else []),
         *_destination_secrets(settings, config),
+        *(key.get_secret_value() for key in keys if key is not None and key.get_secret_value()),
     ]
 
 

@@ -103,6 +103,7 @@ from watchdog.model import (
     Sample,
     Transition,
     TransitionKind,
+    workspace_series,
 )
 from watchdog.notify import Notifier
 from watchdog.notify.coalesce import Reason
@@ -114,7 +115,7 @@ from watchdog.notify.storm import StormPolicy
 from watchdog.rules import ChangeRule, Config, ReportSection
 from watchdog.silences import Decision, Held, Silence, decide, reconcile
 from watchdog.silences import Reason as Suppression
-from watchdog.source import Source, request_timeout
+from watchdog.source import Endpoint, Source, WorkspaceSources, request_timeout
 from watchdog.store import OutboxEntry, Store
 from watchdog.systemd import LivenessPinger, SdNotifier
 
@@ -188,11 +189,20 @@ class Reloaded:
     """
 
     config: Config
-    api_key: SecretStr
+    api_key: SecretStr | None
     base_url: str
     notifier: Notifier | None = None  # a new Slack sender (rotated token or webhook URL)
     destinations: Mapping[str, Notifier] | None = None  # PagerDuty and webhooks, afresh
     needs_restart: tuple[str, ...] = ()
+    workspace_endpoints: Mapping[str, Endpoint] = field(default_factory=dict)
+    """Each `[[workspaces]]`'s key and host; empty: the one unnamed workspace's above."""
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """How to reach each workspace (`""`: the unnamed one of a file without them)."""
+        if self.workspace_endpoints or self.api_key is None:
+            return self.workspace_endpoints
+        return {"": Endpoint(self.api_key, self.base_url)}
 
 
 @runtime_checkable
@@ -474,7 +484,7 @@ class Daemon:
 
     def _annotation(self, record: AlertRecord, now: datetime) -> Notification:
         """The edit of the alert's card showing its current values and annotations."""
-        route = self.config.route_for(record.rule)
+        route = self.config.route_for(record.rule, record.series)
         return Notification(
             alert_id=record.alert_id,
             kind=TransitionKind.ANNOTATION,
@@ -754,7 +764,9 @@ class Daemon:
             await self._cancel_polls()
 
     def _report_to_dead_mans_switch(self) -> None:
-        """Healthy: the workspace gave a sample this cycle and nothing is stalled or degraded."""
+        """Healthy: a workspace series gave a sample this cycle (any one, with
+        `[[workspaces]]`: one workspace's rejected key is its no-data alert's to page, not
+        the dead-man's switch's) and nothing is stalled or degraded."""
         problems = list(self.health().problems)
         if not self._workspace_sampled:
             problems.insert(0, f"{WORKSPACE}: no good poll this cycle")
@@ -890,7 +902,7 @@ class Daemon:
             self._metrics.poll_ok(sample, took)
         self._poll_log.debug(Event.POLL_OK, series=name, count=sample.count, took=round(took, 4))
         self._unsaved.samples.append(sample)
-        if name == WORKSPACE:
+        if name == workspace_series(name):
             self._workspace_sampled = True
         transitions = self._engine.observe(sample)
         if transitions:
@@ -915,7 +927,11 @@ class Daemon:
         reason = exc.failure.value if not exc.detail else f"{exc.failure.value}: {exc.detail}"
         self._check_clock()
         transitions = self._engine.poll_failed(
-            name, self._clock.now(), reason, immediate=exc.failure.immediate
+            name,
+            self._clock.now(),
+            reason,
+            immediate=exc.failure.immediate,
+            key_rejected=exc.failure is PollFailure.REJECTED_KEY,
         )
         if transitions:
             self._commit(transitions)
@@ -995,18 +1011,12 @@ class Daemon:
             self._sd.ready()
             return False
         old, new = self.config, reloaded.config
-        if isinstance(self._source, ReconfigurableSource):
-            try:  # first: a source refusing the settings leaves everything as it was
-                self._source.reconfigure(
-                    api_key=reloaded.api_key,
-                    base_url=reloaded.base_url,
-                    timeout=request_timeout(new.watchdog.timeout, new.watchdog.poll_interval),
-                    concurrency=new.watchdog.concurrency,
-                )
-            except ValueError as exc:
-                self._log.error(Event.CONFIG_REJECTED, problems=[str(exc)], kept=old.source)
-                self._sd.ready()
-                return False
+        try:  # first: a source refusing the settings leaves everything as it was
+            self._reconfigure_source(reloaded)
+        except ValueError as exc:
+            self._log.error(Event.CONFIG_REJECTED, problems=[str(exc)], kept=old.source)
+            self._sd.ready()
+            return False
         now = self._clock.now()
         windows = [r.window for r in new.rules if isinstance(r, ChangeRule)]
         history: list[Sample] = []
@@ -1213,6 +1223,22 @@ class Daemon:
         self._log.debug(Event.STATE_PRUNED, expired=expired, thinned=thinned)
         return expired, thinned
 
+    def _reconfigure_source(self, reloaded: Reloaded) -> None:
+        """Hand the reloaded keys, hosts, timeout and concurrency to the source."""
+        watchdog = reloaded.config.watchdog
+        timeout = request_timeout(watchdog.timeout, watchdog.poll_interval)
+        if isinstance(self._source, WorkspaceSources):
+            self._source.reconfigure(
+                endpoints=reloaded.endpoints, timeout=timeout, concurrency=watchdog.concurrency
+            )
+        elif isinstance(self._source, ReconfigurableSource) and reloaded.api_key is not None:
+            self._source.reconfigure(
+                api_key=reloaded.api_key,
+                base_url=reloaded.base_url,
+                timeout=timeout,
+                concurrency=watchdog.concurrency,
+            )
+
     def _history_needed(self) -> timedelta:
         """How far back full-resolution samples matter: change windows and the sparkline."""
         windows = [r.window for r in self.config.rules if isinstance(r, ChangeRule)]
@@ -1224,7 +1250,7 @@ class Daemon:
         return self._fixed_channel or section.channel or self.config.slack.channel or "console"
 
     def _notification(self, t: Transition, config: Config) -> Notification:
-        route = config.route_for(t.rule)
+        route = config.route_for(t.rule, t.series)
         channel = self._fixed_channel or route.channel or "console"
         return Notification(
             alert_id=t.alert_id,
@@ -1242,7 +1268,7 @@ class Daemon:
             runbook=route.runbook,
             mention=_mention(t, route.mention),
             **self._people(t.rule, t.series, t.acked_by, t.acked_at, t.at),
-            limit=config.plan.concurrency_limit if config.plan and t.series == WORKSPACE else None,
+            limit=_limit(config, t.series),
         )
 
     # -- silences and mutes (see watchdog.silences) ---------------------------------
@@ -1450,7 +1476,8 @@ class Daemon:
             ),
             self.config,
         )
-        return dataclasses.replace(note, mention=self.config.route_for(record.rule).mention)
+        route = self.config.route_for(record.rule, record.series)
+        return dataclasses.replace(note, mention=route.mention)
 
     def _log_suppressed(
         self, note: Notification, decision: Decision, *, stage: str, outbox_id: int | None = None
@@ -1556,6 +1583,15 @@ class Daemon:
 
 def _seconds(value: float) -> str:
     return format_duration(timedelta(seconds=value))
+
+
+def _limit(config: Config, series: str) -> int | None:
+    """The plan's concurrency limit when `series` is a workspace's count (its own plan,
+    else `[plan]`), so the message shows the count against it."""
+    plan = config.plan_for(series)
+    return (
+        plan.concurrency_limit if plan is not None and series == workspace_series(series) else None
+    )
 
 
 def _mention(t: Transition, routed: str | None) -> str | None:

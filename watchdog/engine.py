@@ -36,9 +36,13 @@ Semantics, per alert instance (rule x series):
   does not page by itself: the watchdog's own backlog is `watchdog-behind`, below. While the
   workspace series itself is failing, agent series do not raise their own no-data alert,
   and once it recovers they get a fresh `stale_after` to recover too: one message for one
-  outage instead of one per agent. This is the built-in instance of inhibition
-  (`watchdog.inhibition`), kept here because it goes further than a rule's
-  `inhibited_by`: the agents' alerts do not even start.
+  outage instead of one per agent. A rejected key (401/403) is the workspace's: an agent
+  whose key is refused before its workspace's poll answers waits for that poll, which
+  pages once for the key (an agent refused while its workspace answers well pages at
+  the next tick). With `[[workspaces]]` this holds per workspace: one
+  workspace's series (`acme/workspace`) covers only its own agents (`acme/...`). This
+  is the built-in instance of inhibition (`watchdog.inhibition`), kept here because it
+  goes further than a rule's `inhibited_by`: the agents' alerts do not even start.
 - watchdog-behind (built in, one self-alert on the pseudo series `watchdog`): the daemon
   reports, once per poll cycle, how many series were not polled on time and why
   (`poll_schedule`). When more than BEHIND_SHARE of the series were late at every report
@@ -111,7 +115,6 @@ from watchdog.model import (
     NO_DATA_RULE,
     WATCHDOG_BEHIND_RULE,
     WATCHDOG_SERIES,
-    WORKSPACE,
     AlertRecord,
     AlertState,
     FiredChange,
@@ -120,6 +123,7 @@ from watchdog.model import (
     Severity,
     Transition,
     TransitionKind,
+    workspace_series,
 )
 from watchdog.rules import ChangeRule, Config, EscalationStage, FlapSettings, ThresholdRule
 
@@ -213,6 +217,7 @@ class _Series:
     last_good: datetime | None = None
     failure: str = ""
     immediate_failure: bool = False
+    key_rejected_at: datetime | None = None  # see _awaiting_workspace
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=SPARKLINE_LENGTH))
     windows: dict[timedelta, _Window] = field(default_factory=dict)
     rules: list[_Rule] = field(default_factory=list)
@@ -235,7 +240,7 @@ class Engine:
         self._started_at = started_at
         self._instances: dict[tuple[str, str], _Instance] = {}
         self._series: dict[str, _Series] = {}
-        self._workspace_back: datetime | None = None  # see _check_no_data
+        self._workspace_back: dict[str, datetime] = {}  # by workspace series: _check_no_data
         self._behind: _Behind | None = None  # see poll_schedule
         self._changes: dict[tuple[str, str], deque[datetime]] = {}  # see _note_change
         self._build_series()
@@ -257,7 +262,9 @@ class Engine:
             self._series[name] = series
         for rule in self._config.rules:
             for name in self._config.scopes.get(rule.name, ()):
-                self._series[name].rules.append(rule)
+                on = self._config.rule_on(rule.name, name)
+                assert on is not None
+                self._series[name].rules.append(on)
         for series in self._series.values():
             spans = {r.window for r in series.rules if isinstance(r, ChangeRule)}
             windows: dict[timedelta, _Window] = {}
@@ -338,7 +345,7 @@ class Engine:
                 else:
                     inst.severity = config.no_data.severity
                 continue
-            old, new = self._config.rule(rule_name), config.rule(rule_name)
+            old, new = self._config.rule_on(rule_name, series), config.rule_on(rule_name, series)
             if new is None:
                 out.append(self._end(inst, now, inst.last_count, "rule removed from config"))
             elif series not in config.scopes.get(rule_name, ()):
@@ -376,11 +383,12 @@ class Engine:
         series.last_good = at
         series.failure = ""
         series.immediate_failure = False
+        series.key_rejected_at = None
         out: list[Transition] = []
         no_data = self._instances.get((NO_DATA_RULE, series.name))
         if no_data is not None:
-            if series.name == WORKSPACE and not _hidden_resolved(no_data):
-                self._workspace_back = at
+            if series.name == workspace_series(series.name) and not _hidden_resolved(no_data):
+                self._workspace_back[series.name] = at
             if no_data.flapping is None:
                 self._resolve(no_data, at, count, "good poll received", out)
             else:
@@ -403,14 +411,25 @@ class Engine:
         return out
 
     def poll_failed(
-        self, series_name: str, at: datetime, reason: str, *, immediate: bool
+        self,
+        series_name: str,
+        at: datetime,
+        reason: str,
+        *,
+        immediate: bool,
+        key_rejected: bool = False,
     ) -> list[Transition]:
-        """Record a failed poll; failures no retry can fix raise no-data at once."""
+        """Record a failed poll; failures no retry can fix raise no-data at once.
+
+        `key_rejected`: the API refused the key, which is the whole workspace's (see
+        `_awaiting_workspace`)."""
         series = self._series.get(series_name)
         if series is None:
             return []
         series.failure = reason
         series.immediate_failure = immediate
+        if key_rejected and series.key_rejected_at is None:
+            series.key_rejected_at = at
         if immediate:
             return self._check_no_data(series, at, force=True)
         return []
@@ -447,8 +466,8 @@ class Engine:
         for series in self._series.values():
             out.extend(self._check_no_data(series, now, force=series.immediate_failure))
         for key, inst in list(self._instances.items()):
-            rule_name, _series = key
-            rule = self._config.rule(rule_name)
+            rule = self._config.rule_on(*key)
+            rule_name = key[0]
             if rule is not None and rule.active is not None and not rule.active.contains(now):
                 out.append(self._end(inst, now, inst.last_count, "outside active hours"))
                 continue
@@ -730,15 +749,19 @@ class Engine:
         if existing is not None and not _hidden_resolved(existing):
             return []
         reference = max(series.last_good or self._started_at, self._started_at)
-        if series.name != WORKSPACE and self._workspace_back is not None:
+        own_workspace = workspace_series(series.name)
+        back = self._workspace_back.get(own_workspace)
+        if series.name != own_workspace and back is not None:
             # After a workspace-wide outage the agents get a fresh `stale_after` to come
             # back, instead of one no-data message each for the outage just resolved.
-            reference = max(reference, self._workspace_back)
+            reference = max(reference, back)
         stale_after = self._config.no_data.stale_after
         if not force and (not series.failure or now - reference < stale_after):
             return []  # no failed poll: not polled is the watchdog's backlog, not the API's
-        if series.name != WORKSPACE and self._workspace_outage(series):
+        if series.name != own_workspace and self._workspace_outage(series):
             return []  # a workspace-wide outage: the workspace's no-data alert covers it
+        if series.name != own_workspace and self._awaiting_workspace(series):
+            return []  # the workspace's own poll judges its key: one page for one key
         if force:
             condition = f"no data: {series.failure}"
         else:
@@ -776,23 +799,41 @@ class Engine:
         return out
 
     def _workspace_outage(self, series: _Series) -> bool:
-        """Whether `series` went quiet as part of an outage of the whole workspace.
+        """Whether `series` went quiet as part of an outage of its whole workspace.
 
-        True while the workspace's no-data fires, or while the workspace is failing too
+        True while its workspace's no-data fires, or while its workspace is failing too
         and stopped answering no earlier than this series (within a poll interval). An
-        agent dead for hours is not hidden by one failed workspace poll.
+        agent dead for hours is not hidden by one failed workspace poll. Another
+        workspace's outage hides nothing here (each has its own key and host).
         """
-        workspace_alert = self._instances.get((NO_DATA_RULE, WORKSPACE))
+        own_workspace = workspace_series(series.name)
+        workspace_alert = self._instances.get((NO_DATA_RULE, own_workspace))
         if workspace_alert is not None and not _hidden_resolved(workspace_alert):
             return True
-        workspace = self._series[WORKSPACE]
-        if not workspace.failure:
+        workspace = self._series.get(own_workspace)
+        if workspace is None or not workspace.failure:
             return False
         if workspace.last_good is None:
             return True
         if series.last_good is None:
             return False
         return workspace.last_good <= series.last_good + self._config.watchdog.poll_interval
+
+    def _awaiting_workspace(self, series: _Series) -> bool:
+        """Whether an agent's rejected key waits for its workspace's own poll to judge it.
+
+        A key belongs to the whole workspace: when an agent's answer (401/403) arrives
+        before the workspace's in the same cycle, the workspace's no-data is the one
+        page, and the agent's alert is hidden by it. Only once the workspace answers
+        well after the rejection (the key is good for the workspace, so the refusal is
+        the agent's own) does the agent's no-data fire, at the next tick.
+        """
+        if series.key_rejected_at is None:
+            return False
+        workspace = self._series.get(workspace_series(series.name))
+        if workspace is None:
+            return False
+        return workspace.last_good is None or workspace.last_good < series.key_rejected_at
 
     def shift(self, delta: timedelta) -> None:
         """The wall clock was set by `delta`: move every remembered instant with it.
@@ -801,13 +842,14 @@ class Engine:
         length across the jump instead of collapsing or stretching by `delta`.
         """
         self._started_at += delta
-        if self._workspace_back is not None:
-            self._workspace_back += delta
+        self._workspace_back = {name: at + delta for name, at in self._workspace_back.items()}
         if self._behind is not None:
             self._behind.since += delta
         for series in self._series.values():
             if series.last_good is not None:
                 series.last_good += delta
+            if series.key_rejected_at is not None:
+                series.key_rejected_at += delta
             for window in series.windows.values():
                 window.samples = deque((at + delta, count) for at, count in window.samples)
         for inst in self._instances.values():

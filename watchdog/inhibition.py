@@ -1,7 +1,8 @@
 """Inhibition: an alert kept out of Slack while an alert that explains it fires.
 
 A rule with `inhibited_by = ["conversations-collapsed"]` is *inhibited* on a series while
-one of the named rules fires on that series or on the workspace: when every agent drops
+one of the named rules fires on that series or on its workspace's series (`workspace`, or
+`acme/workspace` for `acme/support`): when every agent drops
 because the workspace collapsed, the workspace's card says it once. Inhibition is one
 more cover of the suppression stage (`watchdog.silences.Cover.inhibitor`), so it keeps
 the same promises as a silence: the inhibited alerts are evaluated, stored and audited
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from watchdog.model import WORKSPACE, AlertRecord, AlertState
+from watchdog.model import AlertRecord, AlertState, workspace_series
 
 __all__ = ["NO_INHIBITIONS", "Inhibitions", "inhibitions"]
 
@@ -34,9 +35,10 @@ class Inhibitions:
     firing: frozenset[tuple[str, str]] = frozenset()
 
     def inhibitor(self, rule: str, series: str) -> str | None:
-        """The first rule of `rule`'s `inhibited_by` firing on `series` or the workspace."""
+        """The first rule of `rule`'s `inhibited_by` firing on `series` or its workspace."""
+        workspace = workspace_series(series)
         for name in self.inhibited_by.get(rule, ()):
-            if (name, series) in self.firing or (name, WORKSPACE) in self.firing:
+            if (name, series) in self.firing or (name, workspace) in self.firing:
                 return name
         return None
 

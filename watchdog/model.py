@@ -13,6 +13,29 @@ from enum import StrEnum
 WORKSPACE = "workspace"
 """Name of the series that carries the workspace-wide count."""
 
+WORKSPACE_SEPARATOR = "/"
+"""Between a workspace's name and its series' (`acme/support`) when the rules file names
+`[[workspaces]]`. No rule, agent or workspace name may contain it."""
+
+
+def series_name(workspace: str, name: str) -> str:
+    """The series `name` (an agent, or `workspace`) of `workspace`; `name` itself in a file
+    without `[[workspaces]]` (the unnamed workspace `""`)."""
+    return f"{workspace}{WORKSPACE_SEPARATOR}{name}" if workspace else name
+
+
+def workspace_of(series: str) -> str:
+    """The workspace a series belongs to: `acme` for `acme/support`, `""` (the unnamed
+    workspace of a file without `[[workspaces]]`) for `support`."""
+    workspace, separator, _ = series.partition(WORKSPACE_SEPARATOR)
+    return workspace if separator else ""
+
+
+def workspace_series(series: str) -> str:
+    """The workspace-wide series of the workspace `series` belongs to."""
+    return series_name(workspace_of(series), WORKSPACE)
+
+
 NO_DATA_RULE = "no-data"
 """Name of the built-in rule that fires when a series' polls keep failing."""
 

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from watchdog.engine import Engine
 from watchdog.errors import InputError
-from watchdog.model import NO_DATA_RULE, WORKSPACE, Sample, Transition, TransitionKind
+from watchdog.model import (
+    NO_DATA_RULE,
+    WORKSPACE,
+    WORKSPACE_SEPARATOR,
+    Sample,
+    Transition,
+    TransitionKind,
+)
 from watchdog.rules import Config
 from watchdog.suggest import did_you_mean
 
@@ -76,6 +83,9 @@ def read_csv(path: Path, config: Config) -> list[Sample]:
     return samples
 
 
+_NOT_A_SERIES = ": not 'workspace' or an agent of the config"
+
+
 def _row(row: list[str], known: set[str]) -> Sample:
     if len(row) not in (2, 3):
         raise ValueError(f"expected timestamp,count[,scope], got {len(row)} columns")
@@ -88,7 +98,10 @@ def _row(row: list[str], known: set[str]) -> Sample:
         raise ValueError(f"invalid count {count}: must be >= 0")
     series = row[2].strip() if len(row) == 3 and row[2].strip() else WORKSPACE
     if series not in known:
-        hint = did_you_mean(series, sorted(known)) or ": not 'workspace' or an agent of the config"
+        hint = did_you_mean(series, sorted(known)) or _NOT_A_SERIES
+        if WORKSPACE not in known and WORKSPACE_SEPARATOR not in series:
+            example = next(iter(sorted(known)), "acme/workspace")
+            hint = f": with [[workspaces]] name it as workspace/series, e.g. {example!r}"
         raise ValueError(f"unknown series {series!r}{hint}")
     return Sample(series=series, at=at, count=count)
 

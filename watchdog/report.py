@@ -36,10 +36,10 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from watchdog.model import (
     NO_DATA_RULE,
-    WORKSPACE,
     Sample,
     Transition,
     TransitionKind,
+    workspace_series,
 )
 from watchdog.replay import replay
 from watchdog.rules import Config, PlanLimitRule, ReportSection, ThresholdRule
@@ -165,14 +165,15 @@ def _series_figures(
         return sum(seconds for count, seconds in held if beyond(count)) / 60
 
     above = tuple(
-        (rule.name, minutes(_beyond(rule)))
+        (rule.name, minutes(_beyond(on)))
         for rule in config.rules
         if isinstance(rule, ThresholdRule)
         and not isinstance(rule, PlanLimitRule)  # said as in burst / at capacity
         and name in config.scopes.get(rule.name, ())
+        and isinstance(on := config.rule_on(rule.name, name), ThresholdRule)
     )
     peak = max(counts)
-    plan = config.plan if name == WORKSPACE else None
+    plan = config.plan_for(name) if name == workspace_series(name) else None
     return SeriesFigures(
         series=name,
         samples=len(samples),

@@ -50,6 +50,8 @@ from watchdog.model import (
     WATCHDOG_BEHIND_RULE,
     WORKSPACE,
     Severity,
+    series_name,
+    workspace_of,
 )
 from watchdog.suggest import did_you_mean, expected_choice
 from watchdog.urls import HEARTBEAT_URL_PROBLEM, check_http_url
@@ -213,7 +215,8 @@ class MuteWindow(ActiveWindow):
             return False
         if self.scope is not None:
             scope = [self.scope] if isinstance(self.scope, str) else self.scope
-            if "*" not in scope and series not in scope:
+            every_agent_of = series_name(workspace_of(series), "*")
+            if "*" not in scope and series not in scope and every_agent_of not in scope:
                 return False
         return self.active(at)
 
@@ -237,6 +240,8 @@ class _RuleBase(BaseModel):
     inhibited_by: tuple[StrictStr, ...] = ()
     """Rules whose firing on the same series, or on the workspace, keeps this rule's
     alerts out of Slack (see `watchdog.inhibition`)."""
+    workspaces: tuple[StrictStr, ...] | None = None
+    """Limits the rule to these `[[workspaces]]` (default: every workspace)."""
 
     def severities(self) -> frozenset[Severity]:
         """Every severity an alert of this rule can have: its own and its stages'."""
@@ -553,6 +558,64 @@ class Agent(BaseModel):
     id: StrictStr
 
 
+_WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+class WorkspaceSection(BaseModel):
+    """One `[[workspaces]]` entry: an ElevenLabs workspace, its key, host, plan and agents.
+
+    Its series are named `<name>/workspace` and `<name>/<agent>`. The API key is a secret,
+    never in this file: the variable named by `api_key_env`, else the credential file
+    `elevenlabs_api_key_<name>`. `base_url` is its data-residency host (default:
+    `ELEVENLABS_BASE_URL`), `channel` where its alerts go unless a rule routes them,
+    `plan` its concurrency limit (default: the top-level `[plan]`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr
+    api_key_env: StrictStr | None = None
+    base_url: StrictStr | None = None
+    channel: StrictStr | None = None
+    plan: PlanSection | None = None
+    agents: list[Agent] = []
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _WORKSPACE_NAME.fullmatch(value):
+            raise ValueError(
+                "must be 1-40 of a-z, 0-9, _ and -, starting with a letter or digit"
+                " (it names series and a credential file)"
+            )
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name (letters, digits and _)"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_http_url(value)
+        return value.rstrip("/")
+
+    @property
+    def credential(self) -> str:
+        """The credential file holding the key when `api_key_env` is not set (or empty)."""
+        return f"elevenlabs_api_key_{self.name}"
+
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
 class FlapSettings(BaseModel):
     """`[watchdog] flap`: how many firings and resolutions within `window` are flapping."""
 
@@ -776,6 +839,7 @@ class _ConfigFile(BaseModel):
     plan: PlanSection | None = None
     slack: SlackSection = SlackSection()
     agents: list[Agent] = []
+    workspaces: list[WorkspaceSection] = []
     rules: list[Rule] = []
     mute: list[MuteWindow] = []
     report: ReportSection | None = None
@@ -802,6 +866,7 @@ class Config:
     watchdog: WatchdogSection
     slack: SlackSection
     agents: tuple[Agent, ...]
+    """The top-level `[[agents]]`, or every workspace's (their series: `series`)."""
     rules: tuple[ThresholdRule | ChangeRule, ...]
     scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     no_data: NoDataSection = field(default_factory=NoDataSection)
@@ -834,11 +899,33 @@ class Config:
     plan: PlanSection | None = None
     report: ReportSection | None = None
     storm: StormSection = field(default_factory=StormSection)
+    workspaces: tuple[WorkspaceSection, ...] = ()
+    """`[[workspaces]]`; empty: the file's one unnamed workspace (`agents`, `[plan]`)."""
+    variants: Mapping[tuple[str, str], ThresholdRule | ChangeRule] = field(default_factory=dict)
+    """(rule, series) -> the rule as it applies there, where that differs from `rule(name)`:
+    a percentage of a workspace's own `[workspaces.plan]`, or that plan's built-in rules."""
 
-    @property
+    @cached_property
     def series(self) -> tuple[tuple[str, str | None], ...]:
-        """Every polled series as (name, agent_id): the workspace first, then each agent."""
-        return ((WORKSPACE, None), *((a.name, a.id) for a in self.agents))
+        """Every polled series as (name, agent_id): each workspace's own series first,
+        then its agents; workspace by workspace with `[[workspaces]]`."""
+        if not self.workspaces:
+            return ((WORKSPACE, None), *((a.name, a.id) for a in self.agents))
+        return tuple(
+            (series_name(ws.name, name), agent_id)
+            for ws in self.workspaces
+            for name, agent_id in ((WORKSPACE, None), *((a.name, a.id) for a in ws.agents))
+        )
+
+    def workspace(self, series: str) -> WorkspaceSection | None:
+        """The `[[workspaces]]` entry `series` belongs to (None without `[[workspaces]]`)."""
+        name = workspace_of(series)
+        return next((ws for ws in self.workspaces if ws.name == name), None)
+
+    def plan_for(self, series: str) -> PlanSection | None:
+        """The plan in force for the workspace of `series`: its own, else `[plan]`."""
+        found = self.workspace(series)
+        return found.plan if found is not None and found.plan is not None else self.plan
 
     @cached_property
     def _by_name(self) -> dict[str, ThresholdRule | ChangeRule]:
@@ -847,25 +934,37 @@ class Config:
     def rule(self, name: str) -> ThresholdRule | ChangeRule | None:
         return self._by_name.get(name)
 
+    def rule_on(self, name: str, series: str) -> ThresholdRule | ChangeRule | None:
+        """The rule `name` as it applies on `series` (see `variants`)."""
+        return self.variants.get((name, series)) or self._by_name.get(name)
+
     @cached_property
     def inhibited_by(self) -> dict[str, tuple[str, ...]]:
         """Each rule's `inhibited_by`, for the rules that have one."""
         return {rule.name: rule.inhibited_by for rule in self.rules if rule.inhibited_by}
 
-    def route_for(self, rule: str) -> Route:
-        """The rule's own channel (else `[slack] channel`), mention and runbook.
+    def route_for(self, rule: str, series: str | None = None) -> Route:
+        """The rule's own channel (else the workspace's of `series`, else `[slack]
+        channel`), mention and runbook.
 
         The built-in no-data and watchdog-behind alerts are routed by the `[no_data]` table.
         """
         found: ThresholdRule | ChangeRule | NoDataSection | None = (
             self.no_data if rule in (NO_DATA_RULE, WATCHDOG_BEHIND_RULE) else self.rule(rule)
         )
+        default = self.default_channel(series)
         if found is None:
-            return Route(self.slack.channel, None, None)
-        return Route(found.channel or self.slack.channel, found.mention, found.runbook)
+            return Route(default, None, None)
+        return Route(found.channel or default, found.mention, found.runbook)
 
-    def channel_for(self, rule: str) -> str | None:
-        return self.route_for(rule).channel
+    def default_channel(self, series: str | None) -> str | None:
+        """Where alerts on `series` go unless their rule routes them: its workspace's
+        `channel`, else `[slack] channel`."""
+        workspace = self.workspace(series) if series is not None else None
+        return (workspace.channel if workspace is not None else None) or self.slack.channel
+
+    def channel_for(self, rule: str, series: str | None = None) -> str | None:
+        return self.route_for(rule, series).channel
 
     def repeat_for(self, rule: str) -> timedelta:
         found = self.rule(rule)
@@ -897,7 +996,7 @@ def _loc(data: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "function-after"})
-_NAMED_LISTS = ("rules", "mute")
+_NAMED_LISTS = ("rules", "mute", "workspaces")
 """Top-level arrays of tables whose items are named in locations: `mute[0] (deploys)`."""
 
 
@@ -925,6 +1024,9 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("pagerduty",): PagerDutySection,
     ("webhooks",): WebhookSection,
     ("agents",): Agent,
+    ("workspaces",): WorkspaceSection,
+    ("workspaces", "plan"): PlanSection,
+    ("workspaces", "agents"): Agent,
     ("rules", "threshold"): ThresholdRule,
     ("rules", "change"): ChangeRule,
     ("rules", "threshold", "active"): ActiveWindow,
@@ -1036,6 +1138,79 @@ def _spelling_problems(data: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 @dataclass(frozen=True)
+class _Layout:
+    """The series a file names: the top-level agents, or each `[[workspaces]]`'s agents.
+
+    Scopes are words over it. Without `[[workspaces]]`: `workspace`, `*` (every agent)
+    and agent names. With them: `workspace` (each workspace's own series), `*` (every
+    agent of every workspace), `<workspace>/*` (every agent of one) and series names
+    (`acme/workspace`, `acme/support`), within the rule's `workspaces` if it has any.
+    """
+
+    agents: tuple[str, ...] = ()
+    workspaces: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def limited(self, names: Sequence[str] | None) -> list[str]:
+        """The workspaces a rule with `workspaces = names` (None: every one) applies to."""
+        return [ws for ws in self.workspaces if names is None or ws in names]
+
+    def words(self, limit: Sequence[str] | None = None) -> list[str]:
+        """Every valid scope word (within the workspaces `limit`)."""
+        if not self.workspaces:
+            return [WORKSPACE, "*", *sorted(self.agents)]
+        words = [WORKSPACE, "*"]
+        for ws in self.limited(limit):
+            words.append(series_name(ws, "*"))
+            words += [series_name(ws, name) for name in (WORKSPACE, *self.workspaces[ws])]
+        return words
+
+    def expand(self, word: str, limit: Sequence[str] | None = None) -> list[str]:
+        """The series one scope word stands for (see the class docstring)."""
+        if not self.workspaces:
+            return list(self.agents) if word == "*" else [word]
+        chosen = self.limited(limit)
+        if word == WORKSPACE:
+            return [series_name(ws, WORKSPACE) for ws in chosen]
+        if word == "*":
+            return [series_name(ws, a) for ws in chosen for a in self.workspaces[ws]]
+        ws, _, name = word.partition("/")
+        if name == "*":
+            return [series_name(ws, a) for a in self.workspaces.get(ws, ())]
+        return [word]
+
+    def scope(self, rule: _RuleBase) -> tuple[str, ...]:
+        """Every series a rule watches, in order, once."""
+        words = [rule.scope] if isinstance(rule.scope, str) else rule.scope
+        series: list[str] = []
+        for word in words:
+            for one in self.expand(word, rule.workspaces):
+                if one not in series:
+                    series.append(one)
+        return tuple(series)
+
+
+def _raw_layout(data: Mapping[str, Any]) -> _Layout:
+    """The layout of a raw document, whether or not its items are valid."""
+    raw = data.get("workspaces")
+    workspaces = {
+        item["name"]: _ordered_names(item.get("agents"))
+        for item in (raw if isinstance(raw, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    }
+    return _Layout(_ordered_names(data.get("agents")), workspaces)
+
+
+def _ordered_names(items: object) -> tuple[str, ...]:
+    """The `name`s of a raw array of tables in the file's order, each once."""
+    names = (
+        item["name"]
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    )
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
 class _Parts:
     """The sections and items of a file that are valid on their own."""
 
@@ -1044,10 +1219,11 @@ class _Parts:
     agents: Sequence[tuple[int, Agent]]
     rules: Sequence[tuple[int, ThresholdRule | ChangeRule]]
     mutes: Sequence[tuple[int, MuteWindow]] = ()
+    workspaces: Sequence[tuple[int, WorkspaceSection]] = ()
 
 
 def _semantic_problems(
-    parts: _Parts, known_agents: set[str], from_env: Collection[str], known_rules: set[str]
+    parts: _Parts, layout: _Layout, from_env: Collection[str], known_rules: set[str]
 ) -> list[tuple[str, str]]:
     """Checks across fields and sections, as (location, message) pairs.
 
@@ -1055,6 +1231,7 @@ def _semantic_problems(
     problem still gets its other problems reported in the same pass.
     """
     problems = _agent_problems(parts.agents)
+    problems += _workspace_problems(parts.workspaces, layout)
     problems += _timing_problems(parts.watchdog, parts.no_data, from_env)
     seen: set[str] = set()
     for i, rule in parts.rules:
@@ -1066,13 +1243,13 @@ def _semantic_problems(
         elif (wrong := _name_problem(rule.name)) is not None:
             problems.append((f"{where}.name", wrong))
         seen.add(rule.name)
-        problems.extend(_scope_problems(where, rule, known_agents))
+        problems.extend(_scope_problems(where, rule, layout))
         problems.extend(_inhibition_problems(where, rule, known_rules))
         if isinstance(rule, ThresholdRule):
             problems.extend(_threshold_problems(where, rule))
         else:
             problems.extend(_change_problems(where, rule))
-    problems += _mute_problems(parts.mutes, known_rules, known_agents)
+    problems += _mute_problems(parts.mutes, known_rules, layout)
     return problems
 
 
@@ -1097,13 +1274,13 @@ def _webhook_problems(
 
 
 def _mute_problems(
-    mutes: Sequence[tuple[int, MuteWindow]], known_rules: set[str], known_agents: set[str]
+    mutes: Sequence[tuple[int, MuteWindow]], known_rules: set[str], layout: _Layout
 ) -> list[tuple[str, str]]:
     """Names unique and well formed; `rules` and `scope` name what exists."""
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     rules = sorted(known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE})
-    series = [WORKSPACE, "*", *sorted(known_agents)]
+    series = layout.words() if not layout.workspaces else ["*", *layout.words()[2:]]
     for i, mute in mutes:
         where = f"mute[{i}] ({_printable(mute.name)})"
         if mute.name in seen:
@@ -1131,11 +1308,34 @@ def _mute_problems(
     return problems
 
 
-def _agent_problems(agents: Sequence[tuple[int, Agent]]) -> list[tuple[str, str]]:
+def _workspace_problems(
+    workspaces: Sequence[tuple[int, WorkspaceSection]], layout: _Layout
+) -> list[tuple[str, str]]:
+    """Unique names, agents valid within each; no top-level `[[agents]]` beside them."""
+    problems: list[tuple[str, str]] = []
+    if layout.workspaces and layout.agents:
+        problems.append(
+            (
+                "agents",
+                "top-level [[agents]] and [[workspaces]] cannot be mixed: move each agent into"
+                " its workspace's [[workspaces.agents]]",
+            )
+        )
+    seen: set[str] = set()
+    for i, ws in workspaces:
+        where = f"workspaces[{i}] ({ws.name})"
+        if ws.name in seen:
+            problems.append((f"{where}.name", "duplicate workspace name"))
+        seen.add(ws.name)
+        problems += _agent_problems(list(enumerate(ws.agents)), f"{where}.")
+    return problems
+
+
+def _agent_problems(agents: Sequence[tuple[int, Agent]], within: str = "") -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     agent_names: set[str] = set()
     for i, agent in agents:
-        where = f"agents[{i}] ({_printable(agent.name)})"
+        where = f"{within}agents[{i}] ({_printable(agent.name)})"
         if agent.name in agent_names:
             problems.append((f"{where}.name", "duplicate agent name"))
         if agent.name in (WORKSPACE, "*"):
@@ -1173,17 +1373,40 @@ def _timing_problems(
 
 
 def _scope_problems(
-    where: str, rule: ThresholdRule | ChangeRule, known_agents: set[str]
+    where: str, rule: ThresholdRule | ChangeRule, layout: _Layout
 ) -> list[tuple[str, str]]:
     scope = [rule.scope] if isinstance(rule.scope, str) else rule.scope
     if not scope:
         return [(f"{where}.scope", "must name at least one series")]
-    valid = [WORKSPACE, "*", *sorted(known_agents)]
-    problems: list[tuple[str, str]] = []
+    problems = _rule_workspaces_problems(where, rule, layout)
+    valid = layout.words(rule.workspaces)
+    outside = set(layout.words()) - set(valid)
     for name in scope:
-        if name not in valid:
+        if name in outside:
+            problems.append(
+                (f"{where}.scope", f"{name!r} is not in the rule's workspaces: {rule.workspaces}")
+            )
+        elif name not in valid:
             hint = did_you_mean(name, valid) or ": not an agent name"
             problems.append((f"{where}.scope", f"unknown series {name!r}{hint}"))
+    return problems
+
+
+def _rule_workspaces_problems(
+    where: str, rule: ThresholdRule | ChangeRule, layout: _Layout
+) -> list[tuple[str, str]]:
+    """`workspaces = [...]` names workspaces of the file, and only a file that has them."""
+    if rule.workspaces is None:
+        return []
+    if not layout.workspaces:
+        return [(f"{where}.workspaces", "this file has no [[workspaces]]")]
+    if not rule.workspaces:
+        return [(f"{where}.workspaces", "must name at least one workspace (leave it out for all)")]
+    problems: list[tuple[str, str]] = []
+    for name in rule.workspaces:
+        if name not in layout.workspaces:
+            hint = did_you_mean(name, list(layout.workspaces)) or ": not a workspace name"
+            problems.append((f"{where}.workspaces", f"unknown workspace {name!r}{hint}"))
     return problems
 
 
@@ -1300,20 +1523,6 @@ def _change_problems(where: str, rule: ChangeRule) -> list[tuple[str, str]]:
     return problems
 
 
-def _expand_scopes(parsed: _ConfigFile) -> dict[str, tuple[str, ...]]:
-    agents = [a.name for a in parsed.agents]
-    scopes: dict[str, tuple[str, ...]] = {}
-    for rule in parsed.rules:
-        names = [rule.scope] if isinstance(rule.scope, str) else rule.scope
-        series: list[str] = []
-        for name in names:
-            for one in agents if name == "*" else [name]:
-                if one not in series:
-                    series.append(one)
-        scopes[rule.name] = tuple(series)
-    return scopes
-
-
 def parse_config(
     text: str, *, source: str = "<rules>", overrides: Mapping[str, str] | None = None
 ) -> Config:
@@ -1333,8 +1542,7 @@ def parse_config(
         for key, value in overrides.items():
             numeric = key == "concurrency" and value.isascii() and value.isdigit()
             section[key] = int(value) if numeric else value
-    raw_agents = data.get("agents")
-    known_agents = _raw_names(raw_agents)
+    layout = _raw_layout(data)
     known_rules = _raw_names(data.get("rules"))
 
     def where(location: str) -> str:
@@ -1353,27 +1561,38 @@ def parse_config(
                 continue
             problems.append(f"{source}: {_loc(data, loc)}: {_message(error)}")
         parts = _valid_parts(data, context)
-        for location, message in _semantic_problems(parts, known_agents, from_env, known_rules):
+        for location, message in _semantic_problems(parts, layout, from_env, known_rules):
             problems.append(f"{where(location)}: {message}")
         problems += [f"{where(location)}: {message}" for location, message in spelling]
         raise ConfigError(problems) from None
     agents, rules = list(enumerate(parsed.agents)), list(enumerate(parsed.rules))
-    parts = _Parts(parsed.watchdog, parsed.no_data, agents, rules, list(enumerate(parsed.mute)))
-    semantic = _semantic_problems(parts, known_agents, from_env, known_rules)
+    parts = _Parts(
+        parsed.watchdog,
+        parsed.no_data,
+        agents,
+        rules,
+        list(enumerate(parsed.mute)),
+        list(enumerate(parsed.workspaces)),
+    )
+    semantic = _semantic_problems(parts, layout, from_env, known_rules)
     semantic += _webhook_problems(parsed.webhooks, known_rules)
-    for location, message in [*semantic, *spelling]:
+    scopes = {rule.name: layout.scope(rule) for rule in parsed.rules}
+    variants, percent_problems = _workspace_variants(data, parsed, scopes, context)
+    for location, message in [*semantic, *percent_problems, *spelling]:
         problems.append(f"{where(location)}: {message}")
     if problems:
         raise ConfigError(problems)
     own = {rule.name for rule in parsed.rules}
-    built_in = [r for r in plan_rules(parsed.plan) if r.name not in own] if parsed.plan else []
+    built_in, built_in_scopes, built_in_variants = _built_in_plan_rules(parsed, own)
     return Config(
         source=source,
         watchdog=parsed.watchdog,
         slack=parsed.slack,
-        agents=tuple(parsed.agents),
+        agents=tuple(parsed.agents) or tuple(a for ws in parsed.workspaces for a in ws.agents),
         rules=(*parsed.rules, *built_in),
-        scopes={**_expand_scopes(parsed), **{r.name: (WORKSPACE,) for r in built_in}},
+        scopes={**scopes, **built_in_scopes},
+        workspaces=tuple(parsed.workspaces),
+        variants={**variants, **built_in_variants},
         no_data=_no_data_in_force(parsed.watchdog, parsed.no_data, from_env),
         mutes=tuple(parsed.mute),
         plan=parsed.plan,
@@ -1382,6 +1601,84 @@ def parse_config(
         pagerduty=parsed.pagerduty,
         webhooks=tuple(parsed.webhooks),
     )
+
+
+_Variants = dict[tuple[str, str], "ThresholdRule | ChangeRule"]
+
+
+def _built_in_plan_rules(
+    parsed: _ConfigFile, own: set[str]
+) -> tuple[list[PlanLimitRule], dict[str, tuple[str, ...]], _Variants]:
+    """The `[plan]` rules on each workspace series whose plan is in force (its own
+    `[workspaces.plan]`, else `[plan]`), unless the file has a rule of that name.
+
+    One rule per name; a workspace whose plan differs has its own variant of it.
+    """
+    plans: list[tuple[str, PlanSection]] = []
+    if not parsed.workspaces:
+        plans = [(WORKSPACE, parsed.plan)] if parsed.plan is not None else []
+    for ws in parsed.workspaces:
+        plan = ws.plan or parsed.plan
+        if plan is not None:
+            plans.append((series_name(ws.name, WORKSPACE), plan))
+    rules: dict[str, PlanLimitRule] = {}
+    scopes: dict[str, tuple[str, ...]] = {}
+    variants: _Variants = {}
+    for series, plan in plans:
+        for rule in plan_rules(plan):
+            if rule.name in own:
+                continue
+            base = rules.setdefault(rule.name, rule)
+            scopes[rule.name] = (*scopes.get(rule.name, ()), series)
+            if rule != base:
+                variants[(rule.name, series)] = rule
+    return list(rules.values()), scopes, variants
+
+
+def _uses_percentages(rule: ThresholdRule | ChangeRule) -> bool:
+    if not isinstance(rule, ThresholdRule):
+        return False
+    return bool(rule.percentages) or any(stage.percentages for stage in rule.escalate)
+
+
+def _workspace_variants(
+    data: Mapping[str, Any],
+    parsed: _ConfigFile,
+    scopes: Mapping[str, tuple[str, ...]],
+    context: Mapping[str, object],
+) -> tuple[_Variants, list[tuple[str, str]]]:
+    """Rules written as percentages, resolved against each workspace's own plan.
+
+    A percentage means a share of the plan of the workspace a series belongs to; where
+    that is not the plan the file was validated against, the rule has a variant there.
+    A workspace without any plan cannot resolve one: a problem naming it.
+    """
+    if not parsed.workspaces:
+        return {}, []
+    plans = {ws.name: ws.plan or parsed.plan for ws in parsed.workspaces}
+    raw_rules: list[Any] = data.get("rules") or []
+    variants: _Variants = {}
+    problems: list[tuple[str, str]] = []
+    for i, rule in enumerate(parsed.rules):
+        if not _uses_percentages(rule):
+            continue
+        where = f"rules[{i}] ({_printable(rule.name)})"
+        for series in scopes.get(rule.name, ()):
+            workspace = workspace_of(series)
+            plan = plans.get(workspace)
+            if plan is None:
+                problems.append(
+                    (
+                        f"{where}.scope",
+                        f"a percentage needs the plan of workspace {workspace!r}: set"
+                        " [plan] or that workspace's [workspaces.plan]",
+                    )
+                )
+            elif plan != context.get(_PLAN_CONTEXT):
+                variants[(rule.name, series)] = _RULE.validate_python(
+                    raw_rules[i], context={_PLAN_CONTEXT: plan}
+                )
+    return variants, problems
 
 
 def _raw_names(items: object) -> set[str]:
@@ -1399,13 +1696,19 @@ def _plan_context(data: Mapping[str, Any]) -> dict[str, object]:
     `[plan]` is read first so that the rules of the same file can be checked against it;
     its own problems are reported where the file is validated as a whole.
     """
-    raw = data.get("plan")
+    raw, name = data.get("plan"), "[plan]"
+    if raw is None:  # else the first workspace's own plan (see `_workspace_variants`)
+        raw_workspaces = data.get("workspaces")
+        for item in raw_workspaces if isinstance(raw_workspaces, list) else []:
+            if isinstance(item, dict) and item.get("plan") is not None:
+                raw, name = item["plan"], "[workspaces.plan]"
+                break
     if raw is None:
         return {}
     try:
         return {_PLAN_CONTEXT: PlanSection.model_validate(raw)}
     except ValidationError:
-        return {_PLAN_CONTEXT: "[plan] is not valid"}
+        return {_PLAN_CONTEXT: f"{name} is not valid"}
 
 
 _RULE: TypeAdapter[ThresholdRule | ChangeRule] = TypeAdapter(Rule)
@@ -1426,9 +1729,14 @@ def _valid_parts(data: Mapping[str, Any], context: dict[str, object]) -> _Parts:
     for i, raw in enumerate(raw_mutes if isinstance(raw_mutes, list) else []):
         with contextlib.suppress(ValidationError):
             mutes.append((i, MuteWindow.model_validate(raw)))
+    workspaces: list[tuple[int, WorkspaceSection]] = []
+    raw_workspaces = data.get("workspaces")
+    for i, raw in enumerate(raw_workspaces if isinstance(raw_workspaces, list) else []):
+        with contextlib.suppress(ValidationError):
+            workspaces.append((i, WorkspaceSection.model_validate(raw)))
     watchdog = _valid_or_none(WatchdogSection, data.get("watchdog", {}))
     no_data = _valid_or_none(NoDataSection, data.get("no_data", {}))
-    return _Parts(watchdog, no_data, agents, rules, mutes)
+    return _Parts(watchdog, no_data, agents, rules, mutes, workspaces)
 
 
 def _valid_or_none(model: type[_Model], raw: object) -> _Model | None:

@@ -50,6 +50,12 @@ SlackMode = Literal["bot", "webhook", "console"]
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
+def key_is_well_formed(key: SecretStr) -> bool:
+    """One line of printable ASCII without spaces: a pasted key often carries a stray
+    character, which the API would reject as a wrong key."""
+    return _TOKEN.fullmatch(key.get_secret_value()) is not None
+
+
 class Settings(BaseSettings):
     """Everything that is not a rule: where things are, and the secrets to reach them."""
 
@@ -183,17 +189,26 @@ class Settings(BaseSettings):
 
     def named_secret(self, variable: str | None, credential: str) -> SecretStr | None:
         """A secret the rules file names: the variable `variable`, else the credential file
-        `credential` (for `[[webhooks]]`, whose names only the rules file knows)."""
+        `credential` (for `[[webhooks]]` and `[[workspaces]]`, whose names only the rules
+        file knows)."""
+        return self.named_secret_from(variable, credential)[0]
+
+    def named_secret_from(
+        self, variable: str | None, credential: str
+    ) -> tuple[SecretStr | None, str]:
+        """`named_secret`, and where it was found (`$VARIABLE` or `credential NAME`), or
+        where it was looked for when it was not; never the secret itself."""
         if variable and os.environ.get(variable):
-            return SecretStr(os.environ[variable])
+            return SecretStr(os.environ[variable]), f"${variable}"
+        looked = f"${variable} or " * bool(variable) + f"the credential {credential}"
         if not self.credentials_directory:
-            return None
+            return None, looked
         path = Path(self.credentials_directory) / credential
         try:
             text = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError):
-            return None
-        return SecretStr(text) if text else None
+            return None, looked
+        return (SecretStr(text), f"credential {credential}") if text else (None, looked)
 
     def secrets(self) -> list[str]:
         """The secret values, for the log redaction processor."""
@@ -352,7 +367,7 @@ def load_settings(credentials_dir: Path | None = None) -> Settings:
         "pagerduty_routing_key",
     ):
         value: SecretStr | None = getattr(settings, name)
-        if value is not None and not _TOKEN.fullmatch(value.get_secret_value()):
+        if value is not None and not key_is_well_formed(value):
             raise ConfigError(
                 [
                     f"environment: {name.upper()}: must be one line of printable ASCII "

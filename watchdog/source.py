@@ -14,7 +14,7 @@ says why); `poll` is still a coroutine, so the daemon, tests and benchmarks driv
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -26,7 +26,7 @@ import pydantic
 
 from watchdog.durations import format_duration
 from watchdog.errors import PollFailure, SourceError
-from watchdog.model import Sample
+from watchdog.model import Sample, workspace_of
 from watchdog.workers import RequestWorkers
 
 LIVE_COUNT_PATH: Final = "/v1/convai/analytics/live-count"
@@ -245,6 +245,87 @@ class LiveCountSource:
 
     def _retire(self, target: _Target) -> None:
         target.workers.stop()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one workspace: its API key and its (data-residency) host."""
+
+    api_key: pydantic.SecretStr
+    base_url: str
+
+
+class WorkspaceSources:
+    """One `LiveCountSource` per workspace, each with its own key, host and HTTP client;
+    a series is polled by the source of its workspace (`watchdog.model.workspace_of`).
+
+    Without `[[workspaces]]` there is one, for the unnamed workspace `""`. Each source
+    keeps the guarantees of `LiveCountSource`, so one workspace's rejected key or dead
+    host fails only that workspace's polls.
+    """
+
+    def __init__(
+        self,
+        endpoints: Mapping[str, Endpoint],
+        *,
+        now: Callable[[], datetime],
+        timeout: float = 10.0,
+        max_concurrency: int = 8,
+    ) -> None:
+        self._now = now
+        self._sources = self._new_sources(endpoints, timeout, max_concurrency)
+
+    def __repr__(self) -> str:
+        return f"WorkspaceSources({self._sources!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def poll(self, series: str, agent_id: str | None) -> Sample:
+        """Measure `series` with its workspace's source."""
+        source = self._sources.get(workspace_of(series))
+        if source is None:
+            raise SourceError(series, PollFailure.BAD_RESPONSE, "no such workspace configured")
+        return await source.poll(series, agent_id)
+
+    def reconfigure(
+        self, *, endpoints: Mapping[str, Endpoint], timeout: float, concurrency: int
+    ) -> None:
+        """Poll with these workspaces and settings from the next poll on (SIGHUP reload).
+
+        Invalid values raise ValueError and change nothing; the sources replaced finish
+        their requests in flight, then go away.
+        """
+        new = self._new_sources(endpoints, timeout, concurrency)
+        old, self._sources = self._sources, new
+        for source in old.values():
+            source.close()
+
+    def close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+
+    def _new_sources(
+        self, endpoints: Mapping[str, Endpoint], timeout: float, concurrency: int
+    ) -> dict[str, LiveCountSource]:
+        sources: dict[str, LiveCountSource] = {}
+        try:
+            for name, endpoint in endpoints.items():
+                sources[name] = LiveCountSource(
+                    endpoint.api_key,
+                    endpoint.base_url,
+                    now=self._now,
+                    timeout=timeout,
+                    max_concurrency=concurrency,
+                )
+        except ValueError:
+            for source in sources.values():
+                source.close()
+            raise
+        return sources
 
 
 def _count(series: str, response: httpx.Response, redact: Callable[[str], str]) -> int:
