@@ -209,6 +209,41 @@ def test_recoverable_errors_are_retried_until_one_success(store: Store) -> None:
     assert store.outbox_depth() == 0
 
 
+@dataclass
+class SlowNotifier(ScriptedNotifier):
+    """A ScriptedNotifier whose every call takes `takes` on the clock before it answers."""
+
+    takes: timedelta = timedelta(0)
+
+    def deliver(
+        self,
+        note: Notification,
+        original: MessageRef | None,
+        *,
+        in_doubt_since: datetime | None = None,
+    ) -> MessageRef | None:
+        try:
+            return super().deliver(note, original, in_doubt_since=in_doubt_since)
+        finally:
+            self.clock.now += self.takes
+
+
+def test_a_retry_waits_its_retry_in_from_the_failed_answer_not_from_the_call(
+    store: Store,
+) -> None:
+    """A 429 (Retry-After 30 s) answered after a 20 s call: the next call comes 30 s after
+    that answer, not 10 s (the wait counted from when the call began)."""
+    clock = FakeClock()
+    takes = timedelta(seconds=20)
+    retry_after = NotifyError("ratelimited", recoverable=True, retry_after=30)
+    notifier = SlowNotifier(clock, {"a1": [retry_after]}, takes=takes)
+    store.apply(notifications=[note("a1")])
+    asyncio.run(drain(worker(store, notifier), clock))
+    first, second = notifier.calls
+    assert (first.ok, second.ok) == (False, True)
+    assert second.at - (first.at + takes) >= timedelta(seconds=30)
+
+
 def test_permanent_error_dead_letters_and_logs_failure(store: Store) -> None:
     """A permanent error is not retried: the entry becomes a dead letter and notify.failed."""
     clock = FakeClock()

@@ -329,6 +329,42 @@ def test_removed_agents_disappear_from_metrics(
         assert daemon.stop() == 0
 
 
+@pytest.mark.slow
+def test_a_poll_running_through_the_reload_does_not_bring_its_series_back(
+    tmp_path: Path, api: FakeElevenLabs, slack: FakeSlack
+) -> None:
+    """A removed agent's poll still hanging at the SIGHUP is dropped: it neither fails
+    afterwards nor puts the series back into /metrics."""
+    api.add_agent("agent_kept", 2)
+    api.set_behaviour("hang", "agent_gone")
+    both = [("kept", "agent_kept"), ("gone", "agent_gone")]
+    # A hung request gives up after the 1s timeout, well before the next cycle (2s).
+    options = {"poll_interval": "2s", "agents": both}
+    config = write_fast_rules(tmp_path / "rules.toml", HIGH, **options)
+    env = daemon_env(
+        tmp_path / "state",
+        api_url=api.url,
+        slack_api_url=slack.api_url,
+        WATCHDOG_METRICS_ADDR=f"127.0.0.1:{free_port()}",
+    )
+
+    def polls_of(agent_id: str) -> int:
+        return sum(r.query.get("agent_id") == agent_id for r in api.requests)
+
+    with DaemonProcess(["run", "--config", str(config)], env).start() as daemon:
+        port = daemon.wait_for("metrics.listening")["port"]
+        daemon.wait_for("poll.failed", series="gone")
+        daemon.wait_until(lambda: polls_of("agent_gone") == 2)  # the second one hangs
+
+        write_fast_rules(config, HIGH, agents=both[:1], poll_interval="2s")
+        daemon.send(signal.SIGHUP)
+        loaded = daemon.wait_for("config.loaded", reload=True)
+        daemon.wait_for("poll.ok", series="kept", count=3)  # past that poll's timeout
+        assert not [e for e in after(daemon, loaded, "poll.failed") if e["series"] == "gone"]
+        assert 'series="gone"' not in scrape(port)
+        assert daemon.stop() == 0
+
+
 # -- a poll gap -----------------------------------------------------------------------
 
 

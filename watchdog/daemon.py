@@ -999,7 +999,8 @@ class Daemon:
         Applied live: every rule and `[watchdog]` key (the source takes the new timeout,
         concurrency, API key and base URL from its next poll on), a new Slack sender (from
         the next delivery attempt on), and series removed from the config leave
-        `/metrics`. Alerts follow the engine's redefinition rules.
+        `/metrics` (a poll of theirs still running is cancelled: its answer would bring
+        them back). Alerts follow the engine's redefinition rules.
         """
         if self._load is None:
             return False
@@ -1039,9 +1040,13 @@ class Daemon:
         self._unsaved.alerts.update({(r.rule, r.series): r for r in self._engine.records()})
         self._commit(transitions, config=old)
         self.config = new
+        kept = {name for name, _ in new.series}
+        removed = [name for name, _ in old.series if name not in kept]
+        for name in removed:
+            if (poll := self._in_flight.get(name)) is not None:
+                poll.cancel()  # its answer, arriving later, would bring the series back
         if self._metrics is not None:
-            kept = {name for name, _ in new.series}
-            self._metrics.forget_series(name for name, _ in old.series if name not in kept)
+            self._metrics.forget_series(removed)
             self._update_firing_metric()
         self._log.info(
             Event.CONFIG_LOADED,

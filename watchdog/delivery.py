@@ -352,10 +352,12 @@ class OutboxWorker:
         if outcome.recoverable:
             retry_after = min(outcome.retry_after or 0.0, MAX_RETRY_AFTER)
             retry_in = max(retry_after, self._backoff.delay(attempt, self._random()))
+            # Counted from the answer, not from the round's start: a slow call that ends in
+            # a 429 is still given its whole Retry-After.
             self._store.mark_retry(
                 entry.id,
                 attempts=attempt,
-                next_attempt_at=now + timedelta(seconds=retry_in),
+                next_attempt_at=self._now() + timedelta(seconds=retry_in),
                 error=outcome.reason,
                 in_doubt=outcome.in_doubt,
             )
