@@ -546,6 +546,37 @@ def test_check_lists_each_workspace_its_key_by_name_and_its_host(tmp_path: Path)
     assert ACME_KEY not in done.stdout + done.stderr
 
 
+OWN_PLANS = PLANS.replace("\n[plan]\nconcurrency_limit = 50\n", "").replace(
+    'base_url = "https://api.eu.residency.elevenlabs.io/"\n',
+    'base_url = "https://api.eu.residency.elevenlabs.io/"\n'
+    "[workspaces.plan]\nconcurrency_limit = 50\n",
+)
+
+
+@pytest.mark.parametrize("head", [PLANS, OWN_PLANS], ids=["top-level-plan", "only-own-plans"])
+def test_check_shows_what_a_percentage_resolved_to_in_each_workspace_s_plan(
+    tmp_path: Path, head: str
+) -> None:
+    """A rule whose percentage resolves differently per workspace plan (acme's own limit
+    10, beta's 50: its own or the top-level [plan]) gets a line per plan, with the level
+    and the limit it came from, on that plan's series; so do `[plan]`'s built-in rules."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(head + '[[rules]]\nname = "r"\nkind = "threshold"\nabove = "80%"\n')
+    env = base_env(tmp_path / "state", ACME_ELEVENLABS_API_KEY=ACME_KEY)
+    done = cli("check", "--config", str(rules), env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("  r:", "  at-cap"))]
+    rejected = "the plan's limit (no burst): new calls are rejected"
+    assert lines == [
+        "  r: threshold count > 8 on acme/workspace [warning] (above 80% of 10 = 8) -> #acme",
+        "  r: threshold count > 40 on beta/workspace [warning] (above 80% of 50 = 40) -> #oncall",
+        f"  at-capacity: built in by [plan]: count >= 10, {rejected} on acme/workspace"
+        " [critical] -> #acme",
+        f"  at-capacity: built in by [plan]: count >= 50, {rejected} on beta/workspace"
+        " [critical] -> #oncall",
+    ]
+
+
 def test_check_reads_a_workspace_key_from_its_credential_file(tmp_path: Path) -> None:
     """The credential file `elevenlabs_api_key_<name>` supplies a key; `check` names the
     file, not the key."""
