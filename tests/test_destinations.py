@@ -188,6 +188,25 @@ def test_pagerduty_sender_retries_throttling_and_outages_and_gives_up_on_400(
     assert pagerduty.actions() == [("trigger", "a1")]
 
 
+@pytest.mark.parametrize(("series", "workspace"), [("acme/support", "acme"), ("support", None)])
+def test_pagerduty_and_webhooks_name_the_workspace(
+    pagerduty: FakePagerDuty, series: str, workspace: str | None
+) -> None:
+    """An alert of a `[[workspaces]]` workspace names it: the webhook document's
+    `workspace`, PagerDuty's `group` and `custom_details.workspace`; the unnamed workspace
+    of a file without [[workspaces]] is `workspace: null` and no PagerDuty group."""
+    firing = dataclasses.replace(note("a1"), series=series, severity=Severity.CRITICAL)
+    PagerDutyNotifier(SecretStr(KEY), events_url=pagerduty.events_url).deliver(firing, None)
+    with FakeWebhookReceiver(None) as receiver:
+        WebhookNotifier("ops", SecretStr(receiver.url)).deliver(firing, None)
+        (received,) = receiver.accepted
+    assert (received.body["series"], received.body["workspace"]) == (series, workspace)
+    (sent,) = pagerduty.events
+    assert sent["payload"]["source"] == f"watchdog: {series}"
+    assert sent["payload"].get("group") == workspace
+    assert sent["payload"]["custom_details"].get("workspace") == workspace
+
+
 def test_webhook_signs_the_body_and_gives_up_on_4xx() -> None:
     """With a secret the receiver verifies the signature; the Idempotency-Key is the same on
     a retry; 5xx is retried, a 4xx (the receiver rejecting a bad signature) dead-letters."""

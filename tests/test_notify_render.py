@@ -92,6 +92,30 @@ def test_firing_card_header_has_emoji_verb_and_rule(severity: Severity, emoji: s
     assert message.text.startswith(f"{emoji} FIRING [{severity.value.upper()}]")
 
 
+@pytest.mark.parametrize(
+    ("series", "title"),
+    [("acme/support", "high-load · workspace acme"), ("support", "high-load")],
+)
+def test_card_headers_name_the_workspace_in_words(series: str, title: str) -> None:
+    """The firing, resolved and fired-and-resolved cards of a `[[workspaces]]` series name
+    its workspace in the header; a file without [[workspaces]] keeps the rule alone."""
+    firing = note(series=series)
+    resolved = note(series=series, kind=TransitionKind.RESOLVED)
+    headers = [
+        message.blocks[0]["text"]["text"]
+        for message in (
+            render(firing),
+            render_resolved_original(resolved),
+            render_fired_and_resolved(dataclasses.replace(resolved, fired_at=AT, fired_count=30)),
+        )
+    ]
+    assert headers == [
+        f"🔴 FIRING: {title}",
+        f"✅ RESOLVED: {title}",
+        f"✅ FIRED AND RESOLVED: {title}",
+    ]
+
+
 def test_firing_card_fields() -> None:
     """The firing card shows series, count, condition, how long it held and severity."""
     fields = mrkdwn_texts([render(note()).blocks[1]])

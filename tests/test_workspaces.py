@@ -33,6 +33,7 @@ from watchdog.model import (
 )
 from watchdog.notify import ConsoleNotifier
 from watchdog.rules import Config, ThresholdRule, parse_config
+from watchdog.silences import Silence, cover
 from watchdog.source import Endpoint, WorkspaceSources
 from watchdog.store import Store
 
@@ -311,6 +312,35 @@ def test_a_mute_may_cover_one_workspace() -> None:
     assert not mute.covers("r", "acme/workspace", T0)
 
 
+SERIES = ("acme/workspace", "acme/support", "acme/sales", "beta/workspace", "beta/support")
+
+
+@pytest.mark.parametrize(
+    ("scope", "covered"),
+    [
+        ("*", SERIES),
+        ("acme/*", ("acme/workspace", "acme/support", "acme/sales")),
+        ("beta/*", ("beta/workspace", "beta/support")),
+        ("acme/support", ("acme/support",)),
+        ("beta/workspace", ("beta/workspace",)),
+    ],
+)
+def test_a_silence_and_a_mute_with_one_scope_cover_the_same_series(
+    scope: str, covered: tuple[str, ...]
+) -> None:
+    """In the suppression stage a silence's scope means what the same words in a
+    `[[mute]]`'s scope mean: `*` every series, `<ws>/*` every series of that workspace, a
+    series name that series."""
+    config = workspaces(
+        '[[mute]]\nname = "m"\ndays = "mon-sun"\nhours = "00:00-24:00"\ntz = "UTC"\n'
+        f'scope = "{scope}"\n'
+    )
+    silence = Silence(1, "*", scope, T0, at(3600), "cli:alice", "client maintenance")
+    mute = config.mutes[0]
+    assert [s for s in SERIES if cover("r", s, at(1), [silence], [])] == list(covered)
+    assert [s for s in SERIES if cover("r", s, at(1), [], [mute])] == list(covered)
+
+
 # -- no-data and inhibition per workspace ----------------------------------------------
 
 
@@ -516,6 +546,37 @@ def test_check_lists_each_workspace_its_key_by_name_and_its_host(tmp_path: Path)
     assert ACME_KEY not in done.stdout + done.stderr
 
 
+OWN_PLANS = PLANS.replace("\n[plan]\nconcurrency_limit = 50\n", "").replace(
+    'base_url = "https://api.eu.residency.elevenlabs.io/"\n',
+    'base_url = "https://api.eu.residency.elevenlabs.io/"\n'
+    "[workspaces.plan]\nconcurrency_limit = 50\n",
+)
+
+
+@pytest.mark.parametrize("head", [PLANS, OWN_PLANS], ids=["top-level-plan", "only-own-plans"])
+def test_check_shows_what_a_percentage_resolved_to_in_each_workspace_s_plan(
+    tmp_path: Path, head: str
+) -> None:
+    """A rule whose percentage resolves differently per workspace plan (acme's own limit
+    10, beta's 50: its own or the top-level [plan]) gets a line per plan, with the level
+    and the limit it came from, on that plan's series; so do `[plan]`'s built-in rules."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(head + '[[rules]]\nname = "r"\nkind = "threshold"\nabove = "80%"\n')
+    env = base_env(tmp_path / "state", ACME_ELEVENLABS_API_KEY=ACME_KEY)
+    done = cli("check", "--config", str(rules), env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("  r:", "  at-cap"))]
+    rejected = "the plan's limit (no burst): new calls are rejected"
+    assert lines == [
+        "  r: threshold count > 8 on acme/workspace [warning] (above 80% of 10 = 8) -> #acme",
+        "  r: threshold count > 40 on beta/workspace [warning] (above 80% of 50 = 40) -> #oncall",
+        f"  at-capacity: built in by [plan]: count >= 10, {rejected} on acme/workspace"
+        " [critical] -> #acme",
+        f"  at-capacity: built in by [plan]: count >= 50, {rejected} on beta/workspace"
+        " [critical] -> #oncall",
+    ]
+
+
 def test_check_reads_a_workspace_key_from_its_credential_file(tmp_path: Path) -> None:
     """The credential file `elevenlabs_api_key_<name>` supplies a key; `check` names the
     file, not the key."""
@@ -651,6 +712,100 @@ def test_replay_reads_workspace_qualified_series(tmp_path: Path) -> None:
         "unknown series 'workspace': with [[workspaces]] name it as workspace/series,"
         " e.g. 'acme/sales'"
     ) in done.stderr
+
+
+def silence_add(rules: Path, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`watchdog silence add` for the rule `r` on `rules`, for an hour."""
+    Store.open(Store.default_path(state)).close()  # as `watchdog run` leaves it
+    return cli(
+        *("silence", "add", "--config", str(rules), "--rule", "r", "--for", "1h"),
+        *("--comment", "client maintenance", *args),
+        env=base_env(state),
+    )
+
+
+def test_silence_add_takes_the_scope_words_of_a_mute(tmp_path: Path) -> None:
+    """`--scope` takes `<ws>/*` (every series of one workspace), a series and `*` (every
+    series, as no scope); the silence made covers what the words say."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(WORKSPACES + '[[rules]]\nname = "r"\nkind = "threshold"\nabove = 3\n')
+    state = tmp_path / "state"
+    for scope in ("beta/*", "acme/sales", "*"):
+        done = silence_add(rules, state, "--scope", scope)
+        assert done.returncode == 0, done.stderr
+    with Store.open(Store.default_path(state)) as store:
+        made = store.silences(datetime.now(UTC))
+    assert [s.scope for s in made] == ["beta/*", "acme/sales", None]
+    one_workspace = made[0]
+    assert [s for s in SERIES if one_workspace.covers("r", s, datetime.now(UTC))] == [
+        "beta/workspace",
+        "beta/support",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("head", "scope", "message"),
+    [
+        (WORKSPACES, "gamma/*", "unknown workspace 'gamma' in 'gamma/*': use one of acme, beta"),
+        (
+            WORKSPACES,
+            "acem/sales",
+            "unknown workspace 'acem' in 'acem/sales': did you mean 'acme'?",
+        ),
+        (
+            WORKSPACES,
+            "beta/sales",
+            "unknown series 'beta/sales': did you mean 'acme/sales'?",
+        ),
+        (
+            WORKSPACES,
+            "billing",
+            "unknown series 'billing': use one of *, acme/*, beta/*, acme/workspace,"
+            " acme/support, acme/sales, beta/workspace, beta/support, watchdog",
+        ),
+        (
+            '[[agents]]\nname = "support"\nid = "agent_1"\n',
+            "acme/*",
+            "unknown workspace 'acme' in 'acme/*': the file has no [[workspaces]]",
+        ),
+    ],
+    ids=[
+        "unknown-workspace",
+        "misspelt-workspace",
+        "unknown-series",
+        "nothing-close",
+        "no-workspaces",
+    ],
+)
+def test_silence_add_names_an_unknown_workspace_or_series_and_what_exists(
+    tmp_path: Path, head: str, scope: str, message: str
+) -> None:
+    """A `--scope` naming no workspace or series of the file is one line saying what there
+    is, exit 2, no traceback."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(head + '[[rules]]\nname = "r"\nkind = "threshold"\nabove = 3\n')
+    done = silence_add(rules, tmp_path / "state", "--scope", scope)
+    assert (done.returncode, done.stderr) == (2, f"watchdog silence add: --scope: {message}\n")
+
+
+def test_silence_add_without_workspaces_takes_a_star_and_plain_names(tmp_path: Path) -> None:
+    """In a file without [[workspaces]], `--scope` takes `*` (every series) and the plain
+    series names, as before."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[agents]]\nname = "support"\nid = "agent_1"\n'
+        '[[rules]]\nname = "r"\nkind = "threshold"\nabove = 3\n'
+    )
+    state = tmp_path / "state"
+    for scope in ("*", "support", "workspace"):
+        done = silence_add(rules, state, "--scope", scope)
+        assert done.returncode == 0, done.stderr
+    with Store.open(Store.default_path(state)) as store:
+        assert [s.scope for s in store.silences(datetime.now(UTC))] == [
+            None,
+            "support",
+            "workspace",
+        ]
 
 
 def test_a_reload_moves_a_workspace_to_its_new_host_and_key(tmp_path: Path) -> None:

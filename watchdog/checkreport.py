@@ -71,7 +71,7 @@ def report(config: Config, env: Environment) -> list[str]:
         lines.append(f"  {_plan_line(config.plan)}")
     keys = {key.workspace: key for key in env.workspace_keys}
     lines += [f"  {_workspace_line(config, ws, keys.get(ws.name))}" for ws in config.workspaces]
-    lines += [f"  {summarize(config, rule, env.slack_mode)}" for rule in config.rules]
+    lines += [f"  {line}" for rule in config.rules for line in _rule_lines(config, rule, env)]
     lines.append(f"  {_no_data_line(config, env.slack_mode)}")
     lines.append(f"  {_flap_line(config.watchdog.flap)}")
     lines += [f"  {_mute_line(mute)}" for mute in config.mutes]
@@ -113,15 +113,48 @@ def _heartbeat_line(url: str) -> str:
     )
 
 
+def _rule_lines(config: Config, rule: ThresholdRule | ChangeRule, env: Environment) -> list[str]:
+    """A rule's lines: one, or one per workspace plan its levels resolve differently
+    under (a percentage of each workspace's own plan; `[plan]`'s built-in rules), each
+    on the series it applies to there."""
+    groups: list[tuple[ThresholdRule | ChangeRule, int | None, list[str]]] = []
+    for series in config.scopes.get(rule.name, ()):
+        applied = config.rule_on(rule.name, series) or rule
+        plan = config.plan_for(series)
+        limit = plan.concurrency_limit if plan is not None and _has_percentages(applied) else None
+        same = next((g for g in groups if g[0] == applied and g[1] == limit), None)
+        if same is None:
+            groups.append((applied, limit, [series]))
+        else:
+            same[2].append(series)
+    if not groups:
+        return [summarize(config, rule, env.slack_mode, (), None)]
+    return [
+        summarize(config, applied, env.slack_mode, series, limit)
+        for applied, limit, series in groups
+    ]
+
+
+def _has_percentages(rule: ThresholdRule | ChangeRule) -> bool:
+    return isinstance(rule, ThresholdRule) and bool(
+        rule.percentages or any(stage.percentages for stage in rule.escalate)
+    )
+
+
 def summarize(
-    config: Config, rule: ThresholdRule | ChangeRule, slack_mode: SlackMode = "bot"
+    config: Config,
+    rule: ThresholdRule | ChangeRule,
+    slack_mode: SlackMode,
+    series: Sequence[str],
+    limit: int | None,
 ) -> str:
-    """One line for a rule: what it watches, how severe, and where its alerts go."""
-    scope = ", ".join(config.scopes.get(rule.name, ())) or "(no series)"
+    """One line for a rule on `series`: what it watches, how severe, what its percentages
+    of the plan's `limit` resolved to, and where its alerts go."""
+    scope = ", ".join(series) or "(no series)"
     kind = "built in by [plan]:" if isinstance(rule, PlanLimitRule) else rule.kind
     parts = [f"{rule.name}: {kind} {rule.describe()} on {scope}", f"[{rule.severity}]"]
-    if isinstance(rule, ThresholdRule) and config.plan is not None:
-        parts += _levels(rule, config.plan)
+    if isinstance(rule, ThresholdRule) and limit is not None:
+        parts += _levels(rule, limit)
     if isinstance(rule, ThresholdRule) and rule.escalate:
         parts.append(f"escalates ({'; '.join(stage.explain() for stage in rule.escalate)})")
     if isinstance(rule, ChangeRule) and rule.resolve == "window":
@@ -130,7 +163,7 @@ def summarize(
         parts.append(f"active {rule.active.describe()}")
     if rule.inhibited_by:
         parts.append(f"inhibited by {', '.join(rule.inhibited_by)} (same series or workspace)")
-    parts += _destination(config, rule.channel, slack_mode, config.scopes.get(rule.name, ()))
+    parts += _destination(config, rule.channel, slack_mode, series)
     return " ".join(parts)
 
 
@@ -145,10 +178,9 @@ def _plan_line(plan: PlanSection) -> str:
     return f"plan: concurrency limit {limit}, no burst: new calls rejected from {limit}"
 
 
-def _levels(rule: ThresholdRule, plan: PlanSection) -> list[str]:
+def _levels(rule: ThresholdRule, limit: int) -> list[str]:
     """`(above 80% of 30 = 24, escalate[0].above 90% of 30 = 27)`: what each percentage of
     the limit resolved to; nothing when none is written so."""
-    limit = plan.concurrency_limit
     derived = [
         f"{key} {written} of {limit} = {getattr(rule, key)}"
         for key, written in rule.percentages.items()

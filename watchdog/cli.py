@@ -43,10 +43,12 @@ from watchdog.errors import (
 )
 from watchdog.liveness import MIN_WATCHDOG_SEC, watchdog_sec_problems
 from watchdog.model import (
+    EVERY_SERIES,
     WATCHDOG_SERIES,
     AlertRecord,
     AlertState,
     Notification,
+    cover_scope_words,
     workspace_of,
     workspace_series,
 )
@@ -201,7 +203,11 @@ def _silence_parser(commands: Any) -> None:
 
     add = action("add", _cmd_silence_add, "silence a rule (or all) on a series (or all)")
     add.add_argument("--rule", required=True, metavar='NAME|"*"', help='a rule name, "*" = all')
-    add.add_argument("--scope", metavar="SERIES", help="one series (default: every series)")
+    add.add_argument(
+        "--scope",
+        metavar="SERIES",
+        help='a series, "<workspace>/*" = all of one workspace, "*" = all (the default)',
+    )
     until = add.add_mutually_exclusive_group(required=True)
     until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 30m")
     until.add_argument(
@@ -1052,18 +1058,31 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
 
 
 def _silence_target(config: Config, rule: str, scope: str | None) -> tuple[str, str | None]:
-    """The rule ("*" or one of the config's) and series (None: all) a silence is for."""
+    """The rule ("*" or one of the config's) and scope (None: every series) a silence is
+    for; the scope takes what a `[[mute]]`'s takes (`cover_scope_words`)."""
     rules = config.rule_names
     if rule != ALL_RULES and rule not in rules:
         hint = did_you_mean(rule, rules) or f': use "*" or one of {", ".join(rules)}'
         raise ValueError(f"--rule: unknown rule {rule!r}{hint}")
-    if scope is None:
+    if scope is None or scope == EVERY_SERIES:
         return rule, None
-    series = [name for name, _ in config.series] + [WATCHDOG_SERIES]
-    if scope not in series:
-        hint = did_you_mean(scope, series) or f": use one of {', '.join(series)}"
-        raise ValueError(f"--scope: unknown series {scope!r}{hint}")
+    words = cover_scope_words([*(name for name, _ in config.series), WATCHDOG_SERIES])
+    if scope not in words:
+        raise ValueError(f"--scope: {_unknown_scope(config, scope, words)}")
     return rule, scope
+
+
+def _unknown_scope(config: Config, scope: str, words: list[str]) -> str:
+    """Why `scope` names nothing: its workspace is not in the file (saying which are), or
+    the series is not (saying the closest word, else every word there is)."""
+    workspace = workspace_of(scope)
+    names = [ws.name for ws in config.workspaces]
+    if workspace and workspace not in names:
+        known = f": use one of {', '.join(names)}" if names else ": the file has no [[workspaces]]"
+        hint = did_you_mean(workspace, names) or known
+        return f"unknown workspace {workspace!r} in {scope!r}{hint}"
+    hint = did_you_mean(scope, words) or f": use one of {', '.join(words)}"
+    return f"unknown series {scope!r}{hint}"
 
 
 def _silence_end(duration: str | None, until: str | None, now: datetime) -> datetime:

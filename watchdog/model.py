@@ -6,6 +6,7 @@ edges (source, notify, store, daemon) can all speak the same vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -34,6 +35,30 @@ def workspace_of(series: str) -> str:
 def workspace_series(series: str) -> str:
     """The workspace-wide series of the workspace `series` belongs to."""
     return series_name(workspace_of(series), WORKSPACE)
+
+
+EVERY_SERIES = "*"
+"""In the scope of a silence or a `[[mute]]`: every series (and `<workspace>/*`: every
+series of that workspace, its own series too)."""
+
+
+def covers_series(scope: Iterable[str], series: str) -> bool:
+    """Whether the scope of a silence or a `[[mute]]` (its words) names `series`: `*`,
+    `<workspace>/*` of the workspace `series` belongs to, or the series' own name.
+
+    The one matching of silences and mutes, so that `watchdog silence add --scope` and a
+    `[[mute]]`'s `scope` mean the same thing (`cover_scope_words` lists what they take).
+    """
+    every_of_its_workspace = series_name(workspace_of(series), EVERY_SERIES)
+    return any(word in (EVERY_SERIES, every_of_its_workspace, series) for word in scope)
+
+
+def cover_scope_words(series: Iterable[str]) -> list[str]:
+    """Every word a silence's or a `[[mute]]`'s scope may use over `series`: `*`, then
+    `<workspace>/*` of each named workspace, then the series' names (in their order)."""
+    names = list(dict.fromkeys(series))
+    workspaces = dict.fromkeys(workspace_of(name) for name in names if workspace_of(name))
+    return [EVERY_SERIES, *(series_name(ws, EVERY_SERIES) for ws in workspaces), *names]
 
 
 NO_DATA_RULE = "no-data"

@@ -50,6 +50,8 @@ from watchdog.model import (
     WATCHDOG_BEHIND_RULE,
     WORKSPACE,
     Severity,
+    cover_scope_words,
+    covers_series,
     series_name,
     workspace_of,
 )
@@ -194,7 +196,8 @@ class MuteWindow(ActiveWindow):
     The window is an `ActiveWindow` (days, hours, zone; an overnight span such as
     "22:00-06:00" belongs to the day it starts on, and follows the zone's DST). It covers
     the rules named in `rules` (default: every rule, the built-in ones too) on the series
-    named in `scope` (default: every series). Rules are still evaluated while it covers
+    named in `scope` (default: every series; `watchdog.model.covers_series`, as a silence
+    does). Rules are still evaluated while it covers
     them; only their notifications are held back (see `watchdog.silences`).
     """
 
@@ -215,8 +218,7 @@ class MuteWindow(ActiveWindow):
             return False
         if self.scope is not None:
             scope = [self.scope] if isinstance(self.scope, str) else self.scope
-            every_agent_of = series_name(workspace_of(series), "*")
-            if "*" not in scope and series not in scope and every_agent_of not in scope:
+            if not covers_series(scope, series):
                 return False
         return self.active(at)
 
@@ -1178,6 +1180,16 @@ class _Layout:
             return [series_name(ws, a) for a in self.workspaces.get(ws, ())]
         return [word]
 
+    def series(self) -> list[str]:
+        """Every series of the file: each workspace's own series, then its agents'."""
+        if not self.workspaces:
+            return [WORKSPACE, *self.agents]
+        return [
+            series_name(ws, name)
+            for ws, agents in self.workspaces.items()
+            for name in (WORKSPACE, *agents)
+        ]
+
     def scope(self, rule: _RuleBase) -> tuple[str, ...]:
         """Every series a rule watches, in order, once."""
         words = [rule.scope] if isinstance(rule.scope, str) else rule.scope
@@ -1280,7 +1292,7 @@ def _mute_problems(
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     rules = sorted(known_rules | {NO_DATA_RULE, WATCHDOG_BEHIND_RULE})
-    series = layout.words() if not layout.workspaces else ["*", *layout.words()[2:]]
+    series = cover_scope_words(layout.series())
     for i, mute in mutes:
         where = f"mute[{i}] ({_printable(mute.name)})"
         if mute.name in seen:

@@ -1,7 +1,8 @@
 """Silences and mute windows: which notifications are held back, and when their news is due.
 
 A **silence** is made by a person (`watchdog silence add`, or the Slack card's Silence
-button): one rule (or "*" for all) on one series (or all), from `starts` until `ends`.
+button): one rule (or "*" for all) on one series, one workspace's or all, from `starts`
+until `ends`.
 A **mute** is a recurring window in the rules file (`[[mute]]`, `watchdog.rules.MuteWindow`).
 Either one *covers* an alert while it is in force for the alert's rule and series, and
 so does an *inhibition* (`watchdog.inhibition`): a rule named in the alert's rule's
@@ -40,7 +41,13 @@ from typing import Protocol
 
 from watchdog.durations import format_duration
 from watchdog.inhibition import NO_INHIBITIONS, Inhibitions
-from watchdog.model import AlertRecord, AlertState, Notification, TransitionKind
+from watchdog.model import (
+    AlertRecord,
+    AlertState,
+    Notification,
+    TransitionKind,
+    covers_series,
+)
 
 __all__ = [
     "ALL_RULES",
@@ -63,6 +70,9 @@ ALL_RULES = "*"
 @dataclass(frozen=True, slots=True)
 class Silence:
     """Quiet for `rule` ("*": all) on `scope` (None: every series) in [starts, ends).
+
+    `scope` is one word as a `[[mute]]`'s scope takes it (`watchdog.model.covers_series`):
+    a series, `<workspace>/*` (every series of that workspace) or `*`.
 
     `starts` and `ends` are aware UTC; `by` says who made it (`cli:alice`, a Slack user).
     """
@@ -92,7 +102,7 @@ class Silence:
         """Whether this silence holds back `rule`'s notifications on `series` at `at`."""
         return (
             self.rule in (ALL_RULES, rule)
-            and (self.scope is None or self.scope == series)
+            and (self.scope is None or covers_series([self.scope], series))
             and self.active(at)
         )
 

@@ -23,7 +23,7 @@ import httpx
 from pydantic import SecretStr
 
 from watchdog.errors import NotifyError
-from watchdog.model import MessageRef, Notification, Severity, TransitionKind
+from watchdog.model import MessageRef, Notification, Severity, TransitionKind, workspace_of
 from watchdog.notify.render import render_top_level
 
 __all__ = ["PAGERDUTY_TIMEOUT", "PagerDutyNotifier", "event", "routing_key_problem"]
@@ -50,7 +50,8 @@ def routing_key_problem(key: SecretStr) -> str | None:
 
 
 def event(note: Notification, routing_key: str) -> dict[str, Any]:
-    """The Events API v2 body for `note` (pure); a trigger carries the alert's payload."""
+    """The Events API v2 body for `note` (pure); a trigger carries the alert's payload,
+    and the workspace of a named one as `group` and in `custom_details`."""
     action = _ACTION.get(note.kind)
     if action is None:
         raise NotifyError(
@@ -74,7 +75,7 @@ def event(note: Notification, routing_key: str) -> dict[str, Any]:
     if note.runbook:
         details["runbook"] = note.runbook
         body["links"] = [{"href": note.runbook, "text": "Runbook"}]
-    body["payload"] = {
+    payload: dict[str, Any] = {
         "summary": summary[:SUMMARY_LIMIT],
         "source": f"watchdog: {note.series}",
         "severity": _SEVERITY[note.severity],
@@ -82,6 +83,10 @@ def event(note: Notification, routing_key: str) -> dict[str, Any]:
         "component": note.rule,
         "custom_details": details,
     }
+    if workspace := workspace_of(note.series):
+        # PagerDuty's `group` is the "logical grouping of components": the client's workspace.
+        payload["group"] = details["workspace"] = workspace
+    body["payload"] = payload
     return body
 
 

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from watchdog.durations import format_duration
-from watchdog.model import Notification, Severity, TransitionKind
+from watchdog.model import Notification, Severity, TransitionKind, workspace_of
 
 __all__ = [
     "ACK_ACTION",
@@ -241,7 +241,7 @@ def render_fired_and_resolved(note: Notification) -> RenderedMessage:
     if reason:
         fields.append(("Resolved because", reason))
     blocks = [
-        _header(f"{_RESOLVED_EMOJI} FIRED AND RESOLVED: {_clip(note.rule, _NAME_LIMIT)}"),
+        _header(f"{_RESOLVED_EMOJI} FIRED AND RESOLVED: {_title(note)}"),
         _fields(fields),
     ]
     blocks.extend(_trend_blocks(note.recent))
@@ -281,7 +281,7 @@ def render_resolved_original(note: Notification) -> RenderedMessage:
     if reason:
         fields.append(("Resolved because", reason))
     blocks = [
-        _header(f"{_RESOLVED_EMOJI} RESOLVED: {_clip(note.rule, _NAME_LIMIT)}"),
+        _header(f"{_RESOLVED_EMOJI} RESOLVED: {_title(note)}"),
         _fields(fields),
     ]
     blocks.extend(_trend_blocks(note.recent))
@@ -306,7 +306,7 @@ def _card(note: Notification, *, verb: str, buttons: bool = False) -> RenderedMe
     reason = _reason(note)
     emoji = severity_emoji(note.severity)
     blocks = [
-        _header(f"{emoji} {verb}: {_clip(note.rule, _NAME_LIMIT)}"),
+        _header(f"{emoji} {verb}: {_title(note)}"),
         _fields(
             [
                 ("Series", series),
@@ -515,6 +515,15 @@ def _slack_date(at: datetime) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _title(note: Notification) -> str:
+    """A card's header after the verb: the rule, and the workspace of a `[[workspaces]]`
+    series in words (`high-load · workspace acme`), so a channel shared by several
+    workspaces tells them apart at a glance (the Series field says `acme/support`)."""
+    workspace = workspace_of(note.series)
+    rule = _clip(note.rule, _NAME_LIMIT)
+    return f"{rule} · workspace {workspace}" if workspace else rule
 
 
 def _header(text: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import httpx
 from pydantic import SecretStr
 
 from watchdog.errors import NotifyError
-from watchdog.model import MessageRef, Notification, TransitionKind
+from watchdog.model import MessageRef, Notification, TransitionKind, workspace_of
 
 __all__ = ["SCHEMA_VERSION", "WEBHOOK_TIMEOUT", "WebhookNotifier", "document", "signature"]
 
@@ -49,6 +49,7 @@ def document(note: Notification) -> dict[str, Any]:
         "alert_id": note.alert_id,
         "rule": note.rule,
         "series": note.series,
+        "workspace": workspace_of(note.series) or None,
         "state": "resolved" if resolved else "firing",
         "severity": note.severity.value,
         "count": note.count,
