@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 import psycopg
@@ -281,11 +282,7 @@ class Bench:
                         f"{self.pair.label_of(call.token)} after {self.pair.label_of(seen[-1])}"
                     )
                 seen.append(call.token)
-        gaps = [
-            b.received_at - a.received_at
-            for a, b in zip(calls, calls[1:], strict=False)
-            if a.token != b.token
-        ]
+        gaps = [b.received_at - a.received_at for a, b in pairwise(calls) if a.token != b.token]
         return returns, min(gaps) if gaps else None
 
     def figures(self) -> list[Figure]:
