@@ -51,7 +51,7 @@ def table(figures: Sequence[Figure]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--quick", action="store_true", help="a shorter pass (~4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a shorter pass (~5 minutes)")
     parser.add_argument("--markdown", type=Path, help="also write machine + table to FILE")
     parser.add_argument(
         "--profile",

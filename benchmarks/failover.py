@@ -91,6 +91,7 @@ class Round:
     ended: float = 0.0
     exit_code: int | None = None
     cards: int = 0
+    card_by: str = "?"  # the life that posted the round's card
     lost: list[str] | None = None
     duplicates: int = 0
 
@@ -249,6 +250,7 @@ class Bench:
         for r, until in zip(self.rounds, bounds[1:], strict=True):
             tops = [m for m in slack.top_level() if r.started <= m.received_at < until]
             r.cards = len(tops)
+            r.card_by = self._poster(tops[0]) if tops else "-"
             r.lost = []
             if not tops:
                 r.lost.append("firing")
@@ -260,6 +262,17 @@ class Bench:
                 for m in slack.replies(top.ts)
             )
             r.duplicates = max(0, len(tops) - 1) + sum(n - 1 for n in replies.values() if n > 1)
+
+    def _poster(self, call: SlackCall) -> str:
+        """The life whose accepted request made `call` (by its arrival time)."""
+        return next(
+            (
+                self.pair.label_of(a.token)
+                for a in self.pair.slack.attempts
+                if a.method == call.method and a.received_at == call.received_at
+            ),
+            "?",
+        )
 
     def two_posters(self) -> tuple[int, float | None]:
         """Requests from a life after a later life had begun, and the shortest gap between
@@ -296,7 +309,7 @@ class Bench:
                     f"{tag}: round {r.number} ({r.kind}, {r.killed.label} -> "
                     f"{r.leader.label if r.leader else '?'})",
                     f"take-over {_s(r.takeover)}, first post {_s(r.first_post)}, "
-                    f"cards {r.cards}, lost {', '.join(r.lost or []) or 'none'}, "
+                    f"cards {r.cards} (by {r.card_by}), lost {', '.join(r.lost or []) or 'none'}, "
                     f"duplicates {r.duplicates}"
                     + (f", exit {r.exit_code}" if r.exit_code is not None else ""),
                 )
