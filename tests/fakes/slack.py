@@ -207,7 +207,7 @@ class FakeSlack:
         self._by_ts: dict[tuple[str, str], SlackCall] = {}
         self._post_times: dict[str, list[float]] = {}
         self._script: deque[Fail] = deque()
-        self._tokens = {token}
+        self._more_tokens: set[str] = set()  # accepted besides `token` (`add_token`)
         self._caller = threading.local()  # the token of the call a handler thread serves
         self._missing: set[str] = set()
         self._outage = False
@@ -301,7 +301,7 @@ class FakeSlack:
         """Accept this bot token too: clients given tokens of their own are told apart in
         `attempts` and `reads` (`Attempt.token`), e.g. two daemons of a pair."""
         with self._cond:
-            self._tokens.add(token)
+            self._more_tokens.add(token)
 
     def outage(self, on: bool = True) -> None:
         """While on, every call answers 503 (after any scripted failures are used up)."""
@@ -797,8 +797,10 @@ class FakeSlack:
         return str(getattr(self._caller, "token", ""))
 
     def _tokens_snapshot(self) -> set[str]:
+        """The accepted bot tokens: `token` (a test may replace it: a revoked token) and
+        those added."""
         with self._cond:
-            return set(self._tokens)
+            return {self.token, *self._more_tokens}
 
     def _missing_snapshot(self) -> set[str]:
         with self._cond:
