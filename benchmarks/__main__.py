@@ -9,7 +9,17 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import engine, housekeeping, idle, latency, polls, scale, soak, store_write
+from benchmarks import (
+    engine,
+    failover,
+    housekeeping,
+    idle,
+    latency,
+    polls,
+    scale,
+    soak,
+    store_write,
+)
 from benchmarks.common import PROFILE, Figure, machine, progress
 
 BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
@@ -21,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], list[Figure]]] = {
     "housekeeping": housekeeping.run,
     "soak": soak.run,
     "store_write": store_write.run,
+    "failover": failover.run,
 }
 
 
@@ -40,7 +51,7 @@ def table(figures: Sequence[Figure]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--quick", action="store_true", help="a shorter pass (~4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a shorter pass (~5 minutes)")
     parser.add_argument("--markdown", type=Path, help="also write machine + table to FILE")
     parser.add_argument(
         "--profile",
@@ -63,7 +74,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"when the soak kills -9 and restarts the daemon, as a share of the churn "
         f"(default {soak.KILL_AT:g}; 0 = never, so one life spans the run)",
     )
+    parser.add_argument(
+        "--failover-rounds",
+        type=int,
+        metavar="N",
+        help=f"leader take-downs per poll interval in the fail-over benchmark "
+        f"(default {failover.ROUNDS}, {failover.QUICK_ROUNDS} with --quick)",
+    )
+    parser.add_argument(
+        "--failover-polls",
+        metavar="S,S",
+        help="the poll intervals (seconds) of the fail-over benchmark "
+        f"(default {','.join(f'{p:g}' for p in failover.POLLS)})",
+    )
     args = parser.parse_args(argv)
+    if args.failover_rounds is not None:
+        failover.SETTINGS["rounds"] = args.failover_rounds
+    if args.failover_polls is not None:
+        failover.SETTINGS["polls"] = tuple(float(p) for p in args.failover_polls.split(","))
     if args.soak_minutes is not None:
         soak.MINUTES["minutes"] = args.soak_minutes
     if args.soak_kill_at is not None:

@@ -219,8 +219,12 @@ async def running_daemon(
     stale_after: str = "10m",
     http_timeout: float = 1.0,
     slack_timeout: float = 2.0,
+    database_url: str | None = None,
 ) -> AsyncIterator[Rig]:
-    """Run the real daemon loop in this event loop until the block ends, then stop it."""
+    """Run the real daemon loop in this event loop until the block ends, then stop it.
+
+    The state is a SQLite file in the state directory, or the PostgreSQL database at
+    `database_url`."""
     state_dir = tmp_path / "state"
     config = load_config(
         write_rules(
@@ -232,7 +236,11 @@ async def running_daemon(
     with (
         FakeElevenLabs(api_key=API_KEY, count=count, hang_seconds=10) as elevenlabs,
         FakeSlack(token=SLACK_TOKEN) as slack,
-        Store.open(Store.default_path(state_dir)) as store,
+        (
+            Store.connect(database_url)
+            if database_url is not None
+            else Store.open(Store.default_path(state_dir))
+        ) as store,
         LiveCountSource(
             SecretStr(API_KEY),
             elevenlabs.url,
@@ -618,11 +626,39 @@ TRANSIENT_SLACK_FAULTS = [
 def test_transient_slack_faults_lose_and_double_nothing(tmp_path: Path, fault: Fail) -> None:
     """Slack failing recoverably three times in a row: every notification still arrives
     once, in order per channel, and no retry comes sooner than its Retry-After/backoff."""
+    check_transient_slack_fault(tmp_path, fault)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fail.status(503), id="503"),
+        pytest.param(Fail.hang(2.0), id="hang"),
+        pytest.param(Fail.reset(), id="reset"),
+    ],
+)
+def test_transient_slack_faults_on_postgresql_lose_and_double_nothing(
+    tmp_path: Path, postgres_url: str, fault: Fail
+) -> None:
+    """The same with the state in PostgreSQL: every notification arrives once, in order,
+    with no early retry (the outbox's attempts and backoff are the database's)."""
+    check_transient_slack_fault(tmp_path, fault, database_url=postgres_url)
+
+
+def check_transient_slack_fault(
+    tmp_path: Path, fault: Fail, *, database_url: str | None = None
+) -> None:
+    """Three of `fault` in a row while two alerts fire and resolve; nothing lost or doubled."""
 
     async def scenario() -> Rig:
         clock = ScaledClock(datetime.now(UTC), 50.0)
         async with running_daemon(
-            tmp_path, TWO_RULES, clock=clock, poll_interval="5s", slack_timeout=0.5
+            tmp_path,
+            TWO_RULES,
+            clock=clock,
+            poll_interval="5s",
+            slack_timeout=0.5,
+            database_url=database_url,
         ) as rig:
             rig.slack.fail_next([fault] * 3)
             await flip_through_two_alerts(rig)
@@ -706,11 +742,26 @@ def test_slack_down_for_ten_minutes_delivers_everything_in_order_once(tmp_path: 
     """A 10-minute Slack outage (on a 200x clock) loses and doubles nothing: queued alerts
     of two channels arrive in order, brought up to date, within one capped retry of
     Slack's return."""
+    check_ten_minute_outage(tmp_path)
+
+
+def test_slack_down_for_ten_minutes_on_postgresql_delivers_everything_in_order_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The same with the state in PostgreSQL: the queue waits in the database and
+    arrives in order, once, brought up to date."""
+    check_ten_minute_outage(tmp_path, database_url=postgres_url)
+
+
+def check_ten_minute_outage(tmp_path: Path, *, database_url: str | None = None) -> None:
+    """Slack down for `OUTAGE` daemon-seconds while alerts of two channels come and go."""
     speed = 200.0
 
     async def scenario() -> tuple[Rig, float, float]:
         clock = ScaledClock(datetime.now(UTC), speed)
-        async with running_daemon(tmp_path, TWO_RULES, clock=clock, poll_interval="15s") as rig:
+        async with running_daemon(
+            tmp_path, TWO_RULES, clock=clock, poll_interval="15s", database_url=database_url
+        ) as rig:
             rig.slack.outage(True)
             down = clock.monotonic()
             await flip_through_two_alerts(rig)

@@ -12,7 +12,6 @@ import io
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -72,7 +71,9 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
-def run_daemon(db: Path, start: datetime, scenario: Scenario) -> tuple[str, io.StringIO]:
+def run_daemon(
+    open_store: Callable[[], Store], start: datetime, scenario: Scenario
+) -> tuple[str, io.StringIO]:
     """Run the daemon from `start` while `scenario` drives it; the console and audit log."""
     log, console = io.StringIO(), io.StringIO()
     configure_logging(level="info", stream=log)
@@ -81,7 +82,7 @@ def run_daemon(db: Path, start: datetime, scenario: Scenario) -> tuple[str, io.S
     async def main(api: FakeElevenLabs) -> None:
         clock = ScaledClock(start, speed=10)
         with (
-            Store.open(db) as store,
+            open_store() as store,
             LiveCountSource(
                 SecretStr(API_KEY), api.url, now=clock.now, timeout=1.0, max_concurrency=4
             ) as source,
@@ -109,11 +110,10 @@ def sent_reports(log: io.StringIO) -> list[dict[str, Any]]:
     return [e for e in events(log, "notify.sent") if e["kind"] == "report"]
 
 
-def test_the_daily_report_is_posted_at_the_configured_time(tmp_path: Path) -> None:
+def test_the_daily_report_is_posted_at_the_configured_time(open_store: Callable[[], Store]) -> None:
     """Started at 08:59:50 in Berlin, the daemon posts Tuesday's report once 09:00 passed
     (not before, and no earlier day's), to `[report] channel`, with Tuesday's figures."""
-    db = Store.default_path(tmp_path)
-    with Store.open(db) as store:
+    with open_store() as store:
         store.apply(samples=MONDAY_SAMPLES)
     nine = datetime(2026, 12, 2, 9, 0, tzinfo=BERLIN)
     queued_at: list[datetime] = []
@@ -124,7 +124,7 @@ def test_the_daily_report_is_posted_at_the_configured_time(tmp_path: Path) -> No
         await until(lambda: bool(sent_reports(log)))
         await asyncio.sleep(0.3)  # three more checks of the clock: nothing else is due
 
-    console, log = run_daemon(db, nine - timedelta(seconds=10), scenario)
+    console, log = run_daemon(open_store, nine - timedelta(seconds=10), scenario)
     (queued,) = events(log, "report.queued")
     assert (queued["day"], queued["channel"]) == ("2026-12-01", "#voice-ops")
     assert queued_at[0] >= nine
@@ -133,15 +133,14 @@ def test_the_daily_report_is_posted_at_the_configured_time(tmp_path: Path) -> No
     assert "Daily report: 2026-12-01" in console
     assert "peak 7 at 2026-12-01T09:01:00+00:00" in console  # 10:01 in Berlin
     assert console.count("Daily report") == 1
-    with Store.open(db) as store:
+    with open_store() as store:
         assert store.get_meta(LAST_DAY_KEY) == "2026-12-01"
 
 
-def test_a_missed_report_is_sent_after_a_restart_once(tmp_path: Path) -> None:
+def test_a_missed_report_is_sent_after_a_restart_once(open_store: Callable[[], Store]) -> None:
     """Down at 09:00 (the last report was Monday's), the daemon started at 11:00 sends
     Tuesday's report at once; started again, it does not send it a second time."""
-    db = Store.default_path(tmp_path)
-    with Store.open(db) as store:
+    with open_store() as store:
         store.apply(samples=MONDAY_SAMPLES)
         store.set_meta(LAST_DAY_KEY, "2026-11-30")
     eleven = datetime(2026, 12, 2, 11, 0, tzinfo=BERLIN)
@@ -152,23 +151,22 @@ def test_a_missed_report_is_sent_after_a_restart_once(tmp_path: Path) -> None:
     async def second(daemon: Daemon, clock: ScaledClock, log: io.StringIO) -> None:
         await until(lambda: daemon.cycles >= 3)  # the report task has looked several times
 
-    console, log = run_daemon(db, eleven, first)
+    console, log = run_daemon(open_store, eleven, first)
     assert [e["day"] for e in events(log, "report.queued")] == ["2026-12-01"]
     assert "Daily report: 2026-12-01" in console
-    console, log = run_daemon(db, eleven + timedelta(seconds=30), second)
+    console, log = run_daemon(open_store, eleven + timedelta(seconds=30), second)
     assert events(log, "report.queued") == []
     assert "Daily report" not in console
-    with Store.open(db) as store:
+    with open_store() as store:
         assert store.outbox_depth() == 0
 
 
 def test_a_report_that_cannot_be_built_is_logged_and_alerting_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    open_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug in the report must not cost an alert: `report.failed` is logged once for the
     day, the daemon keeps polling, and the day is not marked as reported."""
-    db = Store.default_path(tmp_path)
-    with Store.open(db) as store:
+    with open_store() as store:
         store.apply(samples=MONDAY_SAMPLES)
 
     def broken(*_: object) -> None:
@@ -182,7 +180,7 @@ def test_a_report_that_cannot_be_built_is_logged_and_alerting_goes_on(
         cycles = daemon.cycles
         await until(lambda: daemon.cycles >= cycles + 3)  # still polling
 
-    _, log = run_daemon(db, nine - timedelta(seconds=10), scenario)
+    _, log = run_daemon(open_store, nine - timedelta(seconds=10), scenario)
     (failed,) = events(log, "report.failed")
     assert (failed["day"], failed["error"], failed["message"]) == (
         "2026-12-01",
@@ -190,5 +188,5 @@ def test_a_report_that_cannot_be_built_is_logged_and_alerting_goes_on(
         "injected",
     )
     assert not events(log, "daemon.crashed")
-    with Store.open(db) as store:
+    with open_store() as store:
         assert store.get_meta(LAST_DAY_KEY) == "2026-11-30"

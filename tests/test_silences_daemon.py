@@ -13,7 +13,6 @@ import io
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -63,7 +62,7 @@ def events(log: io.StringIO, name: str) -> list[dict[str, Any]]:
 
 
 def run_daemon(
-    tmp_path: Path,
+    open_store: Callable[[], Store],
     rules: str,
     start: datetime,
     scenario: Callable[[Daemon, io.StringIO], Awaitable[None]],
@@ -76,7 +75,7 @@ def run_daemon(
     async def main(api: FakeElevenLabs) -> None:
         clock = ScaledClock(start, speed=10)
         with (
-            Store.open(Store.default_path(tmp_path)) as store,
+            open_store() as store,
             LiveCountSource(
                 SecretStr(API_KEY), api.url, now=clock.now, timeout=1.0, max_concurrency=4
             ) as source,
@@ -106,7 +105,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 def test_a_card_held_by_an_overnight_mute_is_posted_when_the_window_closes(
-    tmp_path: Path,
+    open_store: Callable[[], Store],
 ) -> None:
     """Firing at 05:59:40 on a Sunday, inside Saturday's "22:00-06:00" window (Berlin), the
     card is held back with the mute's name and posted at 06:00, since the alert still fires."""
@@ -121,14 +120,16 @@ def test_a_card_held_by_an_overnight_mute_is_posted_when_the_window_closes(
         (released,) = events(log, "notify.released")
         assert (released["kind"], released["mute"]) == ("firing", "night")
 
-    console = run_daemon(tmp_path, RULES + NIGHT, start, scenario)
+    console = run_daemon(open_store, RULES + NIGHT, start, scenario)
     (card,) = [block for block in console.split("\n\n") if "FIRING" in block]
     assert "reason mute night ended; still firing" in card
     sent_at = datetime.strptime(card.split("at ")[-1].split(" ·")[0], "%Y-%m-%d %H:%M:%S UTC")
     assert sent_at.replace(tzinfo=UTC) >= closes
 
 
-def test_silence_alert_silences_its_rule_and_series_and_is_listed(tmp_path: Path) -> None:
+def test_silence_alert_silences_its_rule_and_series_and_is_listed(
+    open_store: Callable[[], Store],
+) -> None:
     """`silence_alert` (the Slack button) makes a silence for that alert's rule and series,
     audited with who pressed; `silences_text` lists it; an unknown alert is an InputError."""
     start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -144,7 +145,7 @@ def test_silence_alert_silences_its_rule_and_series_and_is_listed(tmp_path: Path
         seen["silence"], seen["text"], seen["record"] = silence, daemon.silences_text(), record
         seen["created"] = events(log, "silence.created")
 
-    run_daemon(tmp_path, RULES, start, scenario)
+    run_daemon(open_store, RULES, start, scenario)
     silence, record = seen["silence"], seen["record"]
     assert (silence.rule, silence.scope, silence.by) == ("high", "workspace", "U123")
     assert silence.ends - silence.starts == timedelta(hours=1)
@@ -153,13 +154,13 @@ def test_silence_alert_silences_its_rule_and_series_and_is_listed(tmp_path: Path
     assert "by U123" in seen["text"]
     (created,) = seen["created"]
     assert (created["silence"], created["by"]) == (silence.id, "U123")
-    with Store.open(Store.default_path(tmp_path)) as store:
+    with open_store() as store:
         assert [s.id for s in store.silences(silence.starts)] == [silence.id]
         assert store.held()[record.alert_id].card  # its card is out: its end will be announced
 
 
 def test_silencing_from_the_card_names_who_silenced_on_the_alerts_notifications(
-    tmp_path: Path,
+    open_store: Callable[[], Store],
 ) -> None:
     """The card's Silence control: an unknown alert is refused with a reason for the
     presser; a firing one is silenced, and the edit of its card says who silenced it
@@ -175,7 +176,7 @@ def test_silencing_from_the_card_names_who_silenced_on_the_alerts_notifications(
         answers.append(daemon.silence_from_card(record.alert_id, timedelta(hours=1), "U123"))
         await until(lambda: len(events(log, "notify.sent")) == 2)
 
-    console = run_daemon(tmp_path, RULES, start, scenario)
+    console = run_daemon(open_store, RULES, start, scenario)
     assert answers == ["Cannot silence: no pending or firing alert 'nope'.", None]
     (annotated,) = [block for block in console.split("\n\n") if "ANNOTATED" in block]
     assert "silenced by U123" in annotated

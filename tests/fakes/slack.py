@@ -113,6 +113,8 @@ class Attempt:
     channel: str | None
     outcome: str
     received_at: float
+    token: str = ""
+    """The token the call carried (which client sent it, with `add_token`)."""
 
     @property
     def ok(self) -> bool:
@@ -205,6 +207,8 @@ class FakeSlack:
         self._by_ts: dict[tuple[str, str], SlackCall] = {}
         self._post_times: dict[str, list[float]] = {}
         self._script: deque[Fail] = deque()
+        self._more_tokens: set[str] = set()  # accepted besides `token` (`add_token`)
+        self._caller = threading.local()  # the token of the call a handler thread serves
         self._missing: set[str] = set()
         self._outage = False
         self._last_ts_micros = 0
@@ -292,6 +296,12 @@ class FakeSlack:
         """Answer the next calls (any endpoint) with these failures, in order."""
         with self._cond:
             self._script.extend(failures)
+
+    def add_token(self, token: str) -> None:
+        """Accept this bot token too: clients given tokens of their own are told apart in
+        `attempts` and `reads` (`Attempt.token`), e.g. two daemons of a pair."""
+        with self._cond:
+            self._more_tokens.add(token)
 
     def outage(self, on: bool = True) -> None:
         """While on, every call answers 503 (after any scripted failures are used up)."""
@@ -418,6 +428,7 @@ class FakeSlack:
     def _handle(self, handler: _Handler) -> None:
         url = urlsplit(handler.path)
         path = url.path
+        self._caller.token = ""
         if handler.command == "GET" and path == "/_fake/messages":
             handler.reply(200, json.dumps([asdict(m) for m in self.messages]), "application/json")
             return
@@ -446,10 +457,11 @@ class FakeSlack:
 
     def _handle_api(self, handler: _Handler, method: str, params: dict[str, Any]) -> None:
         channel = str(params.get("channel") or "") or None
+        token = _bearer(handler.headers.get("Authorization", "")) or str(params.get("token") or "")
+        self._caller.token = token
         after = self._scripted(handler, method, channel, webhook=False)
         if after is True:
             return
-        token = _bearer(handler.headers.get("Authorization", "")) or str(params.get("token") or "")
         if method == "apps.connections.open":
             self._open_connection(handler, token)
             return
@@ -459,7 +471,7 @@ class FakeSlack:
         if not token:
             self._answer_api(handler, method, channel, {"ok": False, "error": "not_authed"})
             return
-        if token != self.token:
+        if token not in self._tokens_snapshot():
             self._answer_api(handler, method, channel, {"ok": False, "error": "invalid_auth"})
             return
         needed = self._needed_scope(method, params)
@@ -767,7 +779,9 @@ class FakeSlack:
         """Record an accepted call; the caller holds the condition."""
         outcome = "ok" if after is None else f"accepted, then {after.action}"
         self._messages.append(call)
-        self._attempts.append(Attempt(method, call.channel, outcome, call.received_at))
+        self._attempts.append(
+            Attempt(method, call.channel, outcome, call.received_at, self._caller_token())
+        )
         if call.method != "chat.update":
             self._post_times.setdefault(call.channel, []).append(call.received_at)
         self._cond.notify_all()
@@ -776,8 +790,17 @@ class FakeSlack:
         with self._cond:
             cid = None if channel is None else channel_id(channel)
             calls = self._attempts if method in _POSTING else self._reads
-            calls.append(Attempt(method, cid, outcome, time.monotonic()))
+            calls.append(Attempt(method, cid, outcome, time.monotonic(), self._caller_token()))
             self._cond.notify_all()
+
+    def _caller_token(self) -> str:
+        return str(getattr(self._caller, "token", ""))
+
+    def _tokens_snapshot(self) -> set[str]:
+        """The accepted bot tokens: `token` (a test may replace it: a revoked token) and
+        those added."""
+        with self._cond:
+            return {self.token, *self._more_tokens}
 
     def _missing_snapshot(self) -> set[str]:
         with self._cond:
